@@ -1,0 +1,1 @@
+"""Only1MCP jobs/bench."""
