@@ -1,0 +1,1 @@
+"""Subcommands of the only1mcp CLI."""
