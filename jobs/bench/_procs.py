@@ -1,0 +1,177 @@
+"""Benchmark subprocesses: free ports, readiness waits and a teardown that always runs.
+
+A ``ProcessGroup`` is a context manager; every process started through it is
+stopped when the block exits, whether it ends normally, by an exception or by
+Ctrl-C. Each child gets its own session (so a terminal Ctrl-C reaches only the
+benchmark, which then stops them in order) and, on Linux, dies with the
+benchmark even if the benchmark itself is killed outright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+__all__ = ["StartError", "Managed", "ProcessGroup", "free_port"]
+
+# Runs before the real command: asks the kernel to SIGTERM the child when its parent
+# dies (PR_SET_PDEATHSIG, kept across exec), then execs the command. Done in a tiny
+# launcher rather than a preexec_fn because preexec_fn is unsafe once threads exist.
+_LAUNCHER = (
+    "import ctypes,os,sys\n"
+    "parent=int(sys.argv[1])\n"
+    "try: ctypes.CDLL(None).prctl(1,15)\n"
+    "except Exception: pass\n"
+    "os.getppid()==parent or sys.exit(1)\n"
+    "os.execv(sys.argv[2],sys.argv[2:])\n"
+)
+
+
+class StartError(RuntimeError):
+    """A process did not become ready; the message says why, ``log_tail`` shows its last output."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the child binds it soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Managed:
+    """One started process, with its combined stdout/stderr log."""
+
+    name: str
+    argv: list[str]
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+    started_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 6) -> str:
+        """The last few non-empty lines of the process log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        kept = [line for line in text.splitlines() if line.strip()]
+        return "\n".join(kept[-lines:])
+
+
+class ProcessGroup:
+    """Starts processes, waits for them to be ready, and always stops them."""
+
+    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None, grace_s: float = 5.0) -> None:
+        self.log_dir = Path(log_dir)
+        self.env = dict(env) if env is not None else None
+        self.grace_s = grace_s
+        self.procs: list[Managed] = []
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def start(self, name: str, argv: Sequence[str]) -> Managed:
+        """Start ``argv`` with its output going to ``<log_dir>/<name>.log``."""
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - closed by stop_all
+        command = list(argv)
+        if sys.platform.startswith("linux") and os.path.isabs(command[0]):
+            command = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *command]
+        try:
+            popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        except BaseException:
+            log.close()
+            raise
+        proc = Managed(name=name, argv=list(argv), popen=popen, log_path=log_path, _log=log)
+        self.procs.append(proc)
+        return proc
+
+    async def wait_ready(
+        self, proc: Managed, probe: Callable[[], Awaitable[object]], timeout_s: float
+    ) -> float:
+        """Call ``probe`` until it succeeds; return seconds since start, or raise StartError."""
+        deadline = time.perf_counter() + timeout_s
+        last_error = "no attempt"
+        while True:
+            if not proc.alive():
+                tail = proc.log_tail(lines=20)
+                last = tail.splitlines()[-1].strip() if tail else "no output"  # usually the exception
+                raise StartError(f"{proc.name} exited with code {proc.popen.returncode}: {last}", tail)
+            try:
+                await probe()
+                return time.perf_counter() - proc.started_at
+            except Exception as exc:  # not ready yet: refused, 404, wrong answer...
+                last_error = f"{type(exc).__name__}: {exc}"
+            if time.perf_counter() >= deadline:
+                raise StartError(
+                    f"{proc.name} not ready after {timeout_s:g}s (last probe: {last_error})", proc.log_tail(lines=20)
+                )
+            await asyncio.sleep(0.1)
+
+    def stop(self, proc: Managed) -> int | None:
+        """Stop one process (SIGTERM to its session, SIGKILL after the grace period) and forget it."""
+        if proc in self.procs:
+            self.procs.remove(proc)
+        self._signal(proc, signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout=self.grace_s)
+        except subprocess.TimeoutExpired:
+            self._signal(proc, signal.SIGKILL)
+            proc.popen.wait(timeout=self.grace_s)
+        proc._log.close()
+        return proc.popen.returncode
+
+    def stop_all(self) -> None:
+        """Stop every process, newest first (proxies before the upstream)."""
+        # Signal all first so their graceful shutdowns overlap, then wait for each.
+        for proc in reversed(self.procs):
+            self._signal(proc, signal.SIGTERM)
+        while self.procs:
+            proc = self.procs[-1]
+            try:
+                self.stop(proc)
+            except Exception as exc:  # keep going: the others must still be stopped
+                if proc in self.procs:
+                    self.procs.remove(proc)
+                print(f"warning: could not stop {proc.name} (pid {proc.pid}): {exc}", file=sys.stderr)
+
+    @staticmethod
+    def _signal(proc: Managed, sig: signal.Signals) -> None:
+        if proc.popen.poll() is not None:
+            return
+        try:
+            # The child leads its own session, so this also reaches anything it spawned.
+            os.killpg(proc.popen.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,48 @@
+"""``only1mcp bench BENCHMARK``: pick a benchmark and run it.
+
+Each benchmark is a module exposing ``add_arguments(parser)`` and
+``run(args) -> int``, like the top-level commands. Adding one is one line in
+``BENCHMARKS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["BENCHMARKS", "add_arguments", "run", "main"]
+
+# name -> (module, help)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "proxy": (
+        "only1mcp.jobs.bench.proxy",
+        "tools/call throughput and latency: direct vs through Only1MCP vs through FastMCP's proxy",
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # dest differs from the top-level "command"/"_module" so the two levels never clash.
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        bench_parser = sub.add_parser(name, help=help_text, description=help_text)
+        bench_parser.set_defaults(_bench_module=module_name)
+        importlib.import_module(module_name).add_arguments(bench_parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(args._bench_module)
+    return int(module.run(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run without the top-level CLI: ``python -m only1mcp.jobs.bench.cli proxy ...``."""
+    parser = argparse.ArgumentParser(prog="only1mcp bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""``only1mcp bench proxy``: tools/call throughput and latency, direct vs Only1MCP vs FastMCP's proxy.
+
+One run starts the echo upstream in its own process, then each proxy arm in its
+own process in front of it, and drives every (arm, concurrency) cell from this
+process with a hand-rolled MCP client (one session per concurrent worker). The
+cells are warmed up, then measured in interleaved slices so that drift of a
+noisy machine spreads over all of them instead of landing on one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from only1mcp.jobs.bench._procs import ProcessGroup, StartError, free_port
+from only1mcp.jobs.bench._report import Bar, machine_info, render_bars, render_table, summarize, write_json
+
+__all__ = ["ARMS", "DEFAULT_OUT", "add_arguments", "run"]
+
+ARMS = ("direct", "only1mcp", "fastmcp")
+DEFAULT_OUT = "bench-results/proxy.json"
+HOST = "127.0.0.1"
+TOOL = "echo"  # every arm exposes it unprefixed: Only1MCP via namespace = "", FastMCP by default
+_MIN_SLICE_S = 0.5  # shorter slices would be dominated by the calls straddling their ends
+
+_ONLY1MCP_CONFIG = """\
+[proxy]
+listen = "{host}:{port}"
+
+[[servers]]
+name = "echo"
+namespace = ""
+[[servers.replicas]]
+url = "{upstream}"
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell first (default 1)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], metavar="N", help="default: 1 8")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), metavar="ARM", help="default: %(default)s")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved slices per cell (default 5)")
+    parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds for a server to become ready")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
+
+
+def _bars() -> list[Bar]:
+    return [
+        Bar("only1mcp_vs_direct_throughput_c8", "Only1MCP throughput vs direct @c8", ">=", 70.0, "%"),
+        Bar("only1mcp_vs_fastmcp_throughput_c8", "Only1MCP throughput vs FastMCP proxy @c8", ">=", 10.0, "x"),
+        Bar("only1mcp_p50_overhead_c1", "Only1MCP p50 - direct p50 @c1", "<=", 1.0, " ms"),
+    ]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM takes the same clean-up path as Ctrl-C
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or any(c < 1 for c in args.concurrency):
+        print("error: --duration must be > 0, --warmup >= 0, --rounds and --concurrency >= 1", file=sys.stderr)
+        return 2
+    args.arms = list(dict.fromkeys(args.arms))
+    args.concurrency = list(dict.fromkeys(args.concurrency))
+    loop_factory, loop_name = _loop_factory()
+    began = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        # Processes stop (ProcessGroup) before their log folder goes (TemporaryDirectory).
+        with tempfile.TemporaryDirectory(prefix="only1mcp-bench-") as tmp, ProcessGroup(
+            Path(tmp), env=getattr(args, "environ", None)
+        ) as procs, asyncio.Runner(loop_factory=loop_factory) as runner:
+            report = runner.run(_bench(args, procs, Path(tmp)))
+    except KeyboardInterrupt:
+        print("interrupted: benchmark servers stopped", file=sys.stderr)
+        return 130
+    except StartError as exc:
+        print(f"error: the echo upstream did not start: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report["settings"]["loadgen_event_loop"] = loop_name
+    report["wall_s"] = round(time.perf_counter() - began, 2)
+    print(report.pop("_text"))
+    out = write_json(args.out, report)
+    print(f"\nresults: {out}")
+    if args.strict and any(b["status"] != "PASS" for b in report["bars"]):
+        return 1
+    return 0
+
+
+def _loop_factory() -> tuple[Any, str]:
+    try:
+        import uvloop  # the load generator should cost as little CPU as possible
+    except ImportError:
+        return None, "asyncio"
+    return uvloop.new_event_loop, "uvloop"
+
+
+def _arm_argv(arm: str, port: int, upstream_url: str, tmp: Path) -> list[str]:
+    if arm == "only1mcp":
+        config = tmp / "only1mcp.toml"
+        config.write_text(_ONLY1MCP_CONFIG.format(host=HOST, port=port, upstream=upstream_url))
+        return [sys.executable, "-m", "only1mcp.cli", "proxy", "--config", str(config)]
+    if arm == "fastmcp":
+        module = "only1mcp.jobs.bench._fastmcp_arm"
+        return [sys.executable, "-m", module, "--upstream", upstream_url, "--host", HOST, "--port", str(port)]
+    raise ValueError(arm)
+
+
+async def _bench(args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> dict[str, Any]:
+    from only1mcp.jobs.bench._loadgen import PROTOCOL_VERSION, McpSession, drive, new_http_client
+
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    machine = machine_info(["mcp", "fastmcp", "aiohttp", "uvicorn", "starlette", "only1mcp"])
+    upstream_port = free_port(HOST)
+    upstream_url = f"http://{HOST}:{upstream_port}/mcp"
+    upstream = procs.start("upstream", [sys.executable, "-m", "only1mcp.jobs.servers.echo", "--host", HOST, "--port", str(upstream_port)])
+    arms: dict[str, dict[str, Any]] = {}
+    urls: dict[str, str] = {}
+    collected: dict[tuple[str, int], list[Any]] = {}
+
+    async with new_http_client() as http:
+
+        def probe(url: str) -> Any:
+            async def check() -> None:  # ready means a real session and a correct echo
+                session = McpSession(http, url, client_name="only1mcp-bench-probe")
+                await session.open()
+                await session.call_echo(TOOL, "ready?")
+                await session.close()
+
+            return check
+
+        upstream_s = await procs.wait_ready(upstream, probe(upstream_url), args.startup_timeout)
+        starting = {}
+        for arm in args.arms:
+            if arm == "direct":
+                urls[arm] = upstream_url
+                arms[arm] = {"status": "ok", "url": upstream_url, "startup_s": round(upstream_s, 3)}
+            else:
+                port = free_port(HOST)
+                urls[arm] = f"http://{HOST}:{port}/mcp"
+                starting[arm] = procs.start(arm, _arm_argv(arm, port, upstream_url, tmp))
+        # Proxy arms start side by side; one that fails is skipped, not fatal.
+        outcomes = await asyncio.gather(
+            *(procs.wait_ready(p, probe(urls[a]), args.startup_timeout) for a, p in starting.items()),
+            return_exceptions=True,
+        )
+        for (arm, proc), outcome in zip(starting.items(), outcomes):
+            if isinstance(outcome, BaseException):
+                arms[arm] = {
+                    "status": "skipped", "reason": f"failed to start: {outcome}", "argv": proc.argv,
+                    "log_tail": getattr(outcome, "log_tail", ""),
+                }
+                procs.stop(proc)
+            else:
+                arms[arm] = {"status": "ok", "url": urls[arm], "startup_s": round(outcome, 3), "argv": proc.argv}
+
+        sessions: dict[tuple[str, int], list[McpSession]] = {}
+        for arm in [a for a in args.arms if arms[a]["status"] == "ok"]:
+            try:
+                for conc in args.concurrency:
+                    cell = [McpSession(http, urls[arm]) for _ in range(conc)]
+                    sessions[(arm, conc)] = cell
+                    await asyncio.gather(*(s.open() for s in cell))
+            except Exception as exc:
+                arms[arm] = {**arms[arm], "status": "skipped", "reason": f"could not open sessions: {exc!r}"}
+                for conc in args.concurrency:
+                    sessions.pop((arm, conc), None)
+        cells = [(arm, conc) for conc in args.concurrency for arm in args.arms if (arm, conc) in sessions]
+
+        rounds = max(1, min(args.rounds, int(args.duration / _MIN_SLICE_S)))
+        slice_s = args.duration / rounds
+        for cell in cells:
+            await drive(sessions[cell], TOOL, args.warmup, tag="warm")
+            collected[cell] = []
+        for r in range(rounds):
+            shift = r % len(cells) if cells else 0
+            for cell in cells[shift:] + cells[:shift]:  # rotated, so no cell always runs first
+                # One unmeasured call per worker revives connections idle since the last slice.
+                await asyncio.gather(*(s.call_echo(TOOL, "prime") for s in sessions[cell]), return_exceptions=True)
+                collected[cell].append(await drive(sessions[cell], TOOL, slice_s, tag=f"r{r}w"))
+        await asyncio.gather(*(s.close() for cell in sessions.values() for s in cell))
+
+    return _assemble(args, arms, collected, machine, started_at, rounds, slice_s, PROTOCOL_VERSION)
+
+
+def _assemble(
+    args: argparse.Namespace,
+    arms: dict[str, dict[str, Any]],
+    collected: dict[tuple[str, int], list[Any]],
+    machine: dict[str, Any],
+    started_at: datetime.datetime,
+    rounds: int,
+    slice_s: float,
+    protocol_version: str,
+) -> dict[str, Any]:
+    cells = {cell: summarize(slices) for cell, slices in collected.items()}
+    for (arm, conc), figures in cells.items():
+        direct = cells.get(("direct", conc))
+        base = direct["calls_per_s"] if direct else 0.0
+        figures["pct_of_direct"] = round(100.0 * figures["calls_per_s"] / base, 2) if base else None
+
+    def get(arm: str, conc: int, *keys: str) -> float | None:
+        value: Any = cells.get((arm, conc))
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    bars = _bars()
+    o8, d8, f8 = (get(a, 8, "calls_per_s") for a in ("only1mcp", "direct", "fastmcp"))
+    o1, d1 = (get(a, 1, "latency_ms", "p50") for a in ("only1mcp", "direct"))
+
+    def missing(*pairs: tuple[str, float | None]) -> str:
+        gone = [name for name, v in pairs if v is None]
+        return f"not measured: {', '.join(gone)}" if gone else ""
+
+    bars[0].judge(100.0 * o8 / d8 if o8 is not None and d8 else None, missing(("only1mcp@c8", o8), ("direct@c8", d8)))
+    bars[1].judge(o8 / f8 if o8 is not None and f8 else None, missing(("only1mcp@c8", o8), ("fastmcp@c8", f8)))
+    bars[2].judge(o1 - d1 if o1 is not None and d1 is not None else None, missing(("only1mcp@c1", o1), ("direct@c1", d1)))
+
+    rows: list[list[str] | str] = []
+    for arm in args.arms:
+        if arms[arm]["status"] != "ok":
+            reason = " ".join(str(arms[arm]["reason"]).split())
+            rows.append(f"{arm:<8}  SKIPPED - {reason[:240]}")
+            continue
+        for conc in args.concurrency:
+            f = cells[(arm, conc)]
+            lat, pct = f["latency_ms"], f["pct_of_direct"]
+            rows.append([
+                arm, str(conc), f"{f['calls_per_s']:.1f}",
+                "-" if lat["p50"] is None else f"{lat['p50']:.2f}",
+                "-" if lat["p99"] is None else f"{lat['p99']:.2f}",
+                str(f["errors"]), "-" if pct is None else f"{pct:.1f}%",
+            ])
+    headers = ["arm", "conc", "calls/s", "p50 ms", "p99 ms", "errors", "% direct"]
+    title = (
+        f"proxy benchmark: tools/call {TOOL!r}, {args.duration:g}s per cell in {rounds} interleaved slices, "
+        f"{args.warmup:g}s warm-up, {machine['cpus_usable']} CPUs, Python {machine['python_version']}"
+    )
+    text = "\n".join([title, "", render_table(headers, rows), "", render_bars(bars)])
+    return {
+        "benchmark": "proxy",
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "settings": {
+            "duration_s": args.duration, "warmup_s": args.warmup, "rounds": rounds, "slice_s": round(slice_s, 4),
+            "concurrency": args.concurrency, "arms": args.arms, "tool": TOOL,
+            "protocol_version": protocol_version, "sessions": "one MCP session per concurrent worker",
+        },
+        "machine": {**machine, "load_average_end": machine_info()["load_average"]},
+        "arms": arms,
+        "results": [{"arm": arm, "concurrency": conc, **cells[(arm, conc)]} for arm, conc in cells],
+        "bars": [bar.to_json() for bar in bars],
+        "_text": text,
+    }

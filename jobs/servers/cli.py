@@ -1,0 +1,35 @@
+"""``only1mcp fixture NAME``: run one of the bundled MCP servers over Streamable HTTP.
+
+``conformance`` is the server the MCP conformance suite is run against (directly,
+and later through the proxy); ``echo`` is the one-tool upstream of the benchmarks.
+Both serve ``http://HOST:PORT/mcp`` until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+
+__all__ = ["SERVERS", "add_arguments", "run"]
+
+# name -> module exposing serve(host, port); imported only when chosen, so the
+# CLI's --help never pays for the mcp SDK import.
+SERVERS: dict[str, str] = {
+    "conformance": "only1mcp.jobs.servers.conformance",
+    "echo": "only1mcp.jobs.servers.echo",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=sorted(SERVERS), help="which bundled server to run")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9001, help="port to bind (default: 9001)")
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(SERVERS[args.name])
+    # Ctrl-C is the normal way to stop a fixture, not an error.
+    with contextlib.suppress(KeyboardInterrupt):
+        module.serve(args.host, args.port)
+    return 0

@@ -1,0 +1,39 @@
+"""Helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from only1mcp.errors import ConfigError
+from only1mcp.settings import Settings, load_settings
+
+__all__ = ["load_or_exit", "setup_logging"]
+
+
+def load_or_exit(path: str, environ: Mapping[str, str]) -> Settings:
+    try:
+        return load_settings(path, environ)
+    except ConfigError as exc:
+        print(f"only1mcp: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                                 "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, stream: TextIO = sys.stderr) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,32 @@
+"""``only1mcp proxy``: serve the MCP endpoint over Streamable HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="override [proxy] listen")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from only1mcp.commands._common import load_or_exit, setup_logging
+    from only1mcp.proxy.app import build_app
+
+    environ = dict(args.environ)
+    if args.listen:
+        environ["ONLY1MCP_PROXY_LISTEN"] = args.listen
+    settings = load_or_exit(args.config, environ)
+    setup_logging(settings.proxy.log_level, stream=sys.stderr)
+    app = build_app(settings)
+    logging.getLogger("only1mcp").info("serving MCP at http://%s/mcp", settings.proxy.listen)
+    uvicorn.run(app, host=settings.proxy.host, port=settings.proxy.port, log_level="warning",
+                access_log=False, loop="uvloop", http="httptools", lifespan="on")
+    return 0

@@ -1,0 +1,231 @@
+"""Settings: one frozen object, built once by the CLI from a TOML file and the environment.
+
+Unknown keys and bad values are rejected at start-up with the file, the key and the
+reason. Environment variables ``ONLY1MCP_PROXY_<KEY>`` override keys of ``[proxy]``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from only1mcp.errors import ConfigError
+
+__all__ = ["Settings", "ProxySettings", "ServerSettings", "ReplicaSettings", "load_settings", "parse_settings"]
+
+ENV_PREFIX = "ONLY1MCP_PROXY_"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
+POLICIES = ("round_robin",)
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    url: str | None = None  # Streamable HTTP upstream
+    command: tuple[str, ...] | None = None  # stdio upstream, spawned and supervised
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.url if self.url else " ".join(self.command or ())
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    name: str
+    namespace: str
+    replicas: tuple[ReplicaSettings, ...]
+    policy: str = "round_robin"
+    timeout: float | None = None  # per-call timeout; None = the proxy's call_timeout
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = 4 * 1024 * 1024
+    call_timeout: float = 60.0
+    connect_timeout: float = 10.0
+    allowed_origins: tuple[str, ...] = ()  # besides loopback origins, which are always allowed
+    page_size: int = 100
+    max_tool_name_length: int = 64
+    session_idle_timeout: float = 3600.0
+    log_level: str = "info"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class Settings:
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    servers: tuple[ServerSettings, ...] = ()
+    source: str = "<defaults>"
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(source, "-", "file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "-", f"invalid TOML: {exc}") from exc
+    return parse_settings(raw, source, environ or {})
+
+
+def parse_settings(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
+    _reject_unknown(raw, {"proxy", "servers"}, source, "")
+    proxy = _parse_proxy(dict(raw.get("proxy", {})), source, environ)
+    servers_raw = raw.get("servers", [])
+    if not isinstance(servers_raw, list):
+        raise ConfigError(source, "servers", "must be an array of tables ([[servers]])")
+    servers = tuple(_parse_server(s, source, f"servers[{i}]") for i, s in enumerate(servers_raw))
+    _check_unique(servers, source)
+    return Settings(proxy=proxy, servers=servers, source=source)
+
+
+def _reject_unknown(table: Mapping[str, Any], known: set[str], source: str, where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(source, f"{where}{key}", f"unknown key (expected one of: {', '.join(sorted(known))})")
+
+
+_PROXY_TYPES = {f.name: f.type for f in fields(ProxySettings)}
+
+
+def _parse_proxy(table: dict[str, Any], source: str, environ: Mapping[str, str]) -> ProxySettings:
+    if not isinstance(table, dict):
+        raise ConfigError(source, "proxy", "must be a table")
+    _reject_unknown(table, set(_PROXY_TYPES), source, "proxy.")
+    for env_key, value in environ.items():
+        if env_key.startswith(ENV_PREFIX):
+            key = env_key[len(ENV_PREFIX):].lower()
+            if key not in _PROXY_TYPES:
+                raise ConfigError(env_key, f"proxy.{key}", "unknown setting named by environment variable")
+            table[key] = _from_env(value, _PROXY_TYPES[key], env_key, key)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        values[key] = _coerce(value, _PROXY_TYPES[key], source, f"proxy.{key}")
+    settings = ProxySettings(**values)
+    _validate_proxy(settings, source)
+    return settings
+
+
+def _from_env(value: str, type_name: str, env_key: str, key: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(value)
+        if type_name == "float":
+            return float(value)
+    except ValueError as exc:
+        raise ConfigError(env_key, f"proxy.{key}", f"expected a {type_name}, got {value!r}") from exc
+    if type_name.startswith("tuple"):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _coerce(value: Any, type_name: str, source: str, key: str) -> Any:
+    if type_name == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if type_name == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if type_name == "str" and isinstance(value, str):
+        return value
+    if type_name.startswith("tuple") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(source, key, f"expected {type_name.replace('tuple[str, ...]', 'a list of strings')}, got {value!r}")
+
+
+def _validate_proxy(p: ProxySettings, source: str) -> None:
+    host, sep, port = p.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(source, "proxy.listen", f"expected HOST:PORT, got {p.listen!r}")
+    for key in ("max_body_bytes", "page_size", "max_tool_name_length"):
+        if getattr(p, key) <= 0:
+            raise ConfigError(source, f"proxy.{key}", "must be positive")
+    if not 16 <= p.max_tool_name_length <= 128:
+        raise ConfigError(source, "proxy.max_tool_name_length", "must be between 16 and 128 (MCP caps names at 128)")
+    for key in ("call_timeout", "connect_timeout", "session_idle_timeout"):
+        if getattr(p, key) <= 0:
+            raise ConfigError(source, f"proxy.{key}", "must be a positive number of seconds")
+    if p.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(source, "proxy.log_level", "expected debug, info, warning or error")
+
+
+def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(source, where, "must be a table")
+    _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout"}, source, f"{where}.")
+    name = table.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(source, f"{where}.name", "required: 1-64 characters of A-Z a-z 0-9 _ . -")
+    where = f"servers[{name}]"
+    namespace = table.get("namespace", name)
+    if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+        raise ConfigError(source, f"{where}.namespace", "0-64 characters of A-Z a-z 0-9 _ . - (\"\" = no prefix)")
+    policy = table.get("policy", "round_robin")
+    if policy not in POLICIES:
+        raise ConfigError(source, f"{where}.policy", f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
+    timeout = table.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(source, f"{where}.timeout", "must be a positive number of seconds")
+    replicas_raw = table.get("replicas")
+    if not isinstance(replicas_raw, list) or not replicas_raw:
+        raise ConfigError(source, f"{where}.replicas", "at least one [[servers.replicas]] is required")
+    replicas = tuple(_parse_replica(r, source, f"{where}.replicas[{i}]") for i, r in enumerate(replicas_raw))
+    return ServerSettings(name=name, namespace=namespace, replicas=replicas, policy=policy,
+                          timeout=float(timeout) if timeout is not None else None)
+
+
+def _parse_replica(table: Any, source: str, where: str) -> ReplicaSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(source, where, "must be a table")
+    _reject_unknown(table, {"url", "command", "env", "cwd", "headers"}, source, f"{where}.")
+    url, command = table.get("url"), table.get("command")
+    if (url is None) == (command is None):
+        raise ConfigError(source, where, "exactly one of url (HTTP upstream) or command (stdio upstream) is required")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+        raise ConfigError(source, f"{where}.url", f"expected an http:// or https:// URL, got {url!r}")
+    if command is not None and (not isinstance(command, list) or not command
+                                or not all(isinstance(c, str) and c for c in command)):
+        raise ConfigError(source, f"{where}.command", "expected a non-empty list of strings, e.g. [\"mcp-server-time\"]")
+    for key in ("env", "headers"):
+        mapping = table.get(key, {})
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ConfigError(source, f"{where}.{key}", "expected a table of strings")
+    if url is not None and table.get("env"):
+        raise ConfigError(source, f"{where}.env", "env applies to stdio upstreams (command) only")
+    if command is not None and table.get("headers"):
+        raise ConfigError(source, f"{where}.headers", "headers apply to HTTP upstreams (url) only")
+    cwd = table.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ConfigError(source, f"{where}.cwd", "expected a path string")
+    return ReplicaSettings(url=url, command=tuple(command) if command else None, env=dict(table.get("env", {})),
+                           cwd=cwd, headers=dict(table.get("headers", {})))
+
+
+def _check_unique(servers: tuple[ServerSettings, ...], source: str) -> None:
+    seen_names: set[str] = set()
+    seen_namespaces: dict[str, str] = {}
+    for server in servers:
+        if server.name in seen_names:
+            raise ConfigError(source, f"servers[{server.name}].name", "duplicate server name")
+        seen_names.add(server.name)
+        # "" is shared on purpose (names as the upstream gives them); others must be unique.
+        if server.namespace and server.namespace in seen_namespaces:
+            other = seen_namespaces[server.namespace]
+            raise ConfigError(source, f"servers[{server.name}].namespace",
+                              f"namespace {server.namespace!r} is already used by server {other!r}")
+        seen_namespaces[server.namespace] = server.name

@@ -1,0 +1,335 @@
+"""The Streamable HTTP front: the ``/mcp`` endpoint as a pure ASGI app.
+
+POST carries one JSON-RPC message (a batch only in 2025-03-26). A request's answer
+is plain JSON unless something related (progress, logging, a server-to-client
+request) arrives before it; then the answer switches to an SSE stream. GET holds
+the session's stream of unsolicited messages; DELETE ends the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from only1mcp.errors import INVALID_REQUEST, PARSE_ERROR
+from only1mcp.proxy.gateway import Gateway, Sink
+from only1mcp.proxy.sessions import ClientSession
+from only1mcp.settings import ProxySettings
+
+__all__ = ["McpEndpoint", "Exchange", "event", "invalid", "respond", "accepted", "rpc_error", "SSE_HEADERS"]
+
+log = logging.getLogger("only1mcp.http")
+
+_JSON = (b"content-type", b"application/json")
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+_CANCELLED = -32800  # the answer a cancelled request gets, if the client still listens
+_KEEPALIVE_S = 15.0
+
+
+def rpc_error(code: int, message: str, request_id: Any = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+class McpEndpoint:
+    def __init__(self, gateway: Gateway, settings: ProxySettings) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        from only1mcp.proxy.stateless import Stateless  # it builds on this module's Exchange
+
+        self.stateless = Stateless(gateway)
+        self._allowed_origins = set(settings.allowed_origins)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = {k: v for k, v in scope["headers"]}
+        origin = headers.get(b"origin")
+        if origin is not None and not self._origin_allowed(origin.decode("latin-1")):
+            await respond(send, 403, rpc_error(INVALID_REQUEST, "Forbidden: Origin not allowed"))
+            return
+        method = scope["method"]
+        if method == "POST":
+            await self._post(headers, receive, send)
+        elif method == "GET":
+            await self._get(headers, receive, send)
+        elif method == "DELETE":
+            await self._delete(headers, send)
+        else:
+            await respond(send, 405, rpc_error(INVALID_REQUEST, "Method Not Allowed"), [(b"allow", b"GET, POST, DELETE")])
+
+    def _origin_allowed(self, origin: str) -> bool:
+        if origin in self._allowed_origins or "*" in self._allowed_origins:
+            return True
+        return (urlsplit(origin).hostname or "") in _LOOPBACK
+
+    # -- POST --------------------------------------------------------------------
+    async def _post(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
+        accept = headers.get(b"accept", b"")
+        if b"application/json" not in accept and b"*/*" not in accept:
+            await respond(send, 406, rpc_error(INVALID_REQUEST, "Not Acceptable: Accept must list application/json "
+                                                              "and text/event-stream"))
+            return
+        content_type = headers.get(b"content-type", b"application/json")
+        if not content_type.startswith(b"application/json"):
+            await respond(send, 415, rpc_error(INVALID_REQUEST, "Unsupported Media Type: Content-Type must be "
+                                                              "application/json"))
+            return
+        body = await self._read_body(headers, receive, send)
+        if body is None:
+            return
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            await respond(send, 400, rpc_error(PARSE_ERROR, f"Parse error: {exc.msg}"))
+            return
+        version_header = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
+        if self.stateless.claims(message, version_header):
+            await self.stateless.handle(message, headers, self._sse_allowed(accept), receive, send)
+            return
+        if isinstance(message, list):
+            await self._batch(message, headers, send)
+            return
+        problem = invalid(message)
+        if problem:
+            await respond(send, 400, rpc_error(INVALID_REQUEST, problem, _id_of(message)))
+            return
+        if message.get("method") == "initialize":
+            await self._initialize(message, send)
+            return
+        session, status, reason = self._session(headers, version_header)
+        if session is None:
+            await respond(send, status, rpc_error(INVALID_REQUEST, reason, _id_of(message)))
+            return
+        if "method" not in message:  # the client's answer to one of our requests
+            try:
+                session.answer(message)
+            except Exception as exc:
+                log.info("unexpected response from client: %s", exc)
+            await accepted(send)
+        elif "id" not in message:
+            await self.gateway.handle(message, session, None)
+            await accepted(send)
+        else:
+            await self._request(message, session, receive, send, self._sse_allowed(accept))
+
+    @staticmethod
+    def _sse_allowed(accept: bytes) -> bool:
+        return b"text/event-stream" in accept or b"*/*" in accept
+
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> bytes | None:
+        limit = self.settings.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await respond(send, 413, rpc_error(INVALID_REQUEST, f"Payload Too Large: body exceeds {limit} bytes"))
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return None
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await respond(send, 413, rpc_error(INVALID_REQUEST, f"Payload Too Large: body exceeds {limit} bytes"))
+                return None
+            chunks.append(chunk)
+            if not event.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _session(self, headers: dict[bytes, bytes], version: str) -> tuple[ClientSession | None, int, str]:
+        session_id = headers.get(b"mcp-session-id")
+        if session_id is None:
+            return None, 400, "Bad Request: Mcp-Session-Id header is required"
+        session = self.gateway.sessions.get(session_id.decode("latin-1"))
+        if session is None:
+            return None, 404, "Session not found"
+        if version and version not in self.gateway_versions():
+            return None, 400, f"Bad Request: unsupported MCP-Protocol-Version {version!r}"
+        return session, 200, ""
+
+    @staticmethod
+    def gateway_versions() -> tuple[str, ...]:
+        from only1mcp.proxy.gateway import SUPPORTED_VERSIONS
+
+        return SUPPORTED_VERSIONS
+
+    async def _initialize(self, message: dict[str, Any], send: Any) -> None:
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        if "id" not in message:
+            await respond(send, 400, rpc_error(INVALID_REQUEST, "initialize must be a request with an id"))
+            return
+        version = self.gateway.negotiate(params.get("protocolVersion"))
+        capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
+        client_info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
+        session = self.gateway.sessions.create(version, capabilities, client_info)
+        reply = {"jsonrpc": "2.0", "id": message["id"], "result": self.gateway.initialize_result(version)}
+        await respond(send, 200, reply, [(b"mcp-session-id", session.id.encode())])  # type: ignore[union-attr]
+
+    async def _batch(self, messages: list[Any], headers: dict[bytes, bytes], send: Any) -> None:
+        session, status, reason = self._session(headers, headers.get(b"mcp-protocol-version", b"").decode())
+        if session is None or not messages or session.protocol_version != "2025-03-26":
+            reason = reason or "JSON-RPC batches are only allowed in protocol version 2025-03-26"
+            await respond(send, status if session is None else 400, rpc_error(INVALID_REQUEST, reason))
+            return
+        replies = []
+        for message in messages:
+            problem = invalid(message)
+            if problem:
+                replies.append(rpc_error(INVALID_REQUEST, problem, _id_of(message)))
+            elif "method" not in message:
+                session.answer(message)
+            else:
+                reply = await self.gateway.handle(message, session, None)
+                if reply is not None:
+                    replies.append(reply)
+        if replies:
+            await respond(send, 200, replies)
+        else:
+            await accepted(send)
+
+    async def _request(self, message: dict[str, Any], session: ClientSession, receive: Any, send: Any,
+                       sse: bool) -> None:
+        exchange = Exchange(send, sse)
+        await exchange.run(self.gateway.handle(message, session, Sink(session, exchange.push) if sse else None),
+                           receive, session, message["id"])
+
+    # -- GET and DELETE ------------------------------------------------------------
+    async def _get(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
+        if b"text/event-stream" not in headers.get(b"accept", b""):
+            await respond(send, 406, rpc_error(INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream"))
+            return
+        session, status, reason = self._session(headers, headers.get(b"mcp-protocol-version", b"").decode())
+        if session is None:
+            await respond(send, status, rpc_error(INVALID_REQUEST, reason))
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+        disconnect = asyncio.ensure_future(receive())
+        try:
+            while not disconnect.done():
+                getter = asyncio.ensure_future(session.outbox.get())
+                done, _ = await asyncio.wait({getter, disconnect}, timeout=_KEEPALIVE_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    await send({"type": "http.response.body", "body": event(getter.result()), "more_body": True})
+                else:
+                    getter.cancel()
+                    if not disconnect.done():
+                        await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+        except OSError:
+            pass
+        finally:
+            disconnect.cancel()
+
+    async def _delete(self, headers: dict[bytes, bytes], send: Any) -> None:
+        session_id = headers.get(b"mcp-session-id")
+        if session_id is None:
+            await respond(send, 400, rpc_error(INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"))
+        elif self.gateway.sessions.delete(session_id.decode("latin-1")):
+            await send({"type": "http.response.start", "status": 200, "headers": [_JSON]})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await respond(send, 404, rpc_error(INVALID_REQUEST, "Session not found"))
+
+
+class Exchange:
+    """One request's answer: JSON if nothing came before it, else an SSE stream."""
+
+    def __init__(self, send: Any, sse: bool, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.send, self.sse, self.headers = send, sse, headers or []
+        self.queue: list[dict[str, Any]] = []
+        self.started = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, message: dict[str, Any]) -> None:
+        self.queue.append(message)
+        self._wake()
+
+    def _wake(self, *_: Any) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def run(self, handler: Any, receive: Any, session: ClientSession | None, request_id: Any,
+                  finish: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(handler)
+        disconnect = loop.create_task(receive())
+        task.add_done_callback(self._wake)
+        disconnect.add_done_callback(self._wake)
+        if session is not None:
+            session.calls[request_id] = task
+        try:
+            while True:
+                if self.queue:
+                    await self._flush()
+                if task.done() or disconnect.done():
+                    break
+                self._waiter = loop.create_future()
+                await self._waiter
+            if not task.done():  # the client went away: closing the stream cancels the call
+                task.cancel()
+                return
+            reply = rpc_error(_CANCELLED, "Request cancelled", request_id) if task.cancelled() else task.result()
+            status = 200
+            if finish is not None:
+                status, reply = finish(reply)
+            if self.started:
+                await self.send({"type": "http.response.body", "body": event(reply), "more_body": False})
+            else:
+                await respond(self.send, status, reply, self.headers)
+        finally:
+            disconnect.cancel()
+            if session is not None:
+                session.calls.pop(request_id, None)
+
+    async def _flush(self) -> None:
+        if not self.started:
+            self.started = True
+            await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
+        messages, self.queue = self.queue, []
+        await self.send({"type": "http.response.body", "body": b"".join(event(m) for m in messages),
+                         "more_body": True})
+
+
+def event(message: dict[str, Any]) -> bytes:
+    return b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
+
+
+def invalid(message: Any) -> str:
+    if not isinstance(message, dict):
+        return "Invalid Request: a JSON-RPC message must be an object"
+    if message.get("jsonrpc") != "2.0":
+        return "Invalid Request: jsonrpc must be \"2.0\""
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return "Invalid Request: method must be a string"
+    elif "id" not in message or ("result" not in message and "error" not in message):
+        return "Invalid Request: neither a request, a notification nor a response"
+    if "id" in message and not isinstance(message["id"], (str, int)) or isinstance(message.get("id"), bool):
+        return "Invalid Request: id must be a string or an integer"
+    return ""
+
+
+def _id_of(message: Any) -> Any:
+    if isinstance(message, dict) and isinstance(message.get("id"), (str, int)):
+        return message["id"]
+    return None
+
+
+async def respond(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(payload)
+    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def accepted(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,221 @@
+"""What flows between upstreams and clients outside a request/response: catalog refreshes,
+list_changed and resource updates, logging, server-to-client requests, cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from only1mcp.errors import METHOD_NOT_FOUND, RPCError, UpstreamError
+from only1mcp.proxy.sessions import LOG_LEVELS, ClientSession
+from only1mcp.proxy.upstream.replica import Replica, ReplicaHooks
+
+if TYPE_CHECKING:
+    from only1mcp.proxy.pool import ServerPool
+    from only1mcp.proxy.catalog import Catalog
+    from only1mcp.proxy.sessions import SessionStore
+    from only1mcp.settings import Settings
+
+__all__ = ["Relay"]
+
+log = logging.getLogger("only1mcp.relay")
+
+_LISTS = {  # kind -> (list method, result key, capability, client notification)
+    "tools": ("tools/list", "tools", "tools", "notifications/tools/list_changed"),
+    "prompts": ("prompts/list", "prompts", "prompts", "notifications/prompts/list_changed"),
+    "resourceTemplates": ("resources/templates/list", "resourceTemplates", "resources",
+                          "notifications/resources/list_changed"),
+}
+_CHANGED = {"notifications/tools/list_changed": ("tools",), "notifications/prompts/list_changed": ("prompts",),
+            "notifications/resources/list_changed": ("resourceTemplates", "resources")}
+_MAX_PAGES = 100
+_CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
+                      "roots/list": "roots"}
+
+
+class Relay(ReplicaHooks):
+    settings: Settings
+    pools: dict[str, ServerPool]
+    catalog: Catalog
+    sessions: SessionStore
+
+    def __init__(self) -> None:
+        self._uri_owner: dict[str, str] = {}
+        self._caps: dict[str, dict[str, Any]] = {}  # last known capabilities per server
+        self._instructions: dict[str, str] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
+
+    # -- what the servers offer --------------------------------------------------
+    def serves(self, server: str, capability: str) -> bool:
+        return capability in self._caps.get(server, {})
+
+    def capabilities(self) -> dict[str, Any]:
+        caps: dict[str, Any] = {"tools": {"listChanged": True}}
+        known = self._caps.values()
+        if any("prompts" in c for c in known):
+            caps["prompts"] = {"listChanged": True}
+        if any("resources" in c for c in known):
+            subscribe = any((c.get("resources") or {}).get("subscribe") for c in known)
+            caps["resources"] = {"subscribe": bool(subscribe), "listChanged": True}
+        if any("logging" in c for c in known):
+            caps["logging"] = {}
+        if any("completions" in c for c in known):
+            caps["completions"] = {}
+        return caps
+
+    def instructions(self) -> dict[str, str]:
+        return dict(self._instructions)
+
+    def learn_uris(self, server: str, resources: list[Any]) -> None:
+        for resource in resources:
+            if isinstance(resource, dict) and isinstance(resource.get("uri"), str):
+                self._uri_owner[resource["uri"]] = server
+
+    def uri_owners(self, uri: str, template: bool = False) -> list[str]:
+        if template:
+            owners = [s for _r, t, s in self.catalog.templates if t == uri]
+            if owners:
+                return owners[:1]
+        if uri in self._uri_owner:
+            return [self._uri_owner[uri]]
+        server = self.catalog.server_for_uri(uri)
+        if server is not None:
+            return [server]
+        return [name for name in self.pools if self.serves(name, "resources")]
+
+    @staticmethod
+    def upstream_params(params: dict[str, Any]) -> dict[str, Any]:
+        """Params as an upstream session should see them: stateless-era _meta keys stay at the proxy."""
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and any(k.startswith("io.modelcontextprotocol/") for k in meta):
+            meta = {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}
+            return {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
+        return params
+
+    # -- catalog -----------------------------------------------------------------
+    def ready(self, replica: Replica) -> None:
+        assert replica.session is not None
+        self._caps[replica.server] = replica.session.capabilities
+        text = replica.session.init_result.get("instructions")
+        if isinstance(text, str) and text:
+            self._instructions[replica.server] = text
+        self.spawn(self.refresh(replica.server, list(_LISTS) + ["resources"], announce=True))
+
+    async def settle(self) -> None:
+        """Wait for catalog refreshes in flight (start-up, tests)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def refresh(self, server: str, kinds: list[str], announce: bool) -> None:
+        async with self._refresh_locks.setdefault(server, asyncio.Lock()):
+            pool = self.pools.get(server)
+            replica = pool.any_ready() if pool else None
+            if replica is None:
+                return
+            for kind in kinds:
+                try:
+                    await self._refresh_kind(server, replica, kind, announce)
+                except UpstreamError as exc:
+                    log.warning("refreshing %s of %s failed: %s", kind, server, exc)
+                except RPCError as exc:
+                    log.info("%s does not list %s: %s", server, kind, exc.message)
+
+    async def _refresh_kind(self, server: str, replica: Replica, kind: str, announce: bool) -> None:
+        if kind == "resources":
+            if self.serves(server, "resources"):
+                self.learn_uris(server, await self._list_all(replica, "resources/list", "resources"))
+            return
+        method, key, capability, notification = _LISTS[kind]
+        items = await self._list_all(replica, method, key) if self.serves(server, capability) else []
+        if self.catalog.update(server, kind, items) and announce:
+            self.broadcast({"jsonrpc": "2.0", "method": notification})
+
+    async def _list_all(self, replica: Replica, method: str, key: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(_MAX_PAGES):
+            params = {"cursor": cursor} if cursor is not None else {}
+            result = await replica.request(method, params, timeout=self.settings.proxy.call_timeout)
+            items.extend(i for i in result.get(key) or [] if isinstance(i, dict))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        return items
+
+    # -- upstream to clients -----------------------------------------------------
+    def notification(self, replica: Replica, message: dict[str, Any]) -> None:
+        method = message.get("method", "")
+        params = message.get("params") or {}
+        if method in _CHANGED:
+            self.spawn(self.refresh(replica.server, list(_CHANGED[method]), announce=True))
+        elif method == "notifications/resources/updated":
+            for session in self.sessions:
+                if params.get("uri") in session.subscriptions:
+                    session.push(message)
+        elif method == "notifications/message":
+            for session in self.sessions:
+                if session.wants_log(params.get("level")):
+                    session.push(message)
+        else:
+            log.debug("unrelated %s from %s dropped", method, replica.id)
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        for session in self.sessions:
+            session.push(message)
+
+    async def server_request(self, replica: Replica, message: dict[str, Any], sink: Any) -> Any:
+        method = message.get("method", "")
+        capability = _CLIENT_CAPABILITY.get(method)
+        if method == "ping":
+            return {}
+        if capability is None:
+            raise RPCError(METHOD_NOT_FOUND, f"the proxy does not relay {method}")
+        if sink is not None:
+            session, send = sink.session, sink.emit
+        else:  # not tied to a call: ask the most recently active client that can answer
+            candidates = sorted((s for s in self.sessions if s.supports(capability)), key=lambda s: s.last_seen)
+            if not candidates:
+                raise RPCError(METHOD_NOT_FOUND, f"no connected client supports {capability}")
+            session, send = candidates[-1], candidates[-1].push
+        if not session.supports(capability):
+            raise RPCError(METHOD_NOT_FOUND, f"the client does not support {capability}")
+        return await session.ask(method, message.get("params"), send, self.settings.proxy.call_timeout)
+
+    # -- clients to upstreams ----------------------------------------------------
+    async def client_notification(self, method: Any, params: dict[str, Any], session: ClientSession) -> None:
+        if method == "notifications/cancelled":
+            task = session.calls.get(params.get("requestId"))
+            if task is not None:
+                task.cancel()  # the upstream session forwards the cancellation with its own id
+        elif method == "notifications/roots/list_changed":
+            for pool in self.pools.values():
+                for replica in pool.ready_replicas():
+                    self.spawn(replica.notify("notifications/roots/list_changed"))
+
+    async def fan_out_level(self) -> None:
+        levels = [s.log_level for s in self.sessions if s.log_level is not None]
+        if not levels:
+            return
+        level = min(levels, key=lambda name: LOG_LEVELS[name])  # the most verbose any client wants
+        for pool in self.pools.values():
+            for replica in pool.ready_replicas():
+                if self.serves(pool.name, "logging"):
+                    self.spawn(replica.request("logging/setLevel", {"level": level},
+                                               timeout=self.settings.proxy.call_timeout))
+
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task failed: %s", task.exception())
+
+    def cancel_background(self) -> None:
+        for task in list(self._background):
+            task.cancel()

@@ -1,0 +1,138 @@
+"""Client sessions at the proxy's front, and the relay of server-to-client requests to them.
+
+A session is what ``initialize`` creates (or, in the stateless revision, a
+throw-away context for one request). It holds the negotiated version, the
+client's capabilities, its log level and subscriptions, the queue of messages for
+its GET stream, and the server-to-client requests awaiting its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from only1mcp.errors import INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT, RPCError
+
+__all__ = ["ClientSession", "SessionStore", "LOG_LEVELS"]
+
+LOG_LEVELS = {name: i for i, name in enumerate(
+    ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"])}
+_OUTBOX_LIMIT = 1000
+
+
+@dataclass(eq=False)
+class ClientSession:
+    id: str | None
+    protocol_version: str
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    client_info: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = None  # None: the client set none, so every level is sent
+    logs: bool = True  # stateless requests get log messages only when their _meta asks for them
+    subscriptions: set[str] = field(default_factory=set)
+    last_seen: float = field(default_factory=time.monotonic)
+    outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(_OUTBOX_LIMIT))
+    calls: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)  # in-flight requests, for cancellation
+    _asked: dict[Any, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def wants_log(self, level: Any) -> bool:
+        if not self.logs:
+            return False
+        if self.log_level is None:
+            return True
+        return LOG_LEVELS.get(str(level), 0) >= LOG_LEVELS.get(self.log_level, 0)
+
+    def push(self, message: dict[str, Any]) -> None:
+        """Queue an unsolicited message for the GET stream; the oldest is dropped when full."""
+        if self.outbox.full():
+            self.outbox.get_nowait()
+        self.outbox.put_nowait(message)
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    async def ask(self, method: str, params: Any, send: Any, timeout: float) -> Any:
+        """Send a server-to-client request through ``send`` and wait for the client's answer."""
+        request_id = f"only1mcp-{next(self._ids)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asked[request_id] = future
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            send(message)
+            async with asyncio.timeout(timeout):
+                answer = await future
+        except TimeoutError:
+            raise RPCError(REQUEST_TIMEOUT, f"the client did not answer {method} within {timeout:g} s") from None
+        finally:
+            self._asked.pop(request_id, None)
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            raise RPCError(int(error.get("code", INTERNAL_ERROR)), str(error.get("message", "client error")),
+                           error.get("data"))
+        return answer.get("result", {})
+
+    def close(self) -> None:
+        """The client is gone: fail what still waits on its answers."""
+        for future in self._asked.values():
+            if not future.done():
+                future.set_exception(RPCError(REQUEST_TIMEOUT, "the client went away before answering"))
+
+    def answer(self, message: dict[str, Any]) -> None:
+        """A response the client posted to one of our requests."""
+        future = self._asked.get(message.get("id"))
+        if future is None:
+            raise RPCError(INVALID_REQUEST, f"no pending request with id {message.get('id')!r}")
+        if not future.done():
+            future.set_result(message)
+
+
+class SessionStore:
+    def __init__(self, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+        self._sessions: dict[str, ClientSession] = {}
+        self._listeners: set[ClientSession] = set()  # stateless subscriptions/listen streams
+
+    def create(self, protocol_version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> ClientSession:
+        self.expire()
+        session = ClientSession(secrets.token_urlsafe(24), protocol_version, capabilities, client_info)
+        self._sessions[session.id] = session  # type: ignore[index]
+        return session
+
+    def get(self, session_id: str) -> ClientSession | None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            now = time.monotonic()
+            if now - session.last_seen > self.idle_timeout:
+                del self._sessions[session_id]
+                return None
+            session.last_seen = now
+        return session
+
+    def delete(self, session_id: str) -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            session.close()
+        return session is not None
+
+    def attach(self, listener: ClientSession) -> None:
+        self._listeners.add(listener)
+
+    def detach(self, listener: ClientSession) -> None:
+        self._listeners.discard(listener)
+
+    def expire(self) -> None:
+        cutoff = time.monotonic() - self.idle_timeout
+        for session_id in [k for k, s in self._sessions.items() if s.last_seen < cutoff]:
+            del self._sessions[session_id]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter([*self._sessions.values(), *self._listeners])
+
+    def __len__(self) -> int:
+        return len(self._sessions)

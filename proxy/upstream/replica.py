@@ -1,0 +1,163 @@
+"""A replica: one upstream MCP session, supervised.
+
+The replica connects (spawning the process for stdio), performs the MCP handshake,
+and keeps the session for every call. When the session dies it is marked down and
+reconnected with exponential backoff; calls meanwhile fail fast with a clear error,
+so one bad upstream never takes the endpoint down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from only1mcp.errors import UpstreamUnavailable
+from only1mcp.proxy.upstream.base import RelatedSink, Transport, TransportClosed, UpstreamSession
+from only1mcp.proxy.upstream.http import HttpTransport
+from only1mcp.proxy.upstream.stdio import StdioTransport
+from only1mcp.settings import ReplicaSettings
+
+__all__ = ["Replica", "ReplicaHooks", "UPSTREAM_PROTOCOL_VERSION"]
+
+log = logging.getLogger("only1mcp.replica")
+
+UPSTREAM_PROTOCOL_VERSION = "2025-11-25"
+_BACKOFF_START, _BACKOFF_MAX, _STABLE_AFTER = 0.25, 30.0, 30.0
+
+
+class ReplicaHooks:
+    """What a replica tells the proxy. Every hook defaults to doing nothing."""
+
+    def ready(self, replica: Replica) -> None: ...
+
+    def notification(self, replica: Replica, message: dict[str, Any]) -> None: ...
+
+    async def server_request(self, replica: Replica, message: dict[str, Any], sink: RelatedSink | None) -> Any:
+        from only1mcp.errors import METHOD_NOT_FOUND, RPCError
+
+        raise RPCError(METHOD_NOT_FOUND, f"the proxy does not relay {message.get('method')}")
+
+
+class Replica:
+    def __init__(self, server: str, index: int, settings: ReplicaSettings, hooks: ReplicaHooks,
+                 http: Callable[[], aiohttp.ClientSession], *, connect_timeout: float) -> None:
+        self.server = server
+        self.id = f"{server}/{index}"
+        self.settings = settings
+        self.hooks = hooks
+        self._http = http
+        self._connect_timeout = connect_timeout
+        self.session: UpstreamSession | None = None
+        self.state = "starting"
+        self.last_error = ""
+        self.inflight = 0
+        self.restarts = 0
+        self._lost = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"replica {self.id}")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float,
+                      sink: RelatedSink | None = None) -> dict[str, Any]:
+        session = self.session
+        if session is None or self.state != "ready":
+            raise UpstreamUnavailable(self.server, f"replica {self.id} is {self.state}: {self.last_error or 'starting'}")
+        self.inflight += 1
+        try:
+            return await session.request(method, params, timeout=timeout, on_related=sink)
+        finally:
+            self.inflight -= 1
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        if self.session is not None and self.state == "ready":
+            await self.session.notify(method, params)
+
+    def _transport(self) -> Transport:
+        if self.settings.url:
+            return HttpTransport(self.settings.url, self.settings.headers, self._http(),
+                                 connect_timeout=self._connect_timeout)
+        assert self.settings.command
+        return StdioTransport(self.settings.command, self.settings.env, self.settings.cwd, label=self.id)
+
+    async def _supervise(self) -> None:
+        delay = _BACKOFF_START
+        loop = asyncio.get_running_loop()
+        while True:
+            self._lost.clear()
+            session = UpstreamSession(self.server, self._transport(), on_notification=self._notification,
+                                      on_request=self._server_request, on_closed=self._closed)
+            started = loop.time()
+            try:
+                await session.open({"name": "only1mcp", "version": "0.1.0"}, UPSTREAM_PROTOCOL_VERSION,
+                                   timeout=self._connect_timeout)
+            except asyncio.CancelledError:
+                await session.close()
+                raise
+            except Exception as exc:
+                self.last_error = _describe(exc)
+                log.warning("replica %s could not connect: %s (retry in %.1fs)", self.id, self.last_error, delay)
+                await session.close()
+                self.state = "down"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            self.session, self.state, self.last_error = session, "ready", ""
+            self._ready.set()
+            log.info("replica %s ready (%s)", self.id, session.init_result.get("serverInfo", {}).get("name", "?"))
+            self.hooks.ready(self)
+            await self._lost.wait()
+            self.state, self.session = "down", None
+            self._ready.clear()
+            await session.close()
+            self.restarts += 1
+            if loop.time() - started > _STABLE_AFTER:
+                delay = _BACKOFF_START
+            log.warning("replica %s lost: %s (reconnect in %.1fs)", self.id, self.last_error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _closed(self, reason: str) -> None:
+        self.last_error = reason
+        self.state = "down"
+        self._ready.clear()
+        self._lost.set()
+
+    def _notification(self, message: dict[str, Any]) -> None:
+        self.hooks.notification(self, message)
+
+    def _server_request(self, message: dict[str, Any], sink: RelatedSink | None) -> Awaitable[Any]:
+        return self.hooks.server_request(self, message, sink)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.session is not None:
+            await self.session.close()
+        self.state = "closed"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TransportClosed):
+        return str(exc)
+    return str(exc) or type(exc).__name__
