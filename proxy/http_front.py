@@ -114,7 +114,7 @@ class McpEndpoint:
             await self.gateway.handle(message, session, None)
             await accepted(send)
         else:
-            await self._request(message, session, receive, send, self._sse_allowed(accept))
+            await self._request(message, session, receive, send, self._sse_allowed(accept), _prefers_sse(accept))
 
     @staticmethod
     def _sse_allowed(accept: bytes) -> bool:
@@ -193,8 +193,8 @@ class McpEndpoint:
             await accepted(send)
 
     async def _request(self, message: dict[str, Any], session: ClientSession, receive: Any, send: Any,
-                       sse: bool) -> None:
-        exchange = Exchange(send, sse)
+                       sse: bool, prefer_sse: bool = False) -> None:
+        exchange = Exchange(send, sse, prefer_sse=prefer_sse)
         await exchange.run(self.gateway.handle(message, session, Sink(session, exchange.push) if sse else None),
                            receive, session, message["id"])
 
@@ -225,6 +225,7 @@ class McpEndpoint:
             pass
         finally:
             disconnect.cancel()
+        await _close_stream(send)
 
     async def _delete(self, headers: dict[bytes, bytes], send: Any) -> None:
         session_id = headers.get(b"mcp-session-id")
@@ -240,8 +241,10 @@ class McpEndpoint:
 class Exchange:
     """One request's answer: JSON if nothing came before it, else an SSE stream."""
 
-    def __init__(self, send: Any, sse: bool, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(self, send: Any, sse: bool, headers: list[tuple[bytes, bytes]] | None = None,
+                 prefer_sse: bool = False) -> None:
         self.send, self.sse, self.headers = send, sse, headers or []
+        self.prefer_sse = prefer_sse  # the client listed SSE first in Accept: answer as a stream
         self.queue: list[dict[str, Any]] = []
         self.started = False
         self._waiter: asyncio.Future[None] | None = None
@@ -273,11 +276,15 @@ class Exchange:
                 await self._waiter
             if not task.done():  # the client went away: closing the stream cancels the call
                 task.cancel()
+                if self.started:
+                    await _close_stream(self.send)
                 return
             reply = rpc_error(_CANCELLED, "Request cancelled", request_id) if task.cancelled() else task.result()
             status = 200
             if finish is not None:
                 status, reply = finish(reply)
+            if self.prefer_sse and not self.started and status == 200:
+                await self._flush()
             if self.started:
                 await self.send({"type": "http.response.body", "body": event(reply), "more_body": False})
             else:
@@ -294,6 +301,18 @@ class Exchange:
         messages, self.queue = self.queue, []
         await self.send({"type": "http.response.body", "body": b"".join(event(m) for m in messages),
                          "more_body": True})
+
+
+async def _close_stream(send: Any) -> None:
+    try:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        pass
+
+
+def _prefers_sse(accept: bytes) -> bool:
+    sse, json = accept.find(b"text/event-stream"), accept.find(b"application/json")
+    return sse >= 0 and (json < 0 or sse < json)
 
 
 def event(message: dict[str, Any]) -> bytes:

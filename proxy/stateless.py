@@ -260,6 +260,10 @@ class Stateless:
         finally:
             disconnect.cancel()
             self.gateway.sessions.detach(session)
+        try:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass
 
     async def _subscribe_upstream(self, uri: str, session: StatelessSession) -> bool:
         reply = await self.gateway.handle({"jsonrpc": "2.0", "id": 0, "method": "resources/subscribe",
