@@ -89,7 +89,8 @@ class _Call:
                     parked[state] = self
                     handed_off = True
                     asyncio.get_running_loop().call_later(600, lambda: self._expire(parked, state))
-                    return {"result": {"resultType": "input_required", "inputRequests": fresh, "requestState": state}}
+                    return {"jsonrpc": "2.0", "result": {"resultType": "input_required", "inputRequests": fresh,
+                                                         "requestState": state}}
                 if self.task.done():
                     return self.task.result()
                 self.session.changed.clear()
