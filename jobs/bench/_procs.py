@@ -10,18 +10,19 @@ benchmark even if the benchmark itself is killed outright.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
-__all__ = ["StartError", "Managed", "ProcessGroup", "free_port"]
+__all__ = ["StartError", "Managed", "ProcessGroup", "free_port", "run_interruptibly"]
 
 # Runs before the real command: asks the kernel to SIGTERM the child when its parent
 # dies (PR_SET_PDEATHSIG, kept across exec), then execs the command. Done in a tiny
@@ -34,6 +35,9 @@ _LAUNCHER = (
     "os.getppid()==parent or sys.exit(1)\n"
     "os.execv(sys.argv[2],sys.argv[2:])\n"
 )
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+T = TypeVar("T")
 
 
 class StartError(RuntimeError):
@@ -153,7 +157,15 @@ class ProcessGroup:
         return proc.popen.returncode
 
     def stop_all(self) -> None:
-        """Stop every process, newest first (proxies before the upstream)."""
+        """Stop every process, newest first (proxies before the upstream).
+
+        A Ctrl-C or SIGTERM during this is held back until every process is
+        stopped, then raised as KeyboardInterrupt.
+        """
+        with _deferred_interrupts():
+            self._stop_all()
+
+    def _stop_all(self) -> None:
         # Signal all first so their graceful shutdowns overlap, then wait for each.
         for proc in reversed(self.procs):
             self._signal(proc, signal.SIGTERM)
@@ -175,3 +187,57 @@ class ProcessGroup:
             os.killpg(proc.popen.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[None]:
+    pending: list[int] = []
+    try:
+        previous = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum)) for sig in _STOP_SIGNALS}
+    except ValueError:  # not the main thread: signals cannot be handled here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def run_interruptibly(main: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> T:
+    """Run ``main`` to completion; Ctrl-C or SIGTERM cancels it and raises KeyboardInterrupt.
+
+    asyncio.Runner already turns Ctrl-C into a cancellation of the main task; SIGTERM
+    is handled the same way here, so ``finally`` blocks and context managers inside
+    ``main`` run, instead of the signal landing as an exception in an arbitrary task.
+    """
+    state: dict[str, Any] = {}
+
+    async def wrapper() -> T:
+        state["task"] = asyncio.current_task()
+        return await main
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        task = state.get("task")
+        if task is None or task.done():
+            raise KeyboardInterrupt
+        state["cancelled"] = True
+        task.cancel()
+        state["loop"].call_soon_threadsafe(lambda: None)  # wake the loop to deliver it
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        state["loop"] = runner.get_loop()
+        try:
+            previous = signal.signal(signal.SIGTERM, on_sigterm)
+        except ValueError:  # not the main thread
+            return runner.run(wrapper())
+        try:
+            return runner.run(wrapper())
+        except asyncio.CancelledError:
+            if state.get("cancelled"):
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)

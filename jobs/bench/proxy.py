@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from only1mcp.jobs.bench._procs import ProcessGroup, StartError, free_port
+from only1mcp.jobs.bench._procs import ProcessGroup, StartError, free_port, run_interruptibly
 from only1mcp.jobs.bench._report import Bar, machine_info, render_bars, render_table, summarize, write_json
 
 __all__ = ["ARMS", "DEFAULT_OUT", "add_arguments", "run"]
@@ -61,10 +60,6 @@ def _bars() -> list[Bar]:
     ]
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM takes the same clean-up path as Ctrl-C
-
-
 def run(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or any(c < 1 for c in args.concurrency):
         print("error: --duration must be > 0, --warmup >= 0, --rounds and --concurrency >= 1", file=sys.stderr)
@@ -73,21 +68,18 @@ def run(args: argparse.Namespace) -> int:
     args.concurrency = list(dict.fromkeys(args.concurrency))
     loop_factory, loop_name = _loop_factory()
     began = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         # Processes stop (ProcessGroup) before their log folder goes (TemporaryDirectory).
         with tempfile.TemporaryDirectory(prefix="only1mcp-bench-") as tmp, ProcessGroup(
             Path(tmp), env=getattr(args, "environ", None)
-        ) as procs, asyncio.Runner(loop_factory=loop_factory) as runner:
-            report = runner.run(_bench(args, procs, Path(tmp)))
+        ) as procs:
+            report = run_interruptibly(_bench(args, procs, Path(tmp)), loop_factory)
     except KeyboardInterrupt:
         print("interrupted: benchmark servers stopped", file=sys.stderr)
         return 130
     except StartError as exc:
         print(f"error: the echo upstream did not start: {exc}", file=sys.stderr)
         return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     report["settings"]["loadgen_event_loop"] = loop_name
     report["wall_s"] = round(time.perf_counter() - began, 2)
     print(report.pop("_text"))

@@ -1,0 +1,31 @@
+# Two commands on a fresh machine with Python 3.11: `make up` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test bench conformance-tools clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+conformance-tools:
+	bash infra/conformance/install.sh
+
+# The demo: the conformance fixture server plus mcp-server-time behind one endpoint.
+up: install
+	bash infra/demo.sh
+
+test: install conformance-tools
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/only1mcp bench proxy
+
+clean:
+	rm -rf $(VENV) .tools build *.egg-info

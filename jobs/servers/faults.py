@@ -1,0 +1,74 @@
+"""The faults upstream: an MCP server whose tools misbehave on request, for failure tests.
+
+Tools: ``echo(text)`` answers at once, ``sleep(seconds)`` answers "slept" after
+waiting (so a proxy's call timeout and cancellation can be tested), ``crash()``
+kills the whole process in the middle of the call (``os._exit(1)``: no reply, no
+clean shutdown, exactly like a segfault), and ``count()`` returns how many tool
+calls this process has executed, itself included (so a test can tell whether a
+call reached the upstream, or reached it twice).
+
+``only1mcp fixture faults --port 9201`` serves it over Streamable HTTP at ``/mcp``;
+``only1mcp fixture faults --stdio`` serves it over stdin/stdout (see ``cli.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from mcp.server.mcpserver import MCPServer
+
+__all__ = ["build_server", "serve", "serve_stdio"]
+
+
+def build_server() -> MCPServer:
+    """A fresh faults server; its call counter starts at zero."""
+    server: MCPServer = MCPServer("only1mcp-faults", log_level="WARNING")
+    calls = 0
+
+    def executed() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return the text unchanged."""
+        executed()
+        return text
+
+    @server.tool()
+    async def sleep(seconds: float) -> str:
+        """Wait the given number of seconds, then answer "slept"."""
+        executed()
+        await asyncio.sleep(seconds)
+        return "slept"
+
+    @server.tool()
+    def crash() -> str:
+        """Kill this server process in the middle of the call (it never answers)."""
+        executed()
+        sys.stderr.flush()
+        os._exit(1)
+
+    @server.tool()
+    def count() -> int:
+        """How many tool calls this process has executed, this one included."""
+        return executed()
+
+    return server
+
+
+def serve(host: str, port: int) -> None:
+    """Serve the faults server over Streamable HTTP at ``http://host:port/mcp`` until stopped."""
+    import uvicorn
+
+    app = build_server().streamable_http_app(host=host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run()
+
+
+def serve_stdio() -> None:
+    """Serve the faults server over stdin/stdout until stdin closes."""
+    build_server().run("stdio")

@@ -1,0 +1,77 @@
+"""Shared fixtures: real processes on free ports, always stopped.
+
+``stack`` starts bundled MCP servers and the proxy as subprocesses, exactly as a
+user would run them, and waits until each accepts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from only1mcp.jobs.bench._procs import Managed, ProcessGroup, free_port
+
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+
+
+def wait_port(port: int, proc: Managed, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail(20)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} did not listen on {port} within {timeout}s:\n{proc.log_tail(20)}")
+
+
+class Stack:
+    def __init__(self, group: ProcessGroup, tmp: Path) -> None:
+        self.group, self.tmp = group, tmp
+
+    def fixture(self, name: str = "conformance", port: int | None = None) -> tuple[str, Managed]:
+        """Start a bundled MCP server (conformance fixtures or echo); return its /mcp URL and process."""
+        port = port or free_port()
+        proc = self.group.start(f"{name}-{port}", [PYTHON, "-m", "only1mcp.cli", "fixture", name,
+                                                   "--port", str(port)])
+        wait_port(port, proc)
+        return f"http://127.0.0.1:{port}/mcp", proc
+
+    def write_config(self, body: str, port: int | None = None, proxy_extra: str = "") -> tuple[Path, int]:
+        port = port or free_port()
+        path = self.tmp / f"proxy-{port}.toml"
+        path.write_text(f'[proxy]\nlisten = "127.0.0.1:{port}"\n{proxy_extra}\n' + textwrap.dedent(body))
+        return path, port
+
+    def proxy(self, servers: str, proxy_extra: str = "", wait_ready: bool = True) -> tuple[str, Managed]:
+        """Start ``only1mcp proxy`` with the given [[servers]] TOML; return its /mcp URL and process."""
+        path, port = self.write_config(servers, proxy_extra=proxy_extra)
+        proc = self.group.start(f"proxy-{port}", [PYTHON, "-m", "only1mcp.cli", "proxy", "--config", str(path)])
+        wait_port(port, proc, timeout=30)
+        return f"http://127.0.0.1:{port}/mcp", proc
+
+    def start(self, name: str, argv: Sequence[str]) -> Managed:
+        return self.group.start(name, argv)
+
+    def stop(self, proc: Managed) -> None:
+        self.group.stop(proc)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with ProcessGroup(tmp_path) as group:
+        yield Stack(group, tmp_path)
+
+
+def run(coro):  # noqa: ANN001, ANN201 - tests call async clients from sync tests
+    return asyncio.run(coro)
