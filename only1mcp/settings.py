@@ -87,7 +87,7 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
 
 def parse_settings(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
     _reject_unknown(raw, {"proxy", "servers"}, source, "")
-    proxy = _parse_proxy(dict(raw.get("proxy", {})), source, environ)
+    proxy = _parse_proxy(raw.get("proxy", {}), source, environ)
     servers_raw = raw.get("servers", [])
     if not isinstance(servers_raw, list):
         raise ConfigError(source, "servers", "must be an array of tables ([[servers]])")
@@ -105,9 +105,10 @@ def _reject_unknown(table: Mapping[str, Any], known: set[str], source: str, wher
 _PROXY_TYPES = {f.name: f.type for f in fields(ProxySettings)}
 
 
-def _parse_proxy(table: dict[str, Any], source: str, environ: Mapping[str, str]) -> ProxySettings:
+def _parse_proxy(table: Any, source: str, environ: Mapping[str, str]) -> ProxySettings:
     if not isinstance(table, dict):
         raise ConfigError(source, "proxy", "must be a table")
+    table = dict(table)  # environment overrides are merged into a copy
     _reject_unknown(table, set(_PROXY_TYPES), source, "proxy.")
     for env_key, value in environ.items():
         if env_key.startswith(ENV_PREFIX):
@@ -158,7 +159,7 @@ def _validate_proxy(p: ProxySettings, source: str) -> None:
     if not 16 <= p.max_tool_name_length <= 128:
         raise ConfigError(source, "proxy.max_tool_name_length", "must be between 16 and 128 (MCP caps names at 128)")
     for key in ("call_timeout", "connect_timeout", "session_idle_timeout"):
-        if getattr(p, key) <= 0:
+        if not getattr(p, key) > 0:  # also refuses nan, which TOML and float() both accept
             raise ConfigError(source, f"proxy.{key}", "must be a positive number of seconds")
     if p.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(source, "proxy.log_level", "expected debug, info, warning or error")
@@ -179,7 +180,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     if policy not in POLICIES:
         raise ConfigError(source, f"{where}.policy", f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
     timeout = table.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
         raise ConfigError(source, f"{where}.timeout", "must be a positive number of seconds")
     replicas_raw = table.get("replicas")
     if not isinstance(replicas_raw, list) or not replicas_raw:

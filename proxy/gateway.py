@@ -100,7 +100,8 @@ class Gateway(Relay):
     async def handle(self, message: dict[str, Any], session: ClientSession, sink: Sink | None) -> dict[str, Any] | None:
         method = message.get("method")
         if "id" not in message:
-            await self.client_notification(method, message.get("params") or {}, session)
+            params = message.get("params")  # a notification gets no answer: bad params are ignored, not a 500
+            await self.client_notification(method, params if isinstance(params, dict) else {}, session)
             return None
         request_id = message["id"]
         handler = self._handlers.get(method)  # type: ignore[arg-type]
@@ -262,7 +263,7 @@ class Gateway(Relay):
 
     async def _set_level(self, params: dict[str, Any], session: ClientSession, sink: Any) -> dict[str, Any]:
         level = params.get("level")
-        if level not in LOG_LEVELS:
+        if not isinstance(level, str) or level not in LOG_LEVELS:
             raise RPCError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
         session.log_level = level
         await self.fan_out_level()

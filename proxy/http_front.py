@@ -87,7 +87,9 @@ class McpEndpoint:
             await respond(send, 400, rpc_error(PARSE_ERROR, f"Parse error: {exc.msg}"))
             return
         version_header = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
-        if self.stateless.claims(message, version_header):
+        # 2026-07-28 has no sessions: a request naming one is judged by its session (so a bad
+        # MCP-Protocol-Version on it is reported as such, not as a stateless request missing _meta).
+        if b"mcp-session-id" not in headers and self.stateless.claims(message, version_header):
             await self.stateless.handle(message, headers, self._sse_allowed(accept), receive, send)
             return
         if isinstance(message, list):
@@ -182,7 +184,10 @@ class McpEndpoint:
             if problem:
                 replies.append(rpc_error(INVALID_REQUEST, problem, _id_of(message)))
             elif "method" not in message:
-                session.answer(message)
+                try:
+                    session.answer(message)
+                except Exception as exc:  # as for a single POST: an unexpected response is not a 500
+                    log.info("unexpected response from client: %s", exc)
             else:
                 reply = await self.gateway.handle(message, session, None)
                 if reply is not None:

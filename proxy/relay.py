@@ -103,6 +103,19 @@ class Relay(ReplicaHooks):
         if isinstance(text, str) and text:
             self._instructions[replica.server] = text
         self.spawn(self.refresh(replica.server, list(_LISTS) + ["resources"], announce=True))
+        self.spawn(self._resubscribe(replica))
+
+    async def _resubscribe(self, replica: Replica) -> None:
+        """A reconnected upstream session knows no subscriptions: renew those clients still hold."""
+        if not (self._caps.get(replica.server, {}).get("resources") or {}).get("subscribe"):
+            return
+        uris = {uri for session in self.sessions for uri in session.subscriptions
+                if replica.server in self.uri_owners(uri)}
+        for uri in sorted(uris):
+            try:
+                await replica.request("resources/subscribe", {"uri": uri}, timeout=self.settings.proxy.call_timeout)
+            except (UpstreamError, RPCError) as exc:
+                log.warning("could not renew the subscription to %s on %s: %s", uri, replica.id, exc)
 
     async def settle(self) -> None:
         """Wait for catalog refreshes in flight (start-up, tests)."""
@@ -187,7 +200,8 @@ class Relay(ReplicaHooks):
     # -- clients to upstreams ----------------------------------------------------
     async def client_notification(self, method: Any, params: dict[str, Any], session: ClientSession) -> None:
         if method == "notifications/cancelled":
-            task = session.calls.get(params.get("requestId"))
+            request_id = params.get("requestId")
+            task = session.calls.get(request_id) if isinstance(request_id, (str, int)) else None
             if task is not None:
                 task.cancel()  # the upstream session forwards the cancellation with its own id
         elif method == "notifications/roots/list_changed":

@@ -230,6 +230,10 @@ class Stateless:
                                                                 "text/event-stream", message["id"]))
             return
         wanted = (message.get("params") or {}).get("notifications") or {}
+        if not isinstance(wanted, dict) or not isinstance(wanted.get("resourceSubscriptions") or [], list):
+            await respond(send, 400, rpc_error(INVALID_PARAMS, "params.notifications must be an object and its "
+                                                               "resourceSubscriptions a list of URIs", message["id"]))
+            return
         honored: dict[str, Any] = {k: True for k in _LISTEN_KINDS if wanted.get(k) is True}
         uris = [u for u in wanted.get("resourceSubscriptions") or [] if isinstance(u, str)]
         subscribed = [u for u in uris if await self._subscribe_upstream(u, session)]

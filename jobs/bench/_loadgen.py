@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,8 @@ class McpSession:
         self.url = url
         self.client_name = client_name
         self.session_id: str | None = None
+        self.server_info: dict[str, Any] = {}
+        self.last_content_type = ""  # of the last reply: shows whether the server answers JSON or SSE
         self._next_id = 0
         self._headers = {"Content-Type": "application/json", "Accept": _ACCEPT}
 
@@ -106,7 +108,8 @@ class McpSession:
             # Read to the end (the server closes the SSE stream after the reply), so
             # the connection goes back to the pool for the next call.
             body = await resp.read()
-            return resp.status, resp.headers.get("Content-Type", ""), body, resp.headers
+            self.last_content_type = resp.headers.get("Content-Type", "")
+            return resp.status, self.last_content_type, body, resp.headers
 
     async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         self._next_id += 1
@@ -132,6 +135,7 @@ class McpSession:
         )
         if "error" in message:
             raise McpError(f"initialize failed: {message['error']}")
+        self.server_info = dict((message.get("result") or {}).get("serverInfo") or {})
         self._headers["MCP-Protocol-Version"] = PROTOCOL_VERSION
         if self.session_id:  # a stateless server sends none, and then none is sent back
             self._headers["Mcp-Session-Id"] = self.session_id
@@ -167,14 +171,23 @@ class Slice:
     elapsed_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU used during the slice, per meter
 
 
-async def drive(sessions: Sequence[McpSession], tool: str, seconds: float, tag: str = "w") -> Slice:
+async def drive(
+    sessions: Sequence[McpSession],
+    tool: str,
+    seconds: float,
+    tag: str = "w",
+    meters: Mapping[str, Callable[[], float]] | None = None,
+) -> Slice:
     """Run one worker per session, back to back, for ``seconds``; calls already started finish.
 
     Elapsed time runs until the last call returns, so the calls that straddle the
-    deadline are both counted and paid for.
+    deadline are both counted and paid for. ``meters`` are CPU-seconds counters
+    (e.g. this process, the server processes) read before and after.
     """
+    meters = meters or {}
     out = Slice()
     perf = time.perf_counter
 
@@ -194,8 +207,10 @@ async def drive(sessions: Sequence[McpSession], tool: str, seconds: float, tag: 
             out.latencies_ms.append((perf() - started) * 1000.0)
             out.calls += 1
 
+    cpu_before = {name: read() for name, read in meters.items()}
     start = perf()
     deadline = start + seconds
     await asyncio.gather(*(worker(i, s) for i, s in enumerate(sessions)))
     out.elapsed_s = perf() - start
+    out.cpu_s = {name: read() - cpu_before[name] for name, read in meters.items()}
     return out

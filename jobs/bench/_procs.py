@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-__all__ = ["StartError", "Managed", "ProcessGroup", "free_port", "run_interruptibly"]
+__all__ = ["StartError", "Managed", "ProcessGroup", "free_port", "free_ports", "run_interruptibly"]
 
 # Runs before the real command: asks the kernel to SIGTERM the child when its parent
 # dies (PR_SET_PDEATHSIG, kept across exec), then execs the command. Done in a tiny
@@ -37,6 +37,8 @@ _LAUNCHER = (
 )
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_handed_out: set[int] = set()  # ports this process has given to a child already
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 T = TypeVar("T")
 
 
@@ -49,10 +51,29 @@ class StartError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the child binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago and not handed out before by this process."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that were free a moment ago (the children bind them soon after).
+
+    The kernel may hand a just-closed port out again before the child that was told
+    to use it has bound it, so ports already handed out by this process are skipped.
+    """
+    ports: list[int] = []
+    for _ in range(count + 100):
+        if len(ports) == count:
+            break
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            ports.append(port)
+    if len(ports) < count:
+        raise OSError(f"could not find {count} unused ports")
+    return ports
 
 
 @dataclass
@@ -72,6 +93,15 @@ class Managed:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far (Linux /proc; NaN elsewhere or once gone)."""
+        try:
+            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return float("nan")
+        # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
     def log_tail(self, lines: int = 6) -> str:
         """The last few non-empty lines of the process log, for error messages."""
@@ -99,7 +129,11 @@ class ProcessGroup:
         self.stop_all()
 
     def start(self, name: str, argv: Sequence[str]) -> Managed:
-        """Start ``argv`` with its output going to ``<log_dir>/<name>.log``."""
+        """Start ``argv`` with its output going to ``<log_dir>/<name>.log``.
+
+        Call it from a thread that outlives the child (normally the main thread):
+        the kernel's parent-death signal fires when the starting thread ends.
+        """
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed by stop_all
         command = list(argv)
@@ -206,7 +240,9 @@ def _deferred_interrupts() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def run_interruptibly(main: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> T:
+def run_interruptibly(
+    main: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> T:
     """Run ``main`` to completion; Ctrl-C or SIGTERM cancels it and raises KeyboardInterrupt.
 
     asyncio.Runner already turns Ctrl-C into a cancellation of the main task; SIGTERM

@@ -41,6 +41,11 @@ def summarize(slices: Iterable[Any]) -> dict[str, Any]:
     def ms(value: float) -> float | None:
         return None if math.isnan(value) else round(value, 4)
 
+    cpu: dict[str, float] = {}
+    for s in slices:
+        for name, seconds in getattr(s, "cpu_s", {}).items():
+            cpu[name] = cpu.get(name, 0.0) + seconds
+
     return {
         "calls": calls,
         "errors": sum(s.errors for s in slices),
@@ -53,6 +58,15 @@ def summarize(slices: Iterable[Any]) -> dict[str, Any]:
             "mean": ms(sum(latencies) / len(latencies)) if latencies else None,
             "min": ms(latencies[0]) if latencies else None,
             "max": ms(latencies[-1]) if latencies else None,
+        },
+        # Who burnt the CPU: on a small machine the load generator and the servers share it.
+        "cpu": {
+            name: {
+                "seconds": ms(seconds),
+                "pct_of_one_core": ms(100.0 * seconds / elapsed) if elapsed > 0 else None,
+                "us_per_call": ms(1e6 * seconds / calls) if calls else None,
+            }
+            for name, seconds in cpu.items()
         },
         # Per-slice figures show drift across the run (cells are interleaved).
         "rounds": [

@@ -15,10 +15,11 @@ import datetime
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from only1mcp.jobs.bench._procs import ProcessGroup, StartError, free_port, run_interruptibly
+from only1mcp.jobs.bench._procs import Managed, ProcessGroup, StartError, free_ports, run_interruptibly
 from only1mcp.jobs.bench._report import Bar, machine_info, render_bars, render_table, summarize, write_json
 
 __all__ = ["ARMS", "DEFAULT_OUT", "add_arguments", "run"]
@@ -27,6 +28,7 @@ ARMS = ("direct", "only1mcp", "fastmcp")
 DEFAULT_OUT = "bench-results/proxy.json"
 HOST = "127.0.0.1"
 TOOL = "echo"  # every arm exposes it unprefixed: Only1MCP via namespace = "", FastMCP by default
+_SERVER_NAMES = {"fastmcp": "fastmcp-proxy"}  # serverInfo.name each arm must answer with, where known
 _MIN_SLICE_S = 0.5  # shorter slices would be dominated by the calls straddling their ends
 
 _ONLY1MCP_CONFIG = """\
@@ -45,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell first (default 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], metavar="N", help="default: 1 8")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), metavar="ARM", help="default: %(default)s")
+    parser.add_argument(
+        "--arms", nargs="+", choices=ARMS, default=list(ARMS), metavar="ARM", help="of: %(choices)s (default: all)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved slices per cell (default 5)")
     parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds for a server to become ready")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
@@ -79,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except StartError as exc:
         print(f"error: the echo upstream did not start: {exc}", file=sys.stderr)
+        print(exc.log_tail, file=sys.stderr)
         return 2
     report["settings"]["loadgen_event_loop"] = loop_name
     report["wall_s"] = round(time.perf_counter() - began, 2)
@@ -110,80 +115,103 @@ def _arm_argv(arm: str, port: int, upstream_url: str, tmp: Path) -> list[str]:
 
 
 async def _bench(args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> dict[str, Any]:
-    from only1mcp.jobs.bench._loadgen import PROTOCOL_VERSION, McpSession, drive, new_http_client
+    from only1mcp.jobs.bench._loadgen import PROTOCOL_VERSION, new_http_client
 
     started_at = datetime.datetime.now(datetime.timezone.utc)
     machine = machine_info(["mcp", "fastmcp", "aiohttp", "uvicorn", "starlette", "only1mcp"])
-    upstream_port = free_port(HOST)
+    # All ports at once, so no two servers are handed the same one.
+    upstream_port, *arm_ports = free_ports(1 + len(args.arms), HOST)
     upstream_url = f"http://{HOST}:{upstream_port}/mcp"
-    upstream = procs.start("upstream", [sys.executable, "-m", "only1mcp.jobs.servers.echo", "--host", HOST, "--port", str(upstream_port)])
-    arms: dict[str, dict[str, Any]] = {}
-    urls: dict[str, str] = {}
-    collected: dict[tuple[str, int], list[Any]] = {}
-
+    echo_argv = [sys.executable, "-m", "only1mcp.jobs.servers.echo", "--host", HOST, "--port", str(upstream_port)]
+    upstream = procs.start("upstream", echo_argv)
     async with new_http_client() as http:
-
-        def probe(url: str) -> Any:
-            async def check() -> None:  # ready means a real session and a correct echo
-                session = McpSession(http, url, client_name="only1mcp-bench-probe")
-                await session.open()
-                await session.call_echo(TOOL, "ready?")
-                await session.close()
-
-            return check
-
-        upstream_s = await procs.wait_ready(upstream, probe(upstream_url), args.startup_timeout)
-        starting = {}
-        for arm in args.arms:
+        seen: dict[str, dict[str, Any]] = {arm: {} for arm in args.arms}
+        upstream_probe = _probe(http, upstream_url, "echo", seen.setdefault("direct", {}))
+        upstream_s = await procs.wait_ready(upstream, upstream_probe, args.startup_timeout)
+        arms: dict[str, dict[str, Any]] = {}
+        urls: dict[str, str] = {}
+        started: dict[str, Managed] = {}
+        for arm, port in zip(args.arms, arm_ports):
             if arm == "direct":
                 urls[arm] = upstream_url
-                arms[arm] = {"status": "ok", "url": upstream_url, "startup_s": round(upstream_s, 3)}
+                arms[arm] = {"status": "ok", "url": upstream_url, "startup_s": round(upstream_s, 3), **seen[arm]}
             else:
-                port = free_port(HOST)
                 urls[arm] = f"http://{HOST}:{port}/mcp"
-                starting[arm] = procs.start(arm, _arm_argv(arm, port, upstream_url, tmp))
+                started[arm] = procs.start(arm, _arm_argv(arm, port, upstream_url, tmp))
         # Proxy arms start side by side; one that fails is skipped, not fatal.
+        probes = {arm: _probe(http, urls[arm], _SERVER_NAMES.get(arm), seen[arm]) for arm in started}
         outcomes = await asyncio.gather(
-            *(procs.wait_ready(p, probe(urls[a]), args.startup_timeout) for a, p in starting.items()),
+            *(procs.wait_ready(proc, probes[arm], args.startup_timeout) for arm, proc in started.items()),
             return_exceptions=True,
         )
-        for (arm, proc), outcome in zip(starting.items(), outcomes):
+        for (arm, proc), outcome in zip(started.items(), outcomes):
             if isinstance(outcome, BaseException):
-                arms[arm] = {
-                    "status": "skipped", "reason": f"failed to start: {outcome}", "argv": proc.argv,
-                    "log_tail": getattr(outcome, "log_tail", ""),
-                }
+                reason, tail = f"failed to start: {outcome}", getattr(outcome, "log_tail", "")
+                arms[arm] = {"status": "skipped", "reason": reason, "argv": proc.argv, "log_tail": tail}
                 procs.stop(proc)
             else:
                 arms[arm] = {"status": "ok", "url": urls[arm], "startup_s": round(outcome, 3), "argv": proc.argv}
-
-        sessions: dict[tuple[str, int], list[McpSession]] = {}
-        for arm in [a for a in args.arms if arms[a]["status"] == "ok"]:
-            try:
-                for conc in args.concurrency:
-                    cell = [McpSession(http, urls[arm]) for _ in range(conc)]
-                    sessions[(arm, conc)] = cell
-                    await asyncio.gather(*(s.open() for s in cell))
-            except Exception as exc:
-                arms[arm] = {**arms[arm], "status": "skipped", "reason": f"could not open sessions: {exc!r}"}
-                for conc in args.concurrency:
-                    sessions.pop((arm, conc), None)
-        cells = [(arm, conc) for conc in args.concurrency for arm in args.arms if (arm, conc) in sessions]
-
-        rounds = max(1, min(args.rounds, int(args.duration / _MIN_SLICE_S)))
-        slice_s = args.duration / rounds
-        for cell in cells:
-            await drive(sessions[cell], TOOL, args.warmup, tag="warm")
-            collected[cell] = []
-        for r in range(rounds):
-            shift = r % len(cells) if cells else 0
-            for cell in cells[shift:] + cells[:shift]:  # rotated, so no cell always runs first
-                # One unmeasured call per worker revives connections idle since the last slice.
-                await asyncio.gather(*(s.call_echo(TOOL, "prime") for s in sessions[cell]), return_exceptions=True)
-                collected[cell].append(await drive(sessions[cell], TOOL, slice_s, tag=f"r{r}w"))
-        await asyncio.gather(*(s.close() for cell in sessions.values() for s in cell))
-
+                arms[arm].update(seen[arm])
+        collected, rounds, slice_s = await _measure(args, http, arms, urls, upstream, started)
+    for arm, proc in started.items():
+        if arms[arm]["status"] == "ok" and not proc.alive():  # its figures are not the proxy's
+            reason = f"exited during the run with code {proc.popen.returncode}"
+            arms[arm] = {**arms[arm], "status": "died", "reason": reason, "log_tail": proc.log_tail(lines=20)}
+            collected = {cell: v for cell, v in collected.items() if cell[0] != arm}
     return _assemble(args, arms, collected, machine, started_at, rounds, slice_s, PROTOCOL_VERSION)
+
+
+def _probe(http: Any, url: str, server_name: str | None, seen: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    from only1mcp.jobs.bench._loadgen import McpError, McpSession
+
+    async def check() -> None:  # ready means a real session and a correct echo
+        session = McpSession(http, url, client_name="only1mcp-bench-probe")
+        await session.open()
+        # The name guards against measuring some other server that holds the port.
+        if server_name is not None and session.server_info.get("name") != server_name:
+            raise McpError(f"expected server {server_name!r}, got {session.server_info}")
+        await session.call_echo(TOOL, "ready?")
+        seen.update(server_info=session.server_info, reply_content_type=session.last_content_type)
+        await session.close()
+
+    return check
+
+
+async def _measure(
+    args: argparse.Namespace, http: Any, arms: dict[str, dict[str, Any]], urls: dict[str, str],
+    upstream: Managed, started: dict[str, Managed],
+) -> tuple[dict[tuple[str, int], list[Any]], int, float]:
+    """Warm every cell up, then measure them in rotated, interleaved slices."""
+    from only1mcp.jobs.bench._loadgen import McpSession, drive
+
+    sessions: dict[tuple[str, int], list[McpSession]] = {}
+    for arm in [a for a in args.arms if arms[a]["status"] == "ok"]:
+        try:
+            for conc in args.concurrency:
+                sessions[(arm, conc)] = [McpSession(http, urls[arm]) for _ in range(conc)]
+                await asyncio.gather(*(s.open() for s in sessions[(arm, conc)]))
+        except Exception as exc:
+            arms[arm] = {**arms[arm], "status": "skipped", "reason": f"could not open sessions: {exc!r}"}
+            for conc in args.concurrency:
+                sessions.pop((arm, conc), None)
+    cells = [(arm, conc) for conc in args.concurrency for arm in args.arms if (arm, conc) in sessions]
+    rounds = max(1, min(args.rounds, int(args.duration / _MIN_SLICE_S)))
+    slice_s = args.duration / rounds
+    collected: dict[tuple[str, int], list[Any]] = {}
+    for cell in cells:
+        await drive(sessions[cell], TOOL, args.warmup, tag="warm")
+        collected[cell] = []
+    for r in range(rounds):
+        shift = r % len(cells) if cells else 0
+        for cell in cells[shift:] + cells[:shift]:  # rotated, so no cell always runs first
+            # One unmeasured call per worker revives connections idle since the last slice.
+            await asyncio.gather(*(s.call_echo(TOOL, "prime") for s in sessions[cell]), return_exceptions=True)
+            meters = {"loadgen": time.process_time, "upstream": upstream.cpu_seconds}
+            if cell[0] in started:
+                meters["proxy"] = started[cell[0]].cpu_seconds
+            collected[cell].append(await drive(sessions[cell], TOOL, slice_s, f"r{r}w", meters))
+    await asyncio.gather(*(s.close() for cell in sessions.values() for s in cell))
+    return collected, rounds, slice_s
 
 
 def _assemble(
@@ -218,13 +246,14 @@ def _assemble(
 
     bars[0].judge(100.0 * o8 / d8 if o8 is not None and d8 else None, missing(("only1mcp@c8", o8), ("direct@c8", d8)))
     bars[1].judge(o8 / f8 if o8 is not None and f8 else None, missing(("only1mcp@c8", o8), ("fastmcp@c8", f8)))
-    bars[2].judge(o1 - d1 if o1 is not None and d1 is not None else None, missing(("only1mcp@c1", o1), ("direct@c1", d1)))
+    overhead = o1 - d1 if o1 is not None and d1 is not None else None
+    bars[2].judge(overhead, missing(("only1mcp@c1", o1), ("direct@c1", d1)))
 
     rows: list[list[str] | str] = []
     for arm in args.arms:
         if arms[arm]["status"] != "ok":
             reason = " ".join(str(arms[arm]["reason"]).split())
-            rows.append(f"{arm:<8}  SKIPPED - {reason[:240]}")
+            rows.append(f"{arm:<8}  {arms[arm]['status'].upper()} - {reason[:240]}")
             continue
         for conc in args.concurrency:
             f = cells[(arm, conc)]

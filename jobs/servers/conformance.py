@@ -245,6 +245,18 @@ def _register_interactive_tools(server: MCPServer, state: _SessionState) -> None
         await ctx.session.send_resource_updated(catalog.WATCHED_RESOURCE_URI)
         return "sent notifications/resources/updated for " + catalog.WATCHED_RESOURCE_URI
 
+    @server.tool()
+    async def test_add_tool(ctx: Context) -> str:
+        """Registers the tool test_added_tool and sends notifications/tools/list_changed"""
+        # Not used by the suite: it lets a relay be tested for list_changed propagation.
+        def test_added_tool() -> str:
+            return "added tool called"
+
+        if "test_added_tool" not in {tool.name for tool in await server.list_tools()}:
+            server.add_tool(test_added_tool, description="A tool registered at runtime by test_add_tool")
+        await ctx.session.send_tool_list_changed()
+        return "added test_added_tool"
+
 
 def _register_handlers(server: MCPServer, state: _SessionState) -> None:
     """Completion, logging/setLevel and resources/(un)subscribe."""

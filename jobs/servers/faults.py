@@ -1,11 +1,11 @@
 """The faults upstream: an MCP server whose tools misbehave on request, for failure tests.
 
-Tools: ``echo(text)`` answers at once, ``sleep(seconds)`` answers "slept" after
-waiting (so a proxy's call timeout and cancellation can be tested), ``crash()``
-kills the whole process in the middle of the call (``os._exit(1)``: no reply, no
-clean shutdown, exactly like a segfault), and ``count()`` returns how many tool
-calls this process has executed, itself included (so a test can tell whether a
-call reached the upstream, or reached it twice).
+Tools: ``echo(text)`` answers at once; ``sleep(seconds)`` answers "slept" after
+waiting, so a proxy's call timeout and cancellation can be tested (a cancelled
+sleep says so on stderr); ``crash()`` kills the whole process in the middle of the
+call (``os._exit(1)``: no reply, no clean shutdown, like a segfault); ``count()``
+returns how many tool calls this process has executed, itself included, so a test
+can tell whether a call reached the upstream, or reached a fresh process.
 
 ``only1mcp fixture faults --port 9201`` serves it over Streamable HTTP at ``/mcp``;
 ``only1mcp fixture faults --stdio`` serves it over stdin/stdout (see ``cli.py``).
@@ -42,7 +42,12 @@ def build_server() -> MCPServer:
     async def sleep(seconds: float) -> str:
         """Wait the given number of seconds, then answer "slept"."""
         executed()
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            # Said on stderr so a test can see the client's notifications/cancelled arrive.
+            print(f"faults: sleep({seconds:g}) cancelled", file=sys.stderr, flush=True)
+            raise
         return "slept"
 
     @server.tool()

@@ -40,6 +40,11 @@ class RelatedSink(Protocol):
     def emit(self, message: dict[str, Any]) -> None:
         """Queue a notification for the caller's client, in order."""
 
+# About the upstream session, never one call, whichever stream carried them: the proxy refreshes
+# its catalog or fans them out to subscribers (never to the client of a call that happens to be in flight).
+_SESSION_WIDE = frozenset({"notifications/tools/list_changed", "notifications/prompts/list_changed",
+                           "notifications/resources/list_changed", "notifications/resources/updated"})
+
 # The proxy relays sampling, elicitation and roots to its clients, so it offers them upstream.
 PROXY_CLIENT_CAPABILITIES: dict[str, Any] = {
     "sampling": {},
@@ -136,6 +141,8 @@ class UpstreamSession:
             raise UpstreamFailed(self.server, str(exc)) from exc
         finally:
             self._pending.pop(request_id, None)
+            if pending.future.done() and not pending.future.cancelled():
+                pending.future.exception()  # failed by _fail_all while send() raised: already reported
             if pending.client_token is not None:
                 self._tokens.pop(f"p{request_id}", None)
         if "error" in response:
@@ -182,7 +189,7 @@ class UpstreamSession:
         if "id" in message:  # a server-to-client request: answer it in the background
             sink = pending.on_related if pending else None
             asyncio.get_running_loop().create_task(self._answer(message, sink))
-        elif pending is not None and pending.on_related is not None:
+        elif pending is not None and pending.on_related is not None and message["method"] not in _SESSION_WIDE:
             if message["method"] == "notifications/progress":
                 message = self._restore_progress(message, pending)
                 if message is None:

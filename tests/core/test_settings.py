@@ -1,0 +1,183 @@
+"""Settings: unknown keys and bad values are refused at start-up, naming the file, the key and why.
+
+Parsed from real TOML files (``load_settings``) and through ``only1mcp config`` run
+as a subprocess, exactly as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from only1mcp.errors import ConfigError
+from only1mcp.settings import load_settings
+
+GOOD = """
+    [proxy]
+    listen = "127.0.0.1:9000"
+    call_timeout = 12.5
+
+    [[servers]]
+    name = "web"
+    [[servers.replicas]]
+    url = "http://127.0.0.1:9101/mcp"
+    headers = { Authorization = "Bearer x" }
+
+    [[servers]]
+    name = "time"
+    namespace = "clock"
+    timeout = 3
+    [[servers.replicas]]
+    command = ["mcp-server-time", "--local-timezone", "UTC"]
+    env = { TZ = "UTC" }
+"""
+HTTP_REPLICA = '[[servers.replicas]]\nurl = "http://127.0.0.1:9101/mcp"\n'
+
+
+def write(tmp_path: Path, body: str, name: str = "only1mcp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def refused(tmp_path: Path, body: str, environ: dict[str, str] | None = None) -> ConfigError:
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ or {})
+    error = info.value
+    assert str(error).startswith(f"{error.source}: {error.key}: {error.reason}")
+    return error
+
+
+def server(name: str = "web", extra: str = "", replica: str = HTTP_REPLICA) -> str:
+    return f'[[servers]]\nname = "{name}"\n{extra}\n{replica}'
+
+
+def test_good_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD), {})
+    assert settings.source == str(tmp_path / "only1mcp.toml")
+    assert (settings.proxy.host, settings.proxy.port, settings.proxy.call_timeout) == ("127.0.0.1", 9000, 12.5)
+    web, clock = settings.servers
+    assert (web.name, web.namespace, web.timeout) == ("web", "web", None)
+    assert web.replicas[0].url == "http://127.0.0.1:9101/mcp"
+    assert web.replicas[0].headers == {"Authorization": "Bearer x"}
+    assert (clock.namespace, clock.timeout, clock.policy) == ("clock", 3.0, "round_robin")
+    assert clock.replicas[0].command == ("mcp-server-time", "--local-timezone", "UTC")
+    assert clock.replicas[0].env == {"TZ": "UTC"}
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ('colour = "blue"\n', "colour"),
+    ('[proxy]\nlisten_port = 8080\n', "proxy.listen_port"),
+    (server(extra="retries = 3"), "servers[0].retries"),
+    (server(replica=HTTP_REPLICA + "verify_tls = false\n"), "servers[web].replicas[0].verify_tls"),
+], ids=["top-level", "proxy", "server", "replica"])
+def test_unknown_keys(tmp_path: Path, body: str, key: str) -> None:
+    error = refused(tmp_path, body)
+    assert error.source == str(tmp_path / "only1mcp.toml")
+    assert error.key == key
+    assert error.reason.startswith("unknown key (expected one of:")
+    assert f"{tmp_path / 'only1mcp.toml'}: {key}: unknown key" in str(error)
+
+
+@pytest.mark.parametrize(("body", "key", "reason"), [
+    ('[proxy]\nlisten = "127.0.0.1"\n', "proxy.listen", "expected HOST:PORT, got '127.0.0.1'"),
+    ('[proxy]\nlisten = "127.0.0.1:http"\n', "proxy.listen", "expected HOST:PORT"),
+    ('[proxy]\ncall_timeout = -1\n', "proxy.call_timeout", "must be a positive number of seconds"),
+    ('[proxy]\ncall_timeout = "60"\n', "proxy.call_timeout", "expected float, got '60'"),
+    ('[proxy]\nconnect_timeout = nan\n', "proxy.connect_timeout", "must be a positive number of seconds"),
+    ('proxy = 5\n', "proxy", "must be a table"),
+    ('[servers]\nname = "web"\n', "servers", "must be an array of tables"),
+    ('[proxy]\nmax_body_bytes = 0\n', "proxy.max_body_bytes", "must be positive"),
+    ('[proxy]\nlog_level = "loud"\n', "proxy.log_level", "expected debug, info, warning or error"),
+    (server(extra="timeout = -2"), "servers[web].timeout", "must be a positive number of seconds"),
+    (server(extra="timeout = true"), "servers[web].timeout", "must be a positive number of seconds"),
+    (server(extra="timeout = nan"), "servers[web].timeout", "must be a positive number of seconds"),
+    (server(extra='policy = "random"'), "servers[web].policy", "unknown policy 'random' (known: round_robin)"),
+    (server(replica='[[servers.replicas]]\nurl = "http://h/mcp"\ncommand = ["srv"]\n'),
+     "servers[web].replicas[0]", "exactly one of url (HTTP upstream) or command (stdio upstream) is required"),
+    (server(replica='[[servers.replicas]]\ncwd = "/tmp"\n'),
+     "servers[web].replicas[0]", "exactly one of url (HTTP upstream) or command (stdio upstream) is required"),
+    (server(replica='[[servers.replicas]]\nurl = "ftp://h/mcp"\n'), "servers[web].replicas[0].url",
+     "expected an http:// or https:// URL"),
+    (server(replica='[[servers.replicas]]\ncommand = []\n'), "servers[web].replicas[0].command",
+     "expected a non-empty list of strings"),
+    (server(extra="replicas = []", replica=""), "servers[web].replicas", "at least one [[servers.replicas]]"),
+    (server(name="bad name"), "servers[0].name", "required: 1-64 characters"),
+    (server() + server(), "servers[web].name", "duplicate server name"),
+    (server("a", 'namespace = "x"') + server("b", 'namespace = "x"'), "servers[b].namespace",
+     "namespace 'x' is already used by server 'a'"),
+], ids=["listen-no-port", "listen-bad-port", "negative-timeout", "timeout-string", "timeout-nan", "proxy-not-table",
+        "servers-not-array", "zero-body", "log-level", "server-timeout", "server-timeout-bool", "server-timeout-nan",
+        "policy", "url-and-command", "neither", "url-scheme", "empty-command", "no-replicas", "server-name",
+        "duplicate-name", "duplicate-namespace"])
+def test_bad_values(tmp_path: Path, body: str, key: str, reason: str) -> None:
+    error = refused(tmp_path, body)
+    assert error.key == key
+    assert reason in error.reason
+
+
+def test_empty_namespaces_may_repeat(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, server("a", 'namespace = ""') + server("b", 'namespace = ""')), {})
+    assert [s.namespace for s in settings.servers] == ["", ""]
+
+
+def test_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "missing.toml", {})
+    assert refused(tmp_path, "[proxy\n").reason.startswith("invalid TOML:")
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    settings = load_settings(path, {"ONLY1MCP_PROXY_CALL_TIMEOUT": "7.5",
+                                    "ONLY1MCP_PROXY_ALLOWED_ORIGINS": "https://a.example, https://b.example",
+                                    "UNRELATED_VARIABLE": "ignored"})
+    assert settings.proxy.call_timeout == 7.5  # the environment beats the file's 12.5
+    assert settings.proxy.allowed_origins == ("https://a.example", "https://b.example")
+    assert load_settings(path, {}).proxy.call_timeout == 12.5
+
+
+def test_env_errors(tmp_path: Path) -> None:
+    error = refused(tmp_path, GOOD, {"ONLY1MCP_PROXY_NOPE": "1"})
+    assert (error.source, error.key) == ("ONLY1MCP_PROXY_NOPE", "proxy.nope")
+    assert "unknown setting" in error.reason
+    error = refused(tmp_path, GOOD, {"ONLY1MCP_PROXY_CALL_TIMEOUT": "soon"})
+    assert (error.source, error.key, error.reason) == ("ONLY1MCP_PROXY_CALL_TIMEOUT", "proxy.call_timeout",
+                                                       "expected a float, got 'soon'")
+    error = refused(tmp_path, GOOD, {"ONLY1MCP_PROXY_CALL_TIMEOUT": "-3"})  # validated like the file's value
+    assert (error.key, error.reason) == ("proxy.call_timeout", "must be a positive number of seconds")
+
+
+def run_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONLY1MCP_")} | env
+    return subprocess.run([sys.executable, "-m", "only1mcp.cli", "config", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, env=environ)
+
+
+def test_config_command_good_file(tmp_path: Path) -> None:
+    result = run_config(write(tmp_path, GOOD), ONLY1MCP_PROXY_PAGE_SIZE="25")
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert resolved["proxy"]["listen"] == "127.0.0.1:9000" and resolved["proxy"]["page_size"] == 25
+    assert [s["name"] for s in resolved["servers"]] == ["web", "time"]
+    assert resolved["servers"][1]["replicas"][0]["command"] == ["mcp-server-time", "--local-timezone", "UTC"]
+    assert resolved["source"] == str(tmp_path / "only1mcp.toml")
+
+
+def test_config_command_bad_file(tmp_path: Path) -> None:
+    path = write(tmp_path, server(extra="retries = 3"))
+    result = run_config(path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"only1mcp: configuration error: {path}: servers[0].retries: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_config(write(tmp_path, GOOD), ONLY1MCP_PROXY_NOPE="1")
+    assert result.returncode == 2
+    assert "ONLY1MCP_PROXY_NOPE: proxy.nope: unknown setting" in result.stderr
