@@ -43,6 +43,7 @@ class ServerSettings:
     replicas: tuple[ReplicaSettings, ...]
     policy: str = "round_robin"
     timeout: float | None = None  # per-call timeout; None = the proxy's call_timeout
+    upstream_sessions: int = 4  # MCP sessions per HTTP replica; stateless calls spread over them
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def _validate_proxy(p: ProxySettings, source: str) -> None:
 def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     if not isinstance(table, dict):
         raise ConfigError(source, where, "must be a table")
-    _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout"}, source, f"{where}.")
+    _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout", "upstream_sessions"}, source, f"{where}.")
     name = table.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(source, f"{where}.name", "required: 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -182,12 +183,15 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     timeout = table.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
         raise ConfigError(source, f"{where}.timeout", "must be a positive number of seconds")
+    sessions = table.get("upstream_sessions", 4)
+    if isinstance(sessions, bool) or not isinstance(sessions, int) or not 1 <= sessions <= 64:
+        raise ConfigError(source, f"{where}.upstream_sessions", "must be an integer from 1 to 64")
     replicas_raw = table.get("replicas")
     if not isinstance(replicas_raw, list) or not replicas_raw:
         raise ConfigError(source, f"{where}.replicas", "at least one [[servers.replicas]] is required")
     replicas = tuple(_parse_replica(r, source, f"{where}.replicas[{i}]") for i, r in enumerate(replicas_raw))
     return ServerSettings(name=name, namespace=namespace, replicas=replicas, policy=policy,
-                          timeout=float(timeout) if timeout is not None else None)
+                          timeout=float(timeout) if timeout is not None else None, upstream_sessions=sessions)
 
 
 def _parse_replica(table: Any, source: str, where: str) -> ReplicaSettings:

@@ -15,10 +15,26 @@ from only1mcp.proxy.gateway import Gateway
 from only1mcp.proxy.http_front import McpEndpoint
 from only1mcp.settings import Settings
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "ProxyApp"]
 
 
-def build_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
+class ProxyApp:
+    """``/mcp`` goes straight to the endpoint; everything else (lifespan, probes) to Starlette.
+
+    The MCP path is the hot path: skipping the router and middleware stack saves work on
+    every call, and the endpoint already answers every error itself."""
+
+    def __init__(self, endpoint: McpEndpoint, rest: Starlette, gateway: Gateway) -> None:
+        self.endpoint, self.rest, self.gateway = endpoint, rest, gateway
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in ("/mcp", "/mcp/"):
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
+
+
+def build_app(settings: Settings, gateway: Gateway | None = None) -> ProxyApp:
     gateway = gateway or Gateway(settings)
     endpoint = McpEndpoint(gateway, settings.proxy)
 
@@ -40,7 +56,5 @@ def build_app(settings: Settings, gateway: Gateway | None = None) -> Starlette:
         body: dict[str, Any] = {"ready": ready, "servers": servers, "conflicts": gateway.catalog.conflicts}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    app = Starlette(routes=[Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
-                            Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan)
-    app.state.gateway = gateway
-    return app
+    rest = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan)
+    return ProxyApp(endpoint, rest, gateway)

@@ -24,6 +24,7 @@ from only1mcp.proxy.pool import ServerPool
 from only1mcp.proxy.relay import Relay
 from only1mcp.proxy.routing import RouteRequest
 from only1mcp.proxy.sessions import LOG_LEVELS, ClientSession, SessionStore
+from only1mcp.proxy.upstream.http1 import Http1Pool
 from only1mcp.settings import Settings
 
 __all__ = ["Gateway", "Sink", "SUPPORTED_VERSIONS", "LATEST_VERSION"]
@@ -57,6 +58,10 @@ class Gateway(Relay):
         self.pools = {s.name: ServerPool(s, self, self.http, connect_timeout=proxy.connect_timeout,
                                          call_timeout=proxy.call_timeout) for s in settings.servers}
         self._http: aiohttp.ClientSession | None = None
+        self.fast = Http1Pool(proxy.connect_timeout)  # hot-path POSTs to http:// upstreams
+        for pool in self.pools.values():
+            for replica in pool.replicas:
+                replica.fast = self.fast
         super().__init__()
         self._handlers: dict[str, Handler] = {
             "ping": self._ping,
@@ -93,6 +98,7 @@ class Gateway(Relay):
     async def stop(self) -> None:
         await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
         self.cancel_background()
+        self.fast.close()
         if self._http is not None:
             await self._http.close()
 

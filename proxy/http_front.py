@@ -263,19 +263,23 @@ class Exchange:
             self._waiter.set_result(None)
 
     async def run(self, handler: Any, receive: Any, session: ClientSession | None, request_id: Any,
-                  finish: Any = None) -> None:
+                  finish: Any = None, cancel_on_disconnect: bool = False) -> None:
+        """Answer one request. Only the stateless revision treats a closed stream as a cancel;
+        the session revisions say a disconnect is not one, so there the socket is not watched."""
         loop = asyncio.get_running_loop()
         task = loop.create_task(handler)
-        disconnect = loop.create_task(receive())
         task.add_done_callback(self._wake)
-        disconnect.add_done_callback(self._wake)
+        disconnect = None
+        if cancel_on_disconnect:
+            disconnect = loop.create_task(receive())
+            disconnect.add_done_callback(self._wake)
         if session is not None:
             session.calls[request_id] = task
         try:
             while True:
                 if self.queue:
                     await self._flush()
-                if task.done() or disconnect.done():
+                if task.done() or (disconnect is not None and disconnect.done()):
                     break
                 self._waiter = loop.create_future()
                 await self._waiter
@@ -295,7 +299,8 @@ class Exchange:
             else:
                 await respond(self.send, status, reply, self.headers)
         finally:
-            disconnect.cancel()
+            if disconnect is not None:
+                disconnect.cancel()
             if session is not None:
                 session.calls.pop(request_id, None)
 

@@ -28,6 +28,8 @@ class ServerPool:
         self.policy = make_policy(settings.policy)
         self.replicas = [Replica(settings.name, i, r, hooks, http, connect_timeout=connect_timeout)
                          for i, r in enumerate(settings.replicas)]
+        for replica in self.replicas:
+            replica.extra_sessions = settings.upstream_sessions - 1
         self.last_decision: Decision | None = None
 
     def start(self) -> None:

@@ -221,7 +221,8 @@ class Stateless:
         def finish(reply: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             return self._finish(method, {**reply, "id": request_id})
 
-        await exchange.run(call.outcome(self._parked), receive, None, request_id, finish)
+        await exchange.run(call.outcome(self._parked), receive, None, request_id, finish,
+                           cancel_on_disconnect=True)
 
     async def _listen(self, message: dict[str, Any], session: StatelessSession, sse: bool, receive: Any,
                       send: Any) -> None:

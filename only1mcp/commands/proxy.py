@@ -28,5 +28,6 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(settings)
     logging.getLogger("only1mcp").info("serving MCP at http://%s/mcp", settings.proxy.listen)
     uvicorn.run(app, host=settings.proxy.host, port=settings.proxy.port, log_level="warning",
-                access_log=False, loop="uvloop", http="httptools", lifespan="on")
+                access_log=False, loop="uvloop", http="httptools", lifespan="on",
+                proxy_headers=False, server_header=False, date_header=False)
     return 0

@@ -105,6 +105,9 @@ class UpstreamSession:
         await self.notify("notifications/initialized")
         return result
 
+    def load(self) -> int:
+        return len(self._pending)
+
     @property
     def capabilities(self) -> dict[str, Any]:
         return self.init_result.get("capabilities") or {}

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from only1mcp.proxy.upstream.base import Deliver, SessionExpired, TransportClosed
+from only1mcp.proxy.upstream.http1 import Http1Error, Http1Pool
 
 __all__ = ["HttpTransport"]
 
@@ -27,9 +28,11 @@ _ACCEPT = "application/json, text/event-stream"
 
 class HttpTransport:
     def __init__(self, url: str, headers: Mapping[str, str], http: aiohttp.ClientSession, *,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, fast: Http1Pool | None = None, listen: bool = True) -> None:
+        self._listen_for_unsolicited = listen
         self.url = url
         self._http = http
+        self._fast = fast if fast is not None and fast.supports(url) else None
         self._base_headers = {"Accept": _ACCEPT, "Content-Type": "application/json", **headers}
         self._headers = dict(self._base_headers)
         self._connect_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
@@ -44,11 +47,15 @@ class HttpTransport:
 
     def initialized(self, protocol_version: str) -> None:
         self._headers["MCP-Protocol-Version"] = protocol_version
-        self._get_task = asyncio.get_running_loop().create_task(self._listen())
+        if self._listen_for_unsolicited:
+            self._get_task = asyncio.get_running_loop().create_task(self._listen())
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self._deliver is not None
         related = message.get("id") if "method" in message else None
+        if self._fast is not None:
+            await self._send_fast(message, related)
+            return
         try:
             async with self._http.post(self.url, data=orjson.dumps(message), headers=self._headers,
                                        timeout=self._connect_timeout) as resp:
@@ -75,6 +82,38 @@ class HttpTransport:
             self._lost(reason)
             raise TransportClosed(reason) from exc
 
+    async def _send_fast(self, message: dict[str, Any], related: Any) -> None:
+        try:
+            resp = await self._fast.post(self.url, orjson.dumps(message), self._headers)  # type: ignore[union-attr]
+        except Http1Error as exc:
+            self._lost(str(exc))
+            raise TransportClosed(str(exc)) from exc
+        try:
+            if self._session_id is None and resp.header("mcp-session-id"):
+                self._session_id = resp.header("mcp-session-id")
+                self._headers["Mcp-Session-Id"] = self._session_id  # type: ignore[assignment]
+            if resp.status == 202:
+                await resp.read()
+            elif resp.status == 404 and self._session_id is not None:
+                await resp.read()
+                self._lost("upstream session expired (HTTP 404)")
+                raise SessionExpired(self.url)
+            elif resp.status != 200:
+                body = (await resp.read())[:300].decode("utf-8", "replace")
+                await self._deliver_http_error(message, resp.status, body)
+            elif resp.content_type == "text/event-stream":
+                await self._read_events(_lines(resp.chunks()), related)
+            else:
+                body = await resp.read()
+                if body:
+                    self._deliver_payload(body, related)
+        except Http1Error as exc:
+            self._lost(str(exc))
+            raise TransportClosed(str(exc)) from exc
+        except BaseException:
+            resp.close()
+            raise
+
     async def _deliver_http_error(self, message: dict[str, Any], status: int, body: str) -> None:
         # A JSON-RPC error in the body is the upstream's answer; anything else becomes one.
         try:
@@ -89,7 +128,7 @@ class HttpTransport:
             error = {"code": -32603, "message": f"upstream answered HTTP {status}: {body.strip()[:200]}"}
             self._deliver({"jsonrpc": "2.0", "id": message["id"], "error": error}, None)  # type: ignore[misc]
 
-    async def _read_events(self, content: aiohttp.StreamReader, related: Any) -> None:
+    async def _read_events(self, content: Any, related: Any) -> None:
         data: list[bytes] = []
         async for line in content:
             line = line.rstrip(b"\r\n")
@@ -149,3 +188,15 @@ class HttpTransport:
                     pass
             except (aiohttp.ClientError, OSError, TimeoutError):
                 pass
+
+
+async def _lines(chunks: Any) -> Any:
+    """Split a stream of body chunks into lines (each ending in its newline, like aiohttp's)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending

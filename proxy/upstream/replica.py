@@ -27,6 +27,8 @@ log = logging.getLogger("only1mcp.replica")
 
 UPSTREAM_PROTOCOL_VERSION = "2025-11-25"
 _BACKOFF_START, _BACKOFF_MAX, _STABLE_AFTER = 0.25, 30.0, 30.0
+# Calls that need no session state at the upstream may use any of the replica's sessions.
+_LANE_METHODS = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
 
 
 class ReplicaHooks:
@@ -59,6 +61,9 @@ class Replica:
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.fast: Any = None  # the proxy's shared HTTP/1.1 pool, set by the pool owner
+        self.extra_sessions = 0
+        self.lanes: list[UpstreamSession] = []
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"replica {self.id}")
@@ -77,6 +82,8 @@ class Replica:
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float,
                       sink: RelatedSink | None = None) -> dict[str, Any]:
         session = self.session
+        if self.lanes and method in _LANE_METHODS and session is not None:
+            session = min((session, *self.lanes), key=UpstreamSession.load)
         if session is None or self.state != "ready":
             raise UpstreamUnavailable(self.server, f"replica {self.id} is {self.state}: {self.last_error or 'starting'}")
         self.inflight += 1
@@ -89,10 +96,10 @@ class Replica:
         if self.session is not None and self.state == "ready":
             await self.session.notify(method, params)
 
-    def _transport(self) -> Transport:
+    def _transport(self, listen: bool = True) -> Transport:
         if self.settings.url:
             return HttpTransport(self.settings.url, self.settings.headers, self._http(),
-                                 connect_timeout=self._connect_timeout)
+                                 connect_timeout=self._connect_timeout, fast=self.fast, listen=listen)
         assert self.settings.command
         return StdioTransport(self.settings.command, self.settings.env, self.settings.cwd, label=self.id)
 
@@ -118,6 +125,7 @@ class Replica:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
+            self.lanes = await self._open_lanes()
             self.session, self.state, self.last_error = session, "ready", ""
             self._ready.set()
             log.info("replica %s ready (%s)", self.id, session.init_result.get("serverInfo", {}).get("name", "?"))
@@ -125,13 +133,31 @@ class Replica:
             await self._lost.wait()
             self.state, self.session = "down", None
             self._ready.clear()
-            await session.close()
+            lanes, self.lanes = self.lanes, []
+            await asyncio.gather(session.close(), *(lane.close() for lane in lanes), return_exceptions=True)
             self.restarts += 1
             if loop.time() - started > _STABLE_AFTER:
                 delay = _BACKOFF_START
             log.warning("replica %s lost: %s (reconnect in %.1fs)", self.id, self.last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _open_lanes(self) -> list[UpstreamSession]:
+        """Extra sessions for stateless calls: SDK servers spend more per call when one session
+        carries many concurrent calls. Stateful methods stay on the first session."""
+        if not self.settings.url or self.extra_sessions <= 0:
+            return []
+        lanes = [UpstreamSession(self.server, self._transport(listen=False), on_notification=self._notification,
+                                 on_request=self._server_request, on_closed=self._closed)
+                 for _ in range(self.extra_sessions)]
+        opened = await asyncio.gather(*(lane.open({"name": "only1mcp", "version": "0.1.0"}, UPSTREAM_PROTOCOL_VERSION,
+                                                  timeout=self._connect_timeout) for lane in lanes),
+                                      return_exceptions=True)
+        kept = [lane for lane, result in zip(lanes, opened) if not isinstance(result, BaseException)]
+        for lane in lanes:
+            if lane not in kept:
+                await lane.close()
+        return kept
 
     def _closed(self, reason: str) -> None:
         self.last_error = reason
@@ -152,8 +178,9 @@ class Replica:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, *self.lanes):
+            if session is not None:
+                await session.close()
         self.state = "closed"
 
 

@@ -136,7 +136,8 @@ def test_legacy_relays_logging_at_the_level_set(proxy_url: str) -> None:
             await client.set_logging_level("info")
             result = await client.call_tool("conf__test_tool_with_logging")
             assert text_of(result) == "Tool with logging executed successfully"
-            assert [(m.level, m.logger, m.data) for m in recorder.logs] == [("info", "conformance", t) for t in expected]
+            relayed = [(m.level, m.logger, m.data) for m in recorder.logs]
+            assert relayed == [("info", "conformance", text) for text in expected]
 
             await client.set_logging_level("warning")  # info messages are now below the client's level
             recorder.logs.clear()

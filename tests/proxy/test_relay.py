@@ -15,7 +15,7 @@ from typing import Any
 import mcp.types as types
 import pytest
 from mcp import Client
-from mcp.client.subscriptions import ResourceUpdated
+from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
 WATCHED = "test://watched-resource"
@@ -96,15 +96,23 @@ def test_resource_update_reaches_every_subscribed_client_only(proxy_url: str) ->
     asyncio.run(scenario())
 
 
-def test_resource_update_reaches_a_stateless_listen_stream(proxy_url: str) -> None:
+def test_stateless_listen_stream_gets_resource_updates_and_list_changes(proxy_url: str) -> None:
     async def scenario() -> None:
         async with Client(proxy_url, mode="2026-07-28") as client:
-            async with client.listen(resource_subscriptions=[WATCHED]) as subscription:
+            async with client.listen(resource_subscriptions=[WATCHED], tools_list_changed=True) as subscription:
                 assert list(subscription.honored.resource_subscriptions or []) == [WATCHED]
+                assert subscription.honored.tools_list_changed
                 assert text_of(await client.call_tool("conf__test_trigger_resource_update")) == SUBSCRIBED_TEXT
                 async with asyncio.timeout(5):
                     event = await anext(subscription)
                 assert isinstance(event, ResourceUpdated) and event.uri == WATCHED, event
+
+                assert text_of(await client.call_tool("conf__test_add_tool")) == "added test_added_tool"
+                async with asyncio.timeout(5):
+                    event = await anext(subscription)
+                assert isinstance(event, ToolsListChanged), event
+                tools = [t.name for t in (await client.list_tools(cache_mode="refresh")).tools]
+                assert "conf__test_added_tool" in tools, tools
 
     asyncio.run(scenario())
 
