@@ -104,6 +104,7 @@ class Relay(ReplicaHooks):
             self._instructions[replica.server] = text
         self.spawn(self.refresh(replica.server, list(_LISTS) + ["resources"], announce=True))
         self.spawn(self._resubscribe(replica))
+        self.spawn(self.fan_out_level())  # a new upstream session starts at its default log level
 
     async def _resubscribe(self, replica: Replica) -> None:
         """A reconnected upstream session knows no subscriptions: renew those clients still hold."""

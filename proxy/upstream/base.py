@@ -209,7 +209,7 @@ class UpstreamSession:
                 return self._pending.get(request_id)
         if related_id is not None:
             return self._pending.get(related_id)
-        if len(self._pending) == 1:
+        if len(self._pending) == 1 and not getattr(self.transport, "relates_messages", False):
             # stdio carries no request relation: with one call in flight the message is its.
             return next(iter(self._pending.values()))
         return None

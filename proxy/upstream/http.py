@@ -27,6 +27,7 @@ _ACCEPT = "application/json, text/event-stream"
 
 
 class HttpTransport:
+    relates_messages = True  # a message about a call arrives on that call's POST stream, never the GET
     def __init__(self, url: str, headers: Mapping[str, str], http: aiohttp.ClientSession, *,
                  connect_timeout: float, fast: Http1Pool | None = None, listen: bool = True) -> None:
         self._listen_for_unsolicited = listen
@@ -161,6 +162,9 @@ class HttpTransport:
                 async with self._http.get(self.url, headers=headers,
                                           timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as resp:
                     if resp.status == 405:
+                        return
+                    if resp.status == 404:  # the upstream restarted and forgot us: reconnect now
+                        self._lost("upstream session expired (HTTP 404 on the GET stream)")
                         return
                     if resp.status == 200:
                         delay = 0.5

@@ -23,7 +23,6 @@ from only1mcp.jobs.bench._loadgen import McpError, drive, parse_rpc_response, re
 
 # >>> ENABLE ME once `only1mcp proxy --config ...` serves MCP: flip to True, and the
 # >>> Only1MCP arm becomes required (measured, nonzero throughput, no errors, bars judged).
-ONLY1MCP_ARM_REQUIRED = False
 
 CONCURRENCY = (1, 8)
 ARMS = ("direct", "only1mcp", "fastmcp")
@@ -75,7 +74,6 @@ def test_arm_measured(bench: dict[str, Any], arm: str) -> None:
     _check_arm_measured(bench["json"], arm)
 
 
-@pytest.mark.skipif(not ONLY1MCP_ARM_REQUIRED, reason="Only1MCP arm not required yet: set ONLY1MCP_ARM_REQUIRED")
 def test_only1mcp_arm_measured(bench: dict[str, Any]) -> None:
     report = bench["json"]
     _check_arm_measured(report, "only1mcp")
