@@ -21,12 +21,9 @@ import pytest
 from only1mcp.jobs.bench import cli as bench_cli
 from only1mcp.jobs.bench._loadgen import McpError, drive, parse_rpc_response, result_text
 
-# >>> ENABLE ME once `only1mcp proxy --config ...` serves MCP: flip to True, and the
-# >>> Only1MCP arm becomes required (measured, nonzero throughput, no errors, bars judged).
-
 CONCURRENCY = (1, 8)
 ARMS = ("direct", "only1mcp", "fastmcp")
-ALWAYS_REQUIRED = ("direct", "fastmcp")
+ALWAYS_REQUIRED = ("direct", "only1mcp", "fastmcp")
 
 
 @pytest.fixture(scope="module")
