@@ -46,6 +46,4 @@ POLICIES: dict[str, Callable[[], RoutingPolicy]] = {}
 
 
 def make_policy(name: str) -> RoutingPolicy:
-    if not POLICIES:
-        from only1mcp.proxy.routing import round_robin  # noqa: F401  registers itself
     return POLICIES[name]()
