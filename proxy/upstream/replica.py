@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 
-from only1mcp.errors import UpstreamUnavailable
-from only1mcp.proxy.upstream.base import RelatedSink, Transport, TransportClosed, UpstreamSession
+from only1mcp.errors import UpstreamError, UpstreamUnavailable
+from only1mcp.proxy.upstream.base import RelatedSink, Transport, UpstreamSession
 from only1mcp.proxy.upstream.http import HttpTransport
 from only1mcp.proxy.upstream.stdio import StdioTransport
 from only1mcp.settings import ReplicaSettings
@@ -185,6 +185,6 @@ class Replica:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TransportClosed):
-        return str(exc)
+    if isinstance(exc, UpstreamError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # "cannot connect to …", not "failed during the call: cannot connect to …"
     return str(exc) or type(exc).__name__
