@@ -5,7 +5,8 @@ waiting, so a proxy's call timeout and cancellation can be tested (a cancelled
 sleep says so on stderr); ``crash()`` kills the whole process in the middle of the
 call (``os._exit(1)``: no reply, no clean shutdown, like a segfault); ``count()``
 returns how many tool calls this process has executed, itself included, so a test
-can tell whether a call reached the upstream, or reached a fresh process.
+can tell whether a call reached the upstream, or reached a fresh process;
+``roots()`` asks the client for its roots (a server-to-client request).
 
 ``only1mcp fixture faults --port 9201`` serves it over Streamable HTTP at ``/mcp``;
 ``only1mcp fixture faults --stdio`` serves it over stdin/stdout (see ``cli.py``).
@@ -16,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import warnings
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 __all__ = ["build_server", "serve", "serve_stdio"]
 
@@ -61,6 +63,15 @@ def build_server() -> MCPServer:
     def count() -> int:
         """How many tool calls this process has executed, this one included."""
         return executed()
+
+    @server.tool()
+    async def roots(ctx: Context) -> str:
+        """The client's roots, asked with roots/list outside any call's stream (as list_roots does)."""
+        executed()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # roots are deprecated at 2026-07-28, still served before it
+            result = await ctx.session.list_roots()
+        return ",".join(str(root.uri) for root in result.roots)
 
     return server
 
