@@ -32,8 +32,12 @@ class Entry:
     upstream_name: str
 
 
+_INVALID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
 def expose_name(namespace: str, name: str, max_length: int) -> str:
-    exposed = f"{namespace}{SEPARATOR}{name}" if namespace else name
+    # MCP names are [A-Za-z0-9_.-]; an upstream that breaks the rule is mended, not passed on.
+    exposed = _INVALID_CHARS.sub("_", f"{namespace}{SEPARATOR}{name}" if namespace else name)
     if len(exposed) <= max_length:
         return exposed
     digest = hashlib.sha256(exposed.encode()).hexdigest()[:8]

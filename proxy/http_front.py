@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from only1mcp.errors import INVALID_REQUEST, PARSE_ERROR
+from only1mcp.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
 from only1mcp.proxy.gateway import Gateway, Sink
 from only1mcp.proxy.sessions import ClientSession
 from only1mcp.settings import ProxySettings
@@ -161,9 +161,13 @@ class McpEndpoint:
         return SUPPORTED_VERSIONS
 
     async def _initialize(self, message: dict[str, Any], send: Any) -> None:
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        params = message.get("params")
         if "id" not in message:
             await respond(send, 400, rpc_error(INVALID_REQUEST, "initialize must be a request with an id"))
+            return
+        if not isinstance(params, dict) or not isinstance(params.get("protocolVersion"), str):
+            await respond(send, 200, rpc_error(INVALID_PARAMS, "initialize: params.protocolVersion is required",
+                                               message["id"]))
             return
         version = self.gateway.negotiate(params.get("protocolVersion"))
         capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}

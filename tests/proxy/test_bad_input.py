@@ -127,6 +127,8 @@ def test_invalid_params(client: RawClient) -> None:
     expect_error(resp, 200, -32602, "params must be an object")
     resp, _ = client.request(sid, "tools/call", {"arguments": {}})
     expect_error(resp, 200, -32602, "'name' must be a string")
+    resp = client.post({"jsonrpc": "2.0", "id": 4, "method": "initialize", "params": "2025-11-25"})
+    expect_error(resp, 200, -32602, "protocolVersion is required")
     still_serving(client)
 
 

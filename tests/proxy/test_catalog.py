@@ -17,6 +17,10 @@ def test_names_are_namespaced_and_empty_namespace_keeps_them() -> None:
     assert expose_name("", "query", 64) == "query"
 
 
+def test_names_with_characters_mcp_forbids_are_mended() -> None:
+    assert expose_name("fs", "read file/v2", 64) == "fs__read_file_v2"
+
+
 def test_long_names_are_shortened_deterministically_and_without_collision() -> None:
     a = expose_name("a_very_long_namespace_name", "x" * 60 + "1", 64)
     b = expose_name("a_very_long_namespace_name", "x" * 60 + "2", 64)
