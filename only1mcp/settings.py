@@ -21,6 +21,7 @@ ENV_PREFIX = "ONLY1MCP_PROXY_"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 POLICIES = ("round_robin",)
+PROTOCOLS = ("auto", "2026-07-28", "2025-11-25")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class ReplicaSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Upstream revision. Initialize sessions by default: servers that offer 2026-07-28 may still have
+    # tools written for a back-channel (ctx.elicit on the POST stream) that fails without a session.
+    protocol: str = "2025-11-25"
 
     @property
     def label(self) -> str:
@@ -197,7 +201,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
 def _parse_replica(table: Any, source: str, where: str) -> ReplicaSettings:
     if not isinstance(table, dict):
         raise ConfigError(source, where, "must be a table")
-    _reject_unknown(table, {"url", "command", "env", "cwd", "headers"}, source, f"{where}.")
+    _reject_unknown(table, {"url", "command", "env", "cwd", "headers", "protocol"}, source, f"{where}.")
     url, command = table.get("url"), table.get("command")
     if (url is None) == (command is None):
         raise ConfigError(source, where, "exactly one of url (HTTP upstream) or command (stdio upstream) is required")
@@ -217,8 +221,13 @@ def _parse_replica(table: Any, source: str, where: str) -> ReplicaSettings:
     cwd = table.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise ConfigError(source, f"{where}.cwd", "expected a path string")
+    protocol = table.get("protocol", "2025-11-25")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(source, f"{where}.protocol", f"expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if command is not None and protocol == "2026-07-28":
+        raise ConfigError(source, f"{where}.protocol", "stdio upstreams speak initialize sessions (2025-11-25)")
     return ReplicaSettings(url=url, command=tuple(command) if command else None, env=dict(table.get("env", {})),
-                           cwd=cwd, headers=dict(table.get("headers", {})))
+                           cwd=cwd, headers=dict(table.get("headers", {})), protocol=protocol)
 
 
 def _check_unique(servers: tuple[ServerSettings, ...], source: str) -> None:

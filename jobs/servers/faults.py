@@ -6,7 +6,8 @@ sleep says so on stderr); ``crash()`` kills the whole process in the middle of t
 call (``os._exit(1)``: no reply, no clean shutdown, like a segfault); ``count()``
 returns how many tool calls this process has executed, itself included, so a test
 can tell whether a call reached the upstream, or reached a fresh process;
-``roots()`` asks the client for its roots (a server-to-client request).
+``roots()`` asks the client for its roots (a server-to-client request); ``greet()`` elicits
+a name the revision-independent way (``Resolve(Elicit)``).
 
 ``only1mcp fixture faults --port 9201`` serves it over Streamable HTTP at ``/mcp``;
 ``only1mcp fixture faults --stdio`` serves it over stdin/stdout (see ``cli.py``).
@@ -19,9 +20,21 @@ import os
 import sys
 import warnings
 
+from typing import Annotated
+
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resolve import Elicit, Resolve
+from pydantic import BaseModel
 
 __all__ = ["build_server", "serve", "serve_stdio"]
+
+
+class _Name(BaseModel):
+    name: str
+
+
+def _ask_name() -> Elicit[_Name]:
+    return Elicit("What is your name?", _Name)
 
 
 def build_server() -> MCPServer:
@@ -63,6 +76,13 @@ def build_server() -> MCPServer:
     def count() -> int:
         """How many tool calls this process has executed, this one included."""
         return executed()
+
+    @server.tool()
+    def greet(who: Annotated[_Name, Resolve(_ask_name)]) -> str:
+        """Asks the client for a name by elicitation, the way that works in every revision
+        (2026-07-28 turns it into an input_required result, sessions into elicitation/create)."""
+        executed()
+        return f"hi {who.name}"
 
     @server.tool()
     async def roots(ctx: Context) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,8 +64,8 @@ class SessionExpired(Exception):
 class Transport(Protocol):
     async def start(self, deliver: Deliver, on_closed: Callable[[str], None]) -> None: ...
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one message. An HTTP transport delivers the reply stream before returning."""
+    async def send(self, message: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
+        """Send one message (HTTP adds ``headers``). An HTTP transport delivers the reply stream before returning."""
 
     def initialized(self, protocol_version: str) -> None:
         """Called once the handshake is done (HTTP opens its GET stream here)."""
@@ -112,8 +112,9 @@ class UpstreamSession:
     def capabilities(self) -> dict[str, Any]:
         return self.init_result.get("capabilities") or {}
 
-    async def request(self, method: str, params: dict[str, Any] | None = None, *,
-                      timeout: float, on_related: RelatedSink | None = None) -> dict[str, Any]:
+    async def request(self, method: str, params: dict[str, Any] | None = None, *, timeout: float,
+                      on_related: RelatedSink | None = None,
+                      headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Send a request and return its ``result``; an upstream error raises ``RPCError``."""
         if self.closed:
             raise UpstreamUnavailable(self.server, "session closed")
@@ -132,7 +133,7 @@ class UpstreamSession:
         self._pending[request_id] = pending
         try:
             async with asyncio.timeout(timeout):
-                await self.transport.send(message)
+                await self.transport.send(message, headers)
                 response = await pending.future
         except TimeoutError:
             self._cancel_upstream(request_id, "timed out at the proxy")

@@ -51,14 +51,15 @@ class HttpTransport:
         if self._listen_for_unsolicited:
             self._get_task = asyncio.get_running_loop().create_task(self._listen())
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         assert self._deliver is not None
         related = message.get("id") if "method" in message else None
+        merged = {**self._headers, **headers} if headers else self._headers
         if self._fast is not None:
-            await self._send_fast(message, related)
+            await self._send_fast(message, related, merged)
             return
         try:
-            async with self._http.post(self.url, data=orjson.dumps(message), headers=self._headers,
+            async with self._http.post(self.url, data=orjson.dumps(message), headers=merged,
                                        timeout=self._connect_timeout) as resp:
                 if self._session_id is None and "mcp-session-id" in resp.headers:
                     self._session_id = resp.headers["mcp-session-id"]
@@ -83,9 +84,9 @@ class HttpTransport:
             self._lost(reason)
             raise TransportClosed(reason) from exc
 
-    async def _send_fast(self, message: dict[str, Any], related: Any) -> None:
+    async def _send_fast(self, message: dict[str, Any], related: Any, headers: Mapping[str, str]) -> None:
         try:
-            resp = await self._fast.post(self.url, orjson.dumps(message), self._headers)  # type: ignore[union-attr]
+            resp = await self._fast.post(self.url, orjson.dumps(message), headers)  # type: ignore[union-attr]
         except Http1Error as exc:
             self._lost(str(exc))
             raise TransportClosed(str(exc)) from exc

@@ -18,6 +18,7 @@ import aiohttp
 from only1mcp.errors import UpstreamError, UpstreamUnavailable
 from only1mcp.proxy.upstream.base import RelatedSink, Transport, UpstreamSession
 from only1mcp.proxy.upstream.http import HttpTransport
+from only1mcp.proxy.upstream.modern import STATELESS_VERSION, ModernSession, NotModern
 from only1mcp.proxy.upstream.stdio import StdioTransport
 from only1mcp.settings import ReplicaSettings
 
@@ -103,32 +104,57 @@ class Replica:
         assert self.settings.command
         return StdioTransport(self.settings.command, self.settings.env, self.settings.cwd, label=self.id)
 
+    async def _connect(self) -> UpstreamSession:
+        """Open a session in the newest revision the upstream speaks: 2026-07-28 if its
+        server/discover says so (HTTP only), else an initialize session."""
+        hooks = {"on_notification": self._notification, "on_request": self._server_request,
+                 "on_closed": self._closed}
+        client_info = {"name": "only1mcp", "version": "0.1.0"}
+        protocol = self.settings.protocol
+        if self.settings.url and protocol in ("auto", STATELESS_VERSION):
+            modern = ModernSession(self.server, self._transport(listen=False), **hooks)
+            try:
+                await modern.open(client_info, STATELESS_VERSION, timeout=self._connect_timeout)
+                return modern
+            except NotModern as exc:
+                await modern.close()
+                if protocol == STATELESS_VERSION:
+                    raise UpstreamUnavailable(self.server, f"does not speak {STATELESS_VERSION}: {exc}") from exc
+                log.info("replica %s speaks no %s (%s): using initialize", self.id, STATELESS_VERSION, exc)
+            except BaseException:
+                await modern.close()
+                raise
+        session = UpstreamSession(self.server, self._transport(), **hooks)
+        try:
+            await session.open(client_info, UPSTREAM_PROTOCOL_VERSION, timeout=self._connect_timeout)
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
     async def _supervise(self) -> None:
         delay = _BACKOFF_START
         loop = asyncio.get_running_loop()
         while True:
             self._lost.clear()
-            session = UpstreamSession(self.server, self._transport(), on_notification=self._notification,
-                                      on_request=self._server_request, on_closed=self._closed)
             started = loop.time()
             try:
-                await session.open({"name": "only1mcp", "version": "0.1.0"}, UPSTREAM_PROTOCOL_VERSION,
-                                   timeout=self._connect_timeout)
+                session = await self._connect()
             except asyncio.CancelledError:
-                await session.close()
                 raise
             except Exception as exc:
                 self.last_error = _describe(exc)
                 log.warning("replica %s could not connect: %s (retry in %.1fs)", self.id, self.last_error, delay)
-                await session.close()
                 self.state = "down"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            self.lanes = await self._open_lanes()
+            # A stateless upstream has no session to share: extra sessions only help initialize ones.
+            self.lanes = [] if isinstance(session, ModernSession) else await self._open_lanes()
             self.session, self.state, self.last_error = session, "ready", ""
             self._ready.set()
-            log.info("replica %s ready (%s)", self.id, session.init_result.get("serverInfo", {}).get("name", "?"))
+            log.info("replica %s ready (%s, %s)", self.id, session.init_result.get("serverInfo", {}).get("name", "?"),
+                     session.init_result.get("protocolVersion", "?"))
             self.hooks.ready(self)
             await self._lost.wait()
             self.state, self.session = "down", None

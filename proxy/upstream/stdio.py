@@ -52,7 +52,7 @@ class StdioTransport:
     def initialized(self, protocol_version: str) -> None:
         pass
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         process = self.process
         if process is None or process.stdin is None or process.returncode is not None:
             raise TransportClosed(f"{self.label} is not running")
