@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test bench conformance-tools clean
+.PHONY: install up test lint bench conformance-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,10 @@ conformance-tools:
 up: install
 	bash infra/demo.sh
 
-test: install conformance-tools
+lint: install
+	$(BIN)/ruff check only1mcp proxy streams feature_store models jobs tests
+
+test: install conformance-tools lint
 	$(BIN)/python -m pytest
 
 bench: install

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from only1mcp.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
-from only1mcp.proxy.gateway import Gateway, Sink
+from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
 from only1mcp.proxy.sessions import ClientSession
 from only1mcp.settings import ProxySettings
 
@@ -150,15 +150,9 @@ class McpEndpoint:
         session = self.gateway.sessions.get(session_id.decode("latin-1"))
         if session is None:
             return None, 404, "Session not found"
-        if version and version not in self.gateway_versions():
+        if version and version not in SUPPORTED_VERSIONS:
             return None, 400, f"Bad Request: unsupported MCP-Protocol-Version {version!r}"
         return session, 200, ""
-
-    @staticmethod
-    def gateway_versions() -> tuple[str, ...]:
-        from only1mcp.proxy.gateway import SUPPORTED_VERSIONS
-
-        return SUPPORTED_VERSIONS
 
     async def _initialize(self, message: dict[str, Any], send: Any) -> None:
         params = message.get("params")

@@ -88,7 +88,7 @@ class _Call:
                     state = secrets.token_urlsafe(18)
                     parked[state] = self
                     handed_off = True
-                    asyncio.get_running_loop().call_later(600, lambda: self._expire(parked, state))
+                    asyncio.get_running_loop().call_later(600, self._expire, parked, state)
                     return {"jsonrpc": "2.0", "result": {"resultType": "input_required", "inputRequests": fresh,
                                                          "requestState": state}}
                 if self.task.done():

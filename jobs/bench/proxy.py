@@ -225,7 +225,7 @@ def _assemble(
     protocol_version: str,
 ) -> dict[str, Any]:
     cells = {cell: summarize(slices) for cell, slices in collected.items()}
-    for (arm, conc), figures in cells.items():
+    for (_arm, conc), figures in cells.items():
         direct = cells.get(("direct", conc))
         base = direct["calls_per_s"] if direct else 0.0
         figures["pct_of_direct"] = round(100.0 * figures["calls_per_s"] / base, 2) if base else None

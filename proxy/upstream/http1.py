@@ -13,7 +13,6 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
