@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.errors import ConfigError
+from only1mcp.traffic import (
+    AuthSettings, BreakerSettings, CacheSettings, HealthSettings, OutlierSettings, RateLimitSettings, RetrySettings,
+    ToolSettings, parse_table,
+)
 
 __all__ = ["Settings", "ProxySettings", "ServerSettings", "ReplicaSettings", "load_settings", "parse_settings"]
 
 ENV_PREFIX = "ONLY1MCP_PROXY_"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
-POLICIES = ("round_robin",)
+# The routing policies the proxy registers (proxy/routing); the core names them to validate configs.
+POLICIES = ("round_robin", "random", "least_inflight", "p2c_ewma", "consistent_hash", "weighted")
+HASH_KEYS = ("session", "arguments")
 PROTOCOLS = ("auto", "2026-07-28", "2025-11-25")
 
 
@@ -48,6 +54,14 @@ class ServerSettings:
     policy: str = "round_robin"
     timeout: float | None = None  # per-call timeout; None = the proxy's call_timeout
     upstream_sessions: int = 4  # MCP sessions per HTTP replica; stateless calls spread over them
+    fallback_policy: str = "p2c_ewma"  # what "weighted" uses while its weights are stale or missing
+    sticky: bool = False  # keep each client session on one replica while it is healthy
+    hash_key: str = "session"  # consistent_hash: by client session or by the call's argument hash
+    hash_load_factor: float = 1.25  # consistent_hash bounded load: at most this × the mean load per replica
+    health: HealthSettings = field(default_factory=HealthSettings)
+    outlier: OutlierSettings = field(default_factory=OutlierSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    tools: Mapping[str, ToolSettings] = field(default_factory=dict)  # by the tool's upstream name
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,10 @@ class ProxySettings:
 class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     servers: tuple[ServerSettings, ...] = ()
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
     source: str = "<defaults>"
 
 
@@ -90,15 +108,27 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     return parse_settings(raw, source, environ or {})
 
 
+_TABLES = {"auth": AuthSettings, "rate_limit": RateLimitSettings, "cache": CacheSettings, "retry": RetrySettings}
+# Secrets belong in the environment rather than in a file: these override [auth].
+_AUTH_ENV = {"ONLY1MCP_AUTH_TOKENS": "tokens", "ONLY1MCP_ADMIN_TOKEN": "admin_token"}
+
+
 def parse_settings(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
-    _reject_unknown(raw, {"proxy", "servers"}, source, "")
+    _reject_unknown(raw, {"proxy", "servers", *_TABLES}, source, "")
+    tables = {name: parse_table(cls, raw.get(name), source, name) for name, cls in _TABLES.items()}
+    auth_overrides = {key: environ[var] for var, key in _AUTH_ENV.items() if var in environ}
+    if auth_overrides:
+        merged = {**dict(raw.get("auth") or {}), **auth_overrides}
+        if "tokens" in auth_overrides:
+            merged["tokens"] = [t.strip() for t in auth_overrides["tokens"].split(",") if t.strip()]
+        tables["auth"] = parse_table(AuthSettings, merged, "environment", "auth")
     proxy = _parse_proxy(raw.get("proxy", {}), source, environ)
     servers_raw = raw.get("servers", [])
     if not isinstance(servers_raw, list):
         raise ConfigError(source, "servers", "must be an array of tables ([[servers]])")
     servers = tuple(_parse_server(s, source, f"servers[{i}]") for i, s in enumerate(servers_raw))
     _check_unique(servers, source)
-    return Settings(proxy=proxy, servers=servers, source=source)
+    return Settings(proxy=proxy, servers=servers, source=source, **tables)
 
 
 def _reject_unknown(table: Mapping[str, Any], known: set[str], source: str, where: str) -> None:
@@ -173,7 +203,9 @@ def _validate_proxy(p: ProxySettings, source: str) -> None:
 def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     if not isinstance(table, dict):
         raise ConfigError(source, where, "must be a table")
-    _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout", "upstream_sessions"}, source, f"{where}.")
+    _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout", "upstream_sessions",
+                            "fallback_policy", "sticky", "hash_key", "hash_load_factor", "health", "outlier",
+                            "breaker", "tools"}, source, f"{where}.")
     name = table.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(source, f"{where}.name", "required: 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -194,8 +226,33 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     if not isinstance(replicas_raw, list) or not replicas_raw:
         raise ConfigError(source, f"{where}.replicas", "at least one [[servers.replicas]] is required")
     replicas = tuple(_parse_replica(r, source, f"{where}.replicas[{i}]") for i, r in enumerate(replicas_raw))
+    fallback = table.get("fallback_policy", "p2c_ewma")
+    if fallback not in POLICIES or fallback == "weighted":
+        raise ConfigError(source, f"{where}.fallback_policy", f"expected a policy other than weighted, got {fallback!r}")
+    sticky = table.get("sticky", False)
+    if not isinstance(sticky, bool):
+        raise ConfigError(source, f"{where}.sticky", "expected true or false")
+    hash_key = table.get("hash_key", "session")
+    if hash_key not in HASH_KEYS:
+        raise ConfigError(source, f"{where}.hash_key", f"expected one of {', '.join(HASH_KEYS)}, got {hash_key!r}")
+    load_factor = table.get("hash_load_factor", 1.25)
+    if isinstance(load_factor, bool) or not isinstance(load_factor, (int, float)) or not load_factor >= 1:
+        raise ConfigError(source, f"{where}.hash_load_factor", "must be a number of at least 1")
+    tools_raw = table.get("tools", {})
+    if not isinstance(tools_raw, dict):
+        raise ConfigError(source, f"{where}.tools", "must be a table of [servers.tools.NAME] tables")
+    tools = {tool: parse_table(ToolSettings, t, source, f"{where}.tools.{tool}") for tool, t in tools_raw.items()}
+    for tool, override in tools.items():
+        if override.timeout is not None and not override.timeout > 0:
+            raise ConfigError(source, f"{where}.tools.{tool}.timeout", "must be a positive number of seconds")
     return ServerSettings(name=name, namespace=namespace, replicas=replicas, policy=policy,
-                          timeout=float(timeout) if timeout is not None else None, upstream_sessions=sessions)
+                          timeout=float(timeout) if timeout is not None else None, upstream_sessions=sessions,
+                          fallback_policy=fallback, sticky=sticky, hash_key=hash_key,
+                          hash_load_factor=float(load_factor),
+                          health=parse_table(HealthSettings, table.get("health"), source, f"{where}.health"),
+                          outlier=parse_table(OutlierSettings, table.get("outlier"), source, f"{where}.outlier"),
+                          breaker=parse_table(BreakerSettings, table.get("breaker"), source, f"{where}.breaker"),
+                          tools=tools)
 
 
 def _parse_replica(table: Any, source: str, where: str) -> ReplicaSettings:

@@ -99,7 +99,7 @@ def test_unknown_keys(tmp_path: Path, body: str, key: str) -> None:
     (server(extra="timeout = -2"), "servers[web].timeout", "must be a positive number of seconds"),
     (server(extra="timeout = true"), "servers[web].timeout", "must be a positive number of seconds"),
     (server(extra="timeout = nan"), "servers[web].timeout", "must be a positive number of seconds"),
-    (server(extra='policy = "random"'), "servers[web].policy", "unknown policy 'random' (known: round_robin)"),
+    (server(extra='policy = "fastest"'), "servers[web].policy", "unknown policy 'fastest' (known: round_robin, random"),
     (server(replica='[[servers.replicas]]\nurl = "http://h/mcp"\ncommand = ["srv"]\n'),
      "servers[web].replicas[0]", "exactly one of url (HTTP upstream) or command (stdio upstream) is required"),
     (server(replica='[[servers.replicas]]\ncwd = "/tmp"\n'),

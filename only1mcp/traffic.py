@@ -1,0 +1,162 @@
+"""Traffic-management settings: health checks, outlier ejection, circuit breaking, retries,
+caching, rate limiting and auth. Part of the one frozen ``Settings`` object.
+
+Each is a small frozen table; ``parse_table`` reads one from TOML by its fields' types,
+so a key that is unknown or of the wrong type is refused with the file, key and reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, TypeVar
+
+from only1mcp.errors import ConfigError
+
+__all__ = [
+    "HealthSettings", "OutlierSettings", "BreakerSettings", "ToolSettings", "RetrySettings", "CacheSettings",
+    "AuthSettings", "RateLimitSettings", "parse_table", "CACHE_POLICIES",
+]
+
+CACHE_POLICIES = ("lru", "s3fifo", "sieve")
+T = TypeVar("T")
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be zero or positive"
+
+
+def _share(value: Any) -> str | None:
+    return None if 0 <= value <= 1 else "must be between 0 and 1"
+
+
+def check(rule: Callable[[Any], str | None], default: Any) -> Any:
+    return field(default=default, metadata={"check": rule})
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """Active checks: an MCP ping to each replica every ``interval`` seconds (0 = off)."""
+
+    interval: float = check(_non_negative, 5.0)
+    timeout: float = check(_positive, 2.0)
+    unhealthy_threshold: int = check(_positive, 3)  # consecutive failed checks to mark a replica unhealthy
+    healthy_threshold: int = check(_positive, 2)  # consecutive good checks to take it back
+
+
+@dataclass(frozen=True)
+class OutlierSettings:
+    """Passive outlier detection from real calls, with ejection (as Envoy's)."""
+
+    consecutive_failures: int = check(_positive, 5)
+    error_rate: float = check(_share, 0.5)  # over the last `window` seconds, with at least min_requests
+    min_requests: int = check(_positive, 20)
+    window: float = check(_positive, 10.0)
+    ejection_time: float = check(_positive, 30.0)  # grows with each ejection of the same replica
+    max_ejection_time: float = check(_positive, 300.0)
+    max_ejected_share: float = check(_share, 0.5)  # never eject more than this share of a server's replicas
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """Circuit breaker per replica: closed, open after failures, half-open probes."""
+
+    failure_threshold: int = check(_positive, 5)  # consecutive failures that open the breaker
+    open_for: float = check(_positive, 10.0)  # seconds open before half-open
+    half_open_probes: int = check(_positive, 1)  # calls let through while half-open
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Retries on another replica, for tools safe to repeat only, within a budget (as Finagle's)."""
+
+    max_attempts: int = check(_positive, 3)
+    budget_ratio: float = check(_share, 0.2)  # retries may add at most this share of calls...
+    min_per_second: float = check(_non_negative, 5.0)  # ...plus this many retries per second
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """Per-tool overrides, keyed by the tool's upstream name under ``[servers.tools.NAME]``."""
+
+    timeout: float | None = None
+    cache_ttl: float = check(_non_negative, 0.0)  # seconds; 0 = not cached
+    safe: bool | None = None  # None: trust annotations (readOnlyHint / idempotentHint)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    max_bytes: int = check(_non_negative, 64 * 1024 * 1024)  # 0 = no cache
+    policy: str = field(default="s3fifo", metadata={"choices": CACHE_POLICIES})
+    default_ttl: float = check(_non_negative, 0.0)  # for safe tools without their own cache_ttl; 0 = off
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Without tokens the proxy serves anyone, and so binds only to loopback addresses."""
+
+    tokens: tuple[str, ...] = ()  # client bearer tokens / API keys
+    admin_token: str = ""  # for /admin; empty = admin endpoints only from loopback without a token
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """A token bucket per client (its token, else its address). 0 = no limit."""
+
+    rate: float = check(_non_negative, 0.0)  # requests per second
+    burst: int = check(_non_negative, 0)  # bucket size; 0 = one second's worth
+
+
+def parse_table(cls: type[T], raw: Any, source: str, where: str) -> T:
+    """Build the frozen dataclass ``cls`` from a TOML table, refusing unknown keys and bad values."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, where, "must be a table")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        spec = known.get(key)
+        if spec is None:
+            raise ConfigError(source, f"{where}.{key}", f"unknown key (expected one of: {', '.join(sorted(known))})")
+        values[key] = _value(spec, value, source, f"{where}.{key}")
+    return cls(**values)
+
+
+def _value(spec: Any, value: Any, source: str, key: str) -> Any:
+    kind = str(spec.type).replace(" | None", "")
+    if value is None and "None" in str(spec.type):
+        return None
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        value = float(value) if ok else value
+    elif kind == "str":
+        ok = isinstance(value, str)
+    else:  # tuple[str, ...]
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    if not ok:
+        raise ConfigError(source, key, f"expected {kind.replace('tuple[str, ...]', 'a list of strings')}, "
+                                       f"got {value!r}")
+    choices = spec.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(source, key, f"expected one of {', '.join(choices)}, got {value!r}")
+    rule = spec.metadata.get("check")
+    problem = rule(value) if rule and value is not None else None
+    if problem:
+        raise ConfigError(source, key, problem)
+    return value
+
+
+def default_of(cls: type[Any], name: str) -> Any:
+    spec = {f.name: f for f in fields(cls)}[name]
+    return spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
