@@ -82,6 +82,20 @@ class Catalog:
             self._rebuild(kind)
         return kinds
 
+    def reconfigure(self, servers: Sequence[tuple[str, str]]) -> list[str]:
+        """New server order or namespaces (a reload); return the kinds whose exposed list changed."""
+        self.servers = list(servers)
+        names = {name for name, _ in servers}
+        for gone in [name for name in self.raw if name not in names]:
+            del self.raw[gone]
+        changed = []
+        for kind in KINDS:
+            before = self.lists[kind]
+            self._rebuild(kind)
+            if self.lists[kind] != before:
+                changed.append(kind)
+        return changed
+
     def lookup(self, kind: str, exposed: str) -> Entry | None:
         return self.index[kind].get(exposed)
 

@@ -25,7 +25,7 @@ from only1mcp.proxy.relay import Relay
 from only1mcp.proxy.routing import RouteRequest
 from only1mcp.proxy.sessions import LOG_LEVELS, ClientSession, SessionStore
 from only1mcp.proxy.upstream.http1 import Http1Pool
-from only1mcp.settings import Settings
+from only1mcp.settings import ServerSettings, Settings
 
 __all__ = ["Gateway", "Sink", "SUPPORTED_VERSIONS", "LATEST_VERSION"]
 
@@ -55,13 +55,9 @@ class Gateway(Relay):
         proxy = settings.proxy
         self.catalog = Catalog([(s.name, s.namespace) for s in settings.servers], proxy.max_tool_name_length)
         self.sessions = SessionStore(proxy.session_idle_timeout)
-        self.pools = {s.name: ServerPool(s, self, self.http, connect_timeout=proxy.connect_timeout,
-                                         call_timeout=proxy.call_timeout) for s in settings.servers}
         self._http: aiohttp.ClientSession | None = None
         self.fast = Http1Pool(proxy.connect_timeout)  # hot-path POSTs to http:// upstreams
-        for pool in self.pools.values():
-            for replica in pool.replicas:
-                replica.fast = self.fast
+        self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()
         self._handlers: dict[str, Handler] = {
             "ping": self._ping,
@@ -79,6 +75,20 @@ class Gateway(Relay):
         }
 
     # -- lifecycle ---------------------------------------------------------------
+    def make_pool(self, server: ServerSettings) -> ServerPool:
+        proxy = self.settings.proxy
+        pool = ServerPool(server, self, self.http, connect_timeout=proxy.connect_timeout,
+                          call_timeout=proxy.call_timeout)
+        for replica in pool.replicas:
+            replica.fast = self.fast
+        return pool
+
+    async def reload(self, settings: Settings) -> dict[str, Any]:
+        """Apply a new configuration without dropping calls in flight (see reload.py)."""
+        from only1mcp.proxy.reload import apply
+
+        return await apply(self, settings)
+
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
             # One pooled client for every HTTP upstream: no per-call connection or session setup.

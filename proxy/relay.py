@@ -69,6 +69,13 @@ class Relay(ReplicaHooks):
     def instructions(self) -> dict[str, str]:
         return dict(self._instructions)
 
+    def forget_server(self, server: str) -> None:
+        """A server removed by a reload: nothing of it may be routed to or advertised."""
+        self._caps.pop(server, None)
+        self._instructions.pop(server, None)
+        for uri in [u for u, owner in self._uri_owner.items() if owner == server]:
+            del self._uri_owner[uri]
+
     def learn_uris(self, server: str, resources: list[Any]) -> None:
         for resource in resources:
             if isinstance(resource, dict) and isinstance(resource.get("uri"), str):
