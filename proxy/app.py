@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from only1mcp.proxy.gateway import Gateway
 from only1mcp.proxy.http_front import McpEndpoint
+from only1mcp.proxy.reload import Watcher
 from only1mcp.settings import Settings
 
 __all__ = ["build_app", "ProxyApp"]
@@ -34,16 +35,24 @@ class ProxyApp:
             await self.rest(scope, receive, send)
 
 
-def build_app(settings: Settings, gateway: Gateway | None = None) -> ProxyApp:
+def build_app(settings: Settings, gateway: Gateway | None = None,
+              reload_from: Callable[[], Settings] | None = None) -> ProxyApp:
+    """``reload_from`` (from the CLI) re-reads the configuration; given, the file is watched."""
     gateway = gateway or Gateway(settings)
     endpoint = McpEndpoint(gateway, settings.proxy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        watcher = Watcher(gateway, settings.source, reload_from) if reload_from else None
+        if watcher is not None:
+            watcher.start()
+        gateway.watcher = watcher
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.stop()
             await gateway.stop()
 
     async def healthz(request: Request) -> JSONResponse:

@@ -56,6 +56,7 @@ class Gateway(Relay):
         self.catalog = Catalog([(s.name, s.namespace) for s in settings.servers], proxy.max_tool_name_length)
         self.sessions = SessionStore(proxy.session_idle_timeout)
         self._http: aiohttp.ClientSession | None = None
+        self.watcher: Any = None  # the configuration watcher, when the CLI gave a file to reload from
         self.fast = Http1Pool(proxy.connect_timeout)  # hot-path POSTs to http:// upstreams
         self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()

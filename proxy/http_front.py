@@ -123,7 +123,7 @@ class McpEndpoint:
         return b"text/event-stream" in accept or b"*/*" in accept
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> bytes | None:
-        limit = self.settings.max_body_bytes
+        limit = self.gateway.settings.proxy.max_body_bytes  # follows reloads
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await respond(send, 413, rpc_error(INVALID_REQUEST, f"Payload Too Large: body exceeds {limit} bytes"))

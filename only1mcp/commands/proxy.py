@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
         environ["ONLY1MCP_PROXY_LISTEN"] = args.listen
     settings = load_or_exit(args.config, environ)
     setup_logging(settings.proxy.log_level, stream=sys.stderr)
-    app = build_app(settings)
+    from only1mcp.settings import load_settings
+
+    app = build_app(settings, reload_from=lambda: load_settings(args.config, environ))
     logging.getLogger("only1mcp").info("serving MCP at http://%s/mcp", settings.proxy.listen)
     uvicorn.run(app, host=settings.proxy.host, port=settings.proxy.port, log_level="warning",
                 access_log=False, loop="uvloop", http="httptools", lifespan="on",
