@@ -30,6 +30,8 @@ class Entry:
     exposed: str
     server: str
     upstream_name: str
+    read_only: bool = False  # the tool's readOnlyHint: safe to cache and to repeat
+    idempotent: bool = False  # idempotentHint: safe to repeat, not to cache
 
 
 _INVALID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -132,7 +134,9 @@ class Catalog:
                     conflicts.append(message)
                     log.warning("name conflict: %s", message)
                     exposed = renamed
-                index[exposed] = Entry(exposed, server, name)
+                hints = item.get("annotations") if isinstance(item.get("annotations"), dict) else {}
+                index[exposed] = Entry(exposed, server, name, hints.get("readOnlyHint") is True,
+                                       hints.get("idempotentHint") is True)
                 exposed_list.append(item if exposed == name else {**item, "name": exposed})
         self.lists[kind], self.index[kind], self.conflicts = exposed_list, index, conflicts
 
