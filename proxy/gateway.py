@@ -18,6 +18,7 @@ from only1mcp import __version__
 from only1mcp.errors import (
     INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RPCError, UpstreamError, UpstreamUnavailable,
 )
+from only1mcp.proxy.calls import Calls, request_id_var
 from only1mcp.proxy.catalog import SEPARATOR, Catalog
 from only1mcp.proxy.cursor import decode_cursor, encode_cursor
 from only1mcp.proxy.pool import ServerPool
@@ -57,9 +58,11 @@ class Gateway(Relay):
         self.sessions = SessionStore(proxy.session_idle_timeout)
         self._http: aiohttp.ClientSession | None = None
         self.watcher: Any = None  # the configuration watcher, when the CLI gave a file to reload from
+        self.metrics: Any = None  # ProxyMetrics, attached by the app
         self.fast = Http1Pool(proxy.connect_timeout)  # hot-path POSTs to http:// upstreams
         self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()
+        self.calls = Calls(self)
         self._handlers: dict[str, Handler] = {
             "ping": self._ping,
             "tools/list": self._tools_list,
@@ -79,10 +82,15 @@ class Gateway(Relay):
     def make_pool(self, server: ServerSettings) -> ServerPool:
         proxy = self.settings.proxy
         pool = ServerPool(server, self, self.http, connect_timeout=proxy.connect_timeout,
-                          call_timeout=proxy.call_timeout)
+                          call_timeout=proxy.call_timeout, retry=self.settings.retry, metrics=self.metrics)
         for replica in pool.replicas:
             replica.fast = self.fast
         return pool
+
+    def attach_metrics(self, metrics: Any) -> None:
+        self.metrics = metrics
+        for pool in self.pools.values():
+            pool.metrics = metrics
 
     async def reload(self, settings: Settings) -> dict[str, Any]:
         """Apply a new configuration without dropping calls in flight (see reload.py)."""
@@ -121,6 +129,7 @@ class Gateway(Relay):
             await self.client_notification(method, params if isinstance(params, dict) else {}, session)
             return None
         request_id = message["id"]
+        request_id_var.set(request_id)
         handler = self._handlers.get(method)  # type: ignore[arg-type]
         try:
             if handler is None:
@@ -194,8 +203,7 @@ class Gateway(Relay):
             raise RPCError(INVALID_PARAMS, f"Unknown {kind[:-1]}: {name}")
         if entry.upstream_name != name:
             params = {**params, "name": entry.upstream_name}
-        route = RouteRequest(entry.server, method, entry.upstream_name, session.id)
-        return await self.pools[entry.server].call(method, self.upstream_params(params), route, sink=sink)
+        return await self.calls.call(method, entry, params, session, sink)
 
     def _raise_if_owner_down(self, name: str) -> None:
         namespace = name.split(SEPARATOR, 1)[0] if SEPARATOR in name else ""

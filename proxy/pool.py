@@ -1,42 +1,76 @@
-"""A server's replicas behind its routing policy."""
+"""A server's replicas: health filtering, the routing policy, retries within a budget, and the
+per-call bookkeeping (latency statistics, health, metrics, decision records).
+
+The hot path is a few dictionary look-ups and one upstream round trip: the policy, the
+health state and the statistics are all in memory and updated in place.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from only1mcp.errors import UpstreamUnavailable
-from only1mcp.proxy.routing import Decision, RouteRequest, make_policy
+from only1mcp.errors import RPCError, UpstreamError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from only1mcp.proxy.health import ServerHealth
+from only1mcp.proxy.retry import RetryBudget
+from only1mcp.proxy.routing import Decision, RouteRequest, build_policy
+from only1mcp.proxy.routing.stats import ReplicaStats
 from only1mcp.proxy.upstream.base import RelatedSink, SessionExpired
 from only1mcp.proxy.upstream.replica import Replica, ReplicaHooks
 from only1mcp.settings import ServerSettings
+from only1mcp.traffic import RetrySettings
 
-__all__ = ["ServerPool"]
+__all__ = ["ServerPool", "CallRecord"]
 
 log = logging.getLogger("only1mcp.pool")
 
 
+class CallRecord:
+    """What routing decided for one call, attempt by attempt (for the admin API)."""
+
+    __slots__ = ("server", "method", "name", "attempts")
+
+    def __init__(self, server: str, method: str, name: str | None) -> None:
+        self.server, self.method, self.name = server, method, name
+        self.attempts: list[dict[str, Any]] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"server": self.server, "method": self.method, "name": self.name, "attempts": self.attempts}
+
+
 class ServerPool:
     def __init__(self, settings: ServerSettings, hooks: ReplicaHooks, http: Callable[[], aiohttp.ClientSession],
-                 *, connect_timeout: float, call_timeout: float) -> None:
+                 *, connect_timeout: float, call_timeout: float, retry: RetrySettings | None = None,
+                 metrics: Any = None) -> None:
         self.settings = settings
         self.name = settings.name
         self.timeout = settings.timeout or call_timeout
-        self.policy = make_policy(settings.policy)
+        self.policy = build_policy(settings)
         self.replicas = [Replica(settings.name, i, r, hooks, http, connect_timeout=connect_timeout)
                          for i, r in enumerate(settings.replicas)]
         for replica in self.replicas:
             replica.extra_sessions = settings.upstream_sessions - 1
-        self.last_decision: Decision | None = None
+            replica.stats = ReplicaStats()
+        self.health = ServerHealth(settings.health, settings.outlier, settings.breaker, [r.id for r in self.replicas])
+        retry = retry or RetrySettings()
+        self.max_attempts = retry.max_attempts
+        self.budget = RetryBudget(retry)
+        self.metrics = metrics
+        self._checks: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         for replica in self.replicas:
             replica.start()
+        if self.settings.health.interval > 0:
+            self._checks = asyncio.get_running_loop().create_task(self._check_loop())
 
     async def close(self) -> None:
+        if self._checks is not None:
+            self._checks.cancel()
         for replica in self.replicas:
             await replica.close()
 
@@ -46,26 +80,112 @@ class ServerPool:
     def any_ready(self) -> Replica | None:
         return next((r for r in self.replicas if r.ready), None)
 
-    def choose(self, route: RouteRequest) -> Replica:
-        candidates = self.ready_replicas()
-        if not candidates:
+    def choose(self, route: RouteRequest, exclude: tuple[Replica, ...] = ()) -> Decision:
+        ready = [r for r in self.replicas if r.ready and r not in exclude]
+        if not ready:
             reasons = "; ".join(f"{r.id}: {r.state} ({r.last_error or 'starting'})" for r in self.replicas)
             raise UpstreamUnavailable(self.name, f"no ready replica ({reasons})")
+        candidates = self.health.candidates(ready, route.now)
         if len(candidates) == 1:
-            return candidates[0]
-        decision = self.policy.choose(candidates, route)
-        self.last_decision = decision
-        return decision.replica
+            return Decision(candidates[0], self.policy.name, "the only routable replica")
+        return self.policy.choose(candidates, route)
 
     async def call(self, method: str, params: dict[str, Any] | None, route: RouteRequest, *,
-                   sink: RelatedSink | None = None, timeout: float | None = None) -> dict[str, Any]:
-        replica = self.choose(route)
+                   sink: RelatedSink | None = None, timeout: float | None = None, retry_safe: bool = False,
+                   record: CallRecord | None = None) -> dict[str, Any]:
+        """One call, retried on another replica only when ``retry_safe`` and the budget allows."""
+        loop = asyncio.get_running_loop()
+        route = RouteRequest(route.server, route.method, route.name, route.session_id, route.args_hash, loop.time())
+        self.budget.deposit(route.now)
+        tried: tuple[Replica, ...] = ()
+        attempts = self.max_attempts if retry_safe else 1
+        for attempt in range(1, attempts + 1):
+            decision = self.choose(route, tried)
+            replica: Replica = decision.replica
+            tried += (replica,)
+            if record is not None:
+                record.attempts.append({"replica": replica.id, "policy": decision.policy, "reason": decision.reason,
+                                        "candidates": [r.id for r in self.replicas if r.ready]})
+            try:
+                return await self._attempt(replica, method, params, route, sink, timeout or self.timeout)
+            except (UpstreamFailed, UpstreamUnavailable) as exc:
+                if attempt < attempts and len(tried) < len(self.replicas) and self.budget.try_withdraw(loop.time()):
+                    log.info("retrying %s %s on another replica after %s: %s", method, route.name, replica.id, exc)
+                    if self.metrics is not None:
+                        self.metrics.retry(self.name, route.name or method)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, replica: Replica, method: str, params: dict[str, Any] | None, route: RouteRequest,
+                       sink: RelatedSink | None, timeout: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        stats = replica.stats
+        self.health.begin(replica.id, route.now)
+        stats.on_start()
+        started = loop.time()
+        outcome, healthy, timed_out = "error", False, False
         try:
-            return await replica.request(method, params, timeout=timeout or self.timeout, sink=sink)
+            result = await self._request(replica, method, params, sink, timeout)
+            outcome, healthy = "ok", True
+            return result
+        except UpstreamTimeout:
+            outcome, timed_out = "timeout", True
+            raise
+        except UpstreamUnavailable:
+            outcome = "unavailable"
+            raise
+        except UpstreamError:
+            raise
+        except RPCError:
+            healthy = True  # the upstream answered: an application error is not the replica's failure
+            raise
+        except asyncio.CancelledError:
+            outcome, healthy = "cancelled", True
+            raise
+        finally:
+            now = loop.time()
+            stats.on_finish(now - started, healthy, now)
+            if outcome == "cancelled":
+                self.health.release(replica.id, now)
+            else:
+                self.health.record(replica.id, healthy, now - started, now, timeout=timed_out)
+            if self.metrics is not None:
+                self.metrics.call(self.name, replica.id, route.name or method, now - started, outcome)
+
+    async def _request(self, replica: Replica, method: str, params: dict[str, Any] | None,
+                       sink: RelatedSink | None, timeout: float) -> dict[str, Any]:
+        try:
+            return await replica.request(method, params, timeout=timeout, sink=sink)
         except SessionExpired:
             # The upstream restarted and forgot our session before seeing this call: it was
             # never executed, so it is safe to send once more after the replica reconnects.
             log.info("replica %s lost its session; reconnecting and resending %s", replica.id, method)
-            if not await replica.wait_ready(timeout or self.timeout):
+            if not await replica.wait_ready(timeout):
                 raise UpstreamUnavailable(self.name, "upstream session expired and did not come back") from None
-            return await replica.request(method, params, timeout=timeout or self.timeout, sink=sink)
+            return await replica.request(method, params, timeout=timeout, sink=sink)
+
+    async def _check_loop(self) -> None:
+        """Active health: an MCP ping to each ready replica when its check is due."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings.health
+        running: set[str] = set()
+        while True:
+            await asyncio.sleep(min(settings.interval, 1.0) / 2)
+            for replica_id in self.health.due_checks(loop.time()):
+                replica = next((r for r in self.replicas if r.id == replica_id), None)
+                if replica is not None and replica.ready and replica_id not in running:
+                    running.add(replica_id)
+                    loop.create_task(self._check(replica, settings.timeout, running))
+
+    async def _check(self, replica: Replica, timeout: float, running: set[str]) -> None:
+        try:
+            await replica.request("ping", None, timeout=timeout)
+            ok = True
+        except RPCError as exc:
+            ok = exc.code == -32601  # a server without ping still answered
+        except Exception:
+            ok = False
+        finally:
+            running.discard(replica.id)
+        self.health.record_check(replica.id, ok, asyncio.get_running_loop().time())

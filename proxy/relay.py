@@ -40,6 +40,7 @@ class Relay(ReplicaHooks):
     pools: dict[str, ServerPool]
     catalog: Catalog
     sessions: SessionStore
+    calls: Any
 
     def __init__(self) -> None:
         self._uri_owner: dict[str, str] = {}
@@ -171,6 +172,8 @@ class Relay(ReplicaHooks):
         method = message.get("method", "")
         params = message.get("params") or {}
         if method in _CHANGED:
+            if method == "notifications/tools/list_changed":
+                self.calls.invalidate(replica.server)  # cached results may come from tools that changed
             self.spawn(self.refresh(replica.server, list(_CHANGED[method]), announce=True))
         elif method == "notifications/resources/updated":
             for session in self.sessions:

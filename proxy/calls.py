@@ -1,0 +1,92 @@
+"""tools/call and prompts/get through the traffic pipeline: the response cache for read-only
+tools, the per-tool timeout and retry safety, and the decision record of every call.
+
+Safety comes from the tool's annotations unless ``[servers.tools.NAME] safe`` overrides
+them: ``readOnlyHint`` tools may be cached and retried, ``idempotentHint`` tools retried
+only, every other tool is sent exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from only1mcp.proxy.cache import cache_key, make_cache
+from only1mcp.proxy.catalog import Entry
+from only1mcp.proxy.pool import CallRecord
+from only1mcp.proxy.routing import RouteRequest
+
+if TYPE_CHECKING:
+    from only1mcp.proxy.gateway import Gateway
+    from only1mcp.proxy.sessions import ClientSession
+
+__all__ = ["Calls", "request_id_var"]
+
+request_id_var: contextvars.ContextVar[Any] = contextvars.ContextVar("only1mcp_request_id", default=None)
+_DECISIONS_KEPT = 10_000
+
+
+class Calls:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        cache = gateway.settings.cache
+        self.cache = make_cache(cache.policy, cache.max_bytes) if cache.max_bytes > 0 else None
+        self.decisions: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+
+    def invalidate(self, server: str) -> None:
+        if self.cache is not None:
+            self.cache.invalidate(server)
+
+    async def call(self, method: str, entry: Entry, params: dict[str, Any], session: ClientSession,
+                   sink: Any) -> dict[str, Any]:
+        gateway = self.gateway
+        pool = gateway.pools[entry.server]
+        override = pool.settings.tools.get(entry.upstream_name) if method == "tools/call" else None
+        safe = override.safe if override is not None and override.safe is not None else None
+        retry_safe = safe if safe is not None else (entry.read_only or entry.idempotent)
+        cache_safe = safe if safe is not None else entry.read_only
+        ttl = (override.cache_ttl if override is not None and override.cache_ttl else
+               gateway.settings.cache.default_ttl) if cache_safe else 0.0
+        arguments = params.get("arguments") or {}
+        key = None
+        loop = asyncio.get_running_loop()
+        if ttl > 0 and self.cache is not None:
+            key = cache_key(entry.server, entry.upstream_name, arguments)
+            hit = self.cache.get(key, loop.time())
+            if hit is not None:
+                self._remember(entry, method, [{"cache": "hit"}])
+                return orjson.loads(hit)
+        args_hash = None
+        if pool.settings.hash_key == "arguments" and pool.settings.policy == "consistent_hash":
+            args_hash = hashlib.blake2b(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+        route = RouteRequest(entry.server, method, entry.upstream_name, session.id, args_hash)
+        record = CallRecord(entry.server, method, entry.upstream_name)
+        try:
+            result = await pool.call(method, gateway.upstream_params(params), route, sink=sink,
+                                     timeout=override.timeout if override is not None else None,
+                                     retry_safe=retry_safe, record=record)
+        finally:
+            self._remember(entry, method, record.attempts)
+        if key is not None and not result.get("isError"):
+            data = orjson.dumps(result)
+            self.cache.put(key, data, len(data), ttl, loop.time(), entry.server)  # type: ignore[union-attr]
+        return result
+
+    def _remember(self, entry: Entry, method: str, attempts: list[dict[str, Any]]) -> None:
+        request_id = request_id_var.get()
+        if request_id is None:
+            return
+        key = str(request_id)
+        entries = self.decisions.get(key)
+        if entries is None:
+            entries = self.decisions[key] = []
+            if len(self.decisions) > _DECISIONS_KEPT:
+                self.decisions.popitem(last=False)
+        entries.append({"tool": entry.exposed, "server": entry.server, "method": method, "attempts": attempts})
+        if len(entries) > 8:  # the same id reused by many sessions: keep the latest
+            del entries[0]
