@@ -20,6 +20,7 @@ from only1mcp.errors import (
 )
 from only1mcp.proxy.calls import Calls, request_id_var
 from only1mcp.proxy.catalog import SEPARATOR, Catalog
+from only1mcp.proxy.introspect import AdminViews
 from only1mcp.proxy.cursor import decode_cursor, encode_cursor
 from only1mcp.proxy.pool import ServerPool
 from only1mcp.proxy.relay import Relay
@@ -50,7 +51,7 @@ class Sink:
         self._send(message)
 
 
-class Gateway(Relay):
+class Gateway(AdminViews, Relay):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         proxy = settings.proxy
@@ -92,7 +93,7 @@ class Gateway(Relay):
         for pool in self.pools.values():
             pool.metrics = metrics
 
-    async def reload(self, settings: Settings) -> dict[str, Any]:
+    async def apply_settings(self, settings: Settings) -> dict[str, Any]:
         """Apply a new configuration without dropping calls in flight (see reload.py)."""
         from only1mcp.proxy.reload import apply
 

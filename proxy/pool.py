@@ -86,7 +86,7 @@ class ServerPool:
             reasons = "; ".join(f"{r.id}: {r.state} ({r.last_error or 'starting'})" for r in self.replicas)
             raise UpstreamUnavailable(self.name, f"no ready replica ({reasons})")
         candidates = self.health.candidates(ready, route.now)
-        if len(candidates) == 1:
+        if len(candidates) == 1 and not self.settings.sticky:  # a sticky policy must still pin the session
             return Decision(candidates[0], self.policy.name, "the only routable replica")
         return self.policy.choose(candidates, route)
 

@@ -29,19 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9001, help="port to bind (default: 9001)")
     parser.add_argument("--stdio", action="store_true", help="serve over stdin/stdout instead of HTTP")
+    parser.add_argument("--journal", metavar="FILE", help="faults: append a line per lookup/write execution")
 
 
 def run(args: argparse.Namespace) -> int:
     module = importlib.import_module(SERVERS[args.name])
+    extra = {"journal": args.journal} if args.journal else {}
     # Ctrl-C is the normal way to stop a fixture, not an error.
     with contextlib.suppress(KeyboardInterrupt):
         if args.stdio:
             # MCPServer's own stdio runner, unless the module brings its own.
             stdio = getattr(module, "serve_stdio", None)
             if stdio is not None:
-                stdio()
+                stdio(**extra)
             else:
                 module.build_server().run("stdio")
         else:
-            module.serve(args.host, args.port)
+            module.serve(args.host, args.port, **extra)
     return 0

@@ -23,6 +23,7 @@ import warnings
 from typing import Annotated
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import ToolAnnotations
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel
 
@@ -37,10 +38,17 @@ def _ask_name() -> Elicit[_Name]:
     return Elicit("What is your name?", _Name)
 
 
-def build_server() -> MCPServer:
-    """A fresh faults server; its call counter starts at zero."""
+def build_server(journal: str | None = None) -> MCPServer:
+    """A fresh faults server; its call counter starts at zero. With ``journal``, every
+    execution of ``lookup`` and ``write`` appends a line ``tool key pid`` to that file, so a
+    test can count upstream executions across replicas, even of one that was killed."""
     server: MCPServer = MCPServer("only1mcp-faults", log_level="WARNING")
     calls = 0
+
+    def note(tool: str, key: str) -> None:
+        if journal:
+            with open(journal, "a") as fh:  # one short append per call: whole lines, never interleaved
+                fh.write(f"{tool} {key} {os.getpid()}\n")
 
     def executed() -> int:
         nonlocal calls
@@ -52,6 +60,20 @@ def build_server() -> MCPServer:
         """Return the text unchanged."""
         executed()
         return text
+
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    def lookup(key: str) -> str:
+        """Read-only: safe to cache and to retry. Answers with the key and this process's pid."""
+        executed()
+        note("lookup", key)
+        return f"{key}@{os.getpid()}"
+
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False))
+    def write(key: str) -> str:
+        """Side-effecting: must never be sent twice."""
+        executed()
+        note("write", key)
+        return f"wrote {key}@{os.getpid()}"
 
     @server.tool()
     async def sleep(seconds: float) -> str:
@@ -96,15 +118,15 @@ def build_server() -> MCPServer:
     return server
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, journal: str | None = None) -> None:
     """Serve the faults server over Streamable HTTP at ``http://host:port/mcp`` until stopped."""
     import uvicorn
 
-    app = build_server().streamable_http_app(host=host)
+    app = build_server(journal).streamable_http_app(host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     uvicorn.Server(config).run()
 
 
-def serve_stdio() -> None:
+def serve_stdio(journal: str | None = None) -> None:
     """Serve the faults server over stdin/stdout until stdin closes."""
-    build_server().run("stdio")
+    build_server(journal).run("stdio")

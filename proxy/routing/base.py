@@ -2,12 +2,13 @@
 
 Policies see the ready replicas of one server and a small description of the call,
 and return a ``Decision`` that says which replica and why, so every call can be
-explained. Later policies (least-inflight, P2C-EWMA, weighted from the learning
-loop) plug in by name through ``POLICIES``.
+explained. Policies plug in by name through ``POLICIES``; ``make_policy`` passes each
+only the options its constructor names, so the pool can offer every option to every policy.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ class RouteRequest:
     method: str
     name: str | None = None  # tool or prompt name as the upstream knows it
     session_id: str | None = None
+    args_hash: str | None = None  # a digest of the call's arguments, for consistent_hash by arguments
+    now: float = 0.0  # the pool's clock (the one it passes to ReplicaStats.on_finish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class Decision:
     replica: Any
     policy: str
     reason: str
+    model_version: str | None = None  # set by "weighted" when the learned weights chose the replica
 
 
 class RoutingPolicy(Protocol):
@@ -42,8 +46,22 @@ class RoutingPolicy(Protocol):
         """Pick one of ``candidates`` (never empty)."""
 
 
-POLICIES: dict[str, Callable[[], RoutingPolicy]] = {}
+POLICIES: dict[str, Callable[..., RoutingPolicy]] = {}
 
 
-def make_policy(name: str) -> RoutingPolicy:
-    return POLICIES[name]()
+def make_policy(name: str, **options: Any) -> RoutingPolicy:
+    """Build the policy registered as ``name``. Options its constructor does not name are dropped,
+    so callers pass one option set (fallback_policy, hash_key, hash_load_factor, rng) to any policy."""
+    factory = POLICIES[name]
+    return factory(**_accepted(factory, options))
+
+
+def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: give it nothing
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return options
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {key: value for key, value in options.items() if key in named}
