@@ -51,7 +51,7 @@ class ServerSettings:
     name: str
     namespace: str
     replicas: tuple[ReplicaSettings, ...]
-    policy: str = "round_robin"
+    policy: str = "p2c_ewma"  # Linkerd's default: power of two choices over peak-EWMA cost
     timeout: float | None = None  # per-call timeout; None = the proxy's call_timeout
     upstream_sessions: int = 4  # MCP sessions per HTTP replica; stateless calls spread over them
     fallback_policy: str = "p2c_ewma"  # what "weighted" uses while its weights are stale or missing
@@ -213,7 +213,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     namespace = table.get("namespace", name)
     if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
         raise ConfigError(source, f"{where}.namespace", "0-64 characters of A-Z a-z 0-9 _ . - (\"\" = no prefix)")
-    policy = table.get("policy", "round_robin")
+    policy = table.get("policy", "p2c_ewma")
     if policy not in POLICIES:
         raise ConfigError(source, f"{where}.policy", f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
     timeout = table.get("timeout")

@@ -67,7 +67,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert (web.name, web.namespace, web.timeout) == ("web", "web", None)
     assert web.replicas[0].url == "http://127.0.0.1:9101/mcp"
     assert web.replicas[0].headers == {"Authorization": "Bearer x"}
-    assert (clock.namespace, clock.timeout, clock.policy) == ("clock", 3.0, "round_robin")
+    assert (clock.namespace, clock.timeout, clock.policy) == ("clock", 3.0, "p2c_ewma")
     assert clock.replicas[0].command == ("mcp-server-time", "--local-timezone", "UTC")
     assert clock.replicas[0].env == {"TZ": "UTC"}
 
