@@ -18,6 +18,7 @@ __all__ = [
     "RESOURCE_NOT_FOUND",
     "UPSTREAM_UNAVAILABLE",
     "UPSTREAM_FAILED",
+    "RATE_LIMITED",
     "HEADER_MISMATCH",
     "UNSUPPORTED_PROTOCOL_VERSION",
     "Only1MCPError",
@@ -42,6 +43,7 @@ UNSUPPORTED_PROTOCOL_VERSION = -32022  # 2026-07-28: version not supported
 # Only1MCP's own codes, in the JSON-RPC range reserved for implementations.
 UPSTREAM_UNAVAILABLE = -32010  # no replica of the server can take the call now
 UPSTREAM_FAILED = -32011  # the upstream went away (crash, connection lost) during the call
+RATE_LIMITED = -32029  # the client's rate limit is used up (HTTP 429 + Retry-After); -32029 echoes 429, a common choice
 
 
 class Only1MCPError(Exception):

@@ -1,4 +1,9 @@
-"""The proxy's ASGI application: ``/mcp`` plus liveness and readiness, with the gateway's lifespan."""
+"""The proxy's ASGI application: ``/mcp``, probes, ``/metrics`` and ``/admin``, with the gateway's lifespan.
+
+Requests pass, outermost first: request counting (``/mcp`` only), authentication,
+rate limiting, then :class:`ProxyApp`, which sends ``/mcp`` straight to the endpoint
+and everything else to a Starlette router.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from only1mcp.proxy.admin import admin_mount
+from only1mcp.proxy.auth import AuthMiddleware
 from only1mcp.proxy.gateway import Gateway
 from only1mcp.proxy.http_front import McpEndpoint
+from only1mcp.proxy.metrics import ProxyMetrics, RequestMetricsMiddleware
+from only1mcp.proxy.ratelimit import RateLimitMiddleware
 from only1mcp.proxy.reload import Watcher
 from only1mcp.settings import Settings
 
@@ -36,9 +45,19 @@ class ProxyApp:
 
 
 def build_app(settings: Settings, gateway: Gateway | None = None,
-              reload_from: Callable[[], Settings] | None = None) -> ProxyApp:
-    """``reload_from`` (from the CLI) re-reads the configuration; given, the file is watched."""
+              reload_from: Callable[[], Settings] | None = None) -> Any:
+    """The whole ASGI app: middleware around a :class:`ProxyApp`; sets ``gateway.metrics``.
+
+    ``reload_from`` (from the CLI) re-reads the configuration; given, the file is watched."""
     gateway = gateway or Gateway(settings)
+    metrics = getattr(gateway, "metrics", None)
+    if not isinstance(metrics, ProxyMetrics):
+        metrics = ProxyMetrics()
+        attach = getattr(gateway, "attach_metrics", None)  # the gateway (and its pools) report calls through it
+        if attach is not None:
+            attach(metrics)
+        else:
+            gateway.metrics = metrics  # type: ignore[attr-defined]
     endpoint = McpEndpoint(gateway, settings.proxy)
 
     @contextlib.asynccontextmanager
@@ -65,5 +84,11 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
         body: dict[str, Any] = {"ready": ready, "servers": servers, "conflicts": gateway.catalog.conflicts}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    rest = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan)
-    return ProxyApp(endpoint, rest, gateway)
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz),
+              Route("/metrics", metrics.metrics_app, methods=["GET", "HEAD"]), admin_mount(gateway)]
+    rest = Starlette(routes=routes, lifespan=lifespan)
+    # Both follow gateway.settings, so a hot reload changes tokens and limits too.
+    app = RateLimitMiddleware(ProxyApp(endpoint, rest, gateway), settings.rate_limit, on_limited=metrics.rate_limited,
+                              follow=lambda: gateway.settings.rate_limit)
+    app = AuthMiddleware(app, settings.auth, follow=lambda: gateway.settings.auth)
+    return RequestMetricsMiddleware(app, metrics)

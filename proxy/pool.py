@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from only1mcp.errors import RPCError, UpstreamError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from only1mcp.errors import INTERNAL_ERROR, RPCError, UpstreamError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from only1mcp.proxy.health import ServerHealth
 from only1mcp.proxy.retry import RetryBudget
 from only1mcp.proxy.routing import Decision, RouteRequest, build_policy
@@ -137,8 +137,10 @@ class ServerPool:
             raise
         except UpstreamError:
             raise
-        except RPCError:
-            healthy = True  # the upstream answered: an application error is not the replica's failure
+        except RPCError as exc:
+            # The upstream answered. Its own internal or server errors count against it; an error
+            # about the request (unknown tool, bad params) is the caller's, not the replica's.
+            healthy = not (exc.code == INTERNAL_ERROR or -32099 <= exc.code <= -32000)
             raise
         except asyncio.CancelledError:
             outcome, healthy = "cancelled", True

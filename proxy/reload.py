@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from only1mcp.proxy.auth import exposure_refusal
 from only1mcp.settings import Settings
 
 if TYPE_CHECKING:
@@ -124,6 +125,9 @@ class Watcher:
         async with self._lock:
             try:
                 settings = self.load()
+                refusal = exposure_refusal(settings)
+                if refusal:  # same rule as at start-up: no open proxy on a public address
+                    raise ValueError(refusal)
             except Exception as exc:  # a ConfigError names file, key and reason
                 self.last_error = str(exc)
                 log.error("reload (%s) refused, keeping the running configuration: %s", why, exc)

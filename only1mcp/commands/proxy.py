@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["add_arguments", "run"]
 
@@ -19,11 +23,16 @@ def run(args: argparse.Namespace) -> int:
 
     from only1mcp.commands._common import load_or_exit, setup_logging
     from only1mcp.proxy.app import build_app
+    from only1mcp.proxy.auth import exposure_refusal
 
     environ = dict(args.environ)
     if args.listen:
         environ["ONLY1MCP_PROXY_LISTEN"] = args.listen
     settings = load_or_exit(args.config, environ)
+    refusal = exposure_refusal(settings)
+    if refusal:
+        print(f"only1mcp: {refusal}", file=sys.stderr)
+        return 2
     setup_logging(settings.proxy.log_level, stream=sys.stderr)
     from only1mcp.settings import load_settings
 

@@ -68,7 +68,7 @@ def test_build_policy_passes_the_options_and_wraps_sticky() -> None:
     assert policy.inner.hash_key == "arguments" and policy.inner.load_factor == 2.0
     plain = build_policy(server(policy="weighted", fallback_policy="least_inflight"), rng=random.Random(1))
     assert isinstance(plain, Weighted) and plain.fallback.name == "least_inflight"
-    assert build_policy(server()).name == "round_robin"
+    assert build_policy(server()).name == "p2c_ewma"
 
 
 def test_build_policy_uses_the_given_rng() -> None:

@@ -1,0 +1,127 @@
+"""The admin API: JSON views of the gateway under ``/admin``, and a hot reload.
+
+The data comes from an :class:`AdminSource` (the gateway). A source that lacks a
+method yet is answered ``501`` naming it, so the routes can be mounted before every
+view exists. Access control is not here: :class:`~only1mcp.proxy.auth.AuthMiddleware`
+guards ``/admin/*`` (admin token, else loopback peers only).
+
+    GET  /admin/upstreams              admin_upstreams()
+    GET  /admin/cache                  admin_cache()
+    GET  /admin/decisions/{request_id} admin_decision(request_id), 404 when None
+    GET  /admin/config                 admin_config()
+    POST /admin/reload                 await reload(); 400 if refused
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from only1mcp.errors import ConfigError
+
+__all__ = ["AdminSource", "admin_routes", "admin_mount", "json_response"]
+
+log = logging.getLogger("only1mcp.admin")
+
+
+@runtime_checkable
+class AdminSource(Protocol):
+    """What the admin API reads; the gateway implements it. Each returns JSON-ready data."""
+
+    def admin_upstreams(self) -> dict[str, Any]:
+        """Servers and their replicas: state, health, breaker, ejection, load."""
+        ...
+
+    def admin_cache(self) -> dict[str, Any]:
+        """Response cache stats and settings."""
+        ...
+
+    def admin_decision(self, request_id: str) -> dict[str, Any] | None:
+        """The routing decision recorded for one request, or None if unknown (or forgotten)."""
+        ...
+
+    def admin_config(self) -> dict[str, Any]:
+        """The settings in force, secrets redacted."""
+        ...
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration file and apply it; return what changed.
+
+        A refusal (an invalid file) is a dict with an ``"error"`` key, or a raised ConfigError:
+        both are answered 400 and the running configuration stays."""
+        ...
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """JSON via orjson (dataclasses, non-string keys and NaN-free output are fine)."""
+    body = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+_MISSING = object()
+
+
+async def _call(source: object, name: str, *args: Any) -> Any:
+    """``source.<name>(*args)``, awaited if need be; ``_MISSING`` if the source has no such method."""
+    method = getattr(source, name, None)
+    if method is None:
+        return _MISSING
+    result = method(*args)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _view(source: object, name: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        result = await _call(source, name)
+        return _not_implemented(name) if result is _MISSING else json_response(result)
+
+    return endpoint
+
+
+def _not_implemented(name: str) -> Response:
+    return json_response({"error": f"Not Implemented: the gateway has no {name}() yet"}, 501)
+
+
+def admin_routes(source: object) -> list[BaseRoute]:
+    """The admin routes, relative to ``/admin``, reading from ``source`` (an :class:`AdminSource`)."""
+
+    async def decision(request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        found = await _call(source, "admin_decision", request_id)
+        if found is _MISSING:
+            return _not_implemented("admin_decision")
+        if found is None:
+            return json_response({"error": f"no routing decision recorded for request id {request_id!r}"}, 404)
+        return json_response(found)
+
+    async def reload(request: Request) -> Response:
+        try:
+            summary = await _call(source, "reload")
+        except ConfigError as exc:
+            return json_response({"error": f"reload refused: {exc}"}, 400)
+        except Exception as exc:
+            log.exception("admin reload failed")
+            return json_response({"error": f"reload failed: {type(exc).__name__}: {exc}"}, 500)
+        if summary is _MISSING:
+            return _not_implemented("reload")
+        refused = isinstance(summary, dict) and "error" in summary
+        return json_response(summary, 400 if refused else 200)
+
+    return [
+        Route("/upstreams", _view(source, "admin_upstreams"), methods=["GET"]),
+        Route("/cache", _view(source, "admin_cache"), methods=["GET"]),
+        Route("/decisions/{request_id:path}", decision, methods=["GET"]),
+        Route("/config", _view(source, "admin_config"), methods=["GET"]),
+        Route("/reload", reload, methods=["POST"]),
+    ]
+
+
+def admin_mount(source: object) -> Mount:
+    """``Mount("/admin", routes=admin_routes(source))``, for an app's route list."""
+    return Mount("/admin", routes=admin_routes(source))
