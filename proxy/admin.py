@@ -113,7 +113,21 @@ def admin_routes(source: object) -> list[BaseRoute]:
         refused = isinstance(summary, dict) and "error" in summary
         return json_response(summary, 400 if refused else 200)
 
+    async def weights(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return json_response({"error": "the body must be JSON"}, 400)
+        try:
+            result = await _call(source, "admin_set_weights", request.path_params["server"], body)
+        except (ValueError, TypeError, KeyError) as exc:
+            return json_response({"error": f"weights refused: {exc}"}, 400)
+        if result is _MISSING:
+            return _not_implemented("admin_set_weights")
+        return json_response(result)
+
     return [
+        Route("/weights/{server}", weights, methods=["POST"]),
         Route("/upstreams", _view(source, "admin_upstreams"), methods=["GET"]),
         Route("/cache", _view(source, "admin_cache"), methods=["GET"]),
         Route("/decisions/{request_id:path}", decision, methods=["GET"]),

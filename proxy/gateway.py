@@ -92,6 +92,10 @@ class Gateway(AdminViews, Relay):
         self.metrics = metrics
         for pool in self.pools.values():
             pool.metrics = metrics
+        if self.calls.cache is not None:  # cache figures are read at scrape time, not counted per call
+            metrics.register_collector(self.calls.cache.stats, prefix="only1mcp_cache_",
+                                       counters=("hits", "misses", "evictions", "expirations", "rejected",
+                                                 "invalidations"), help_text="response cache")
 
     async def apply_settings(self, settings: Settings) -> dict[str, Any]:
         """Apply a new configuration without dropping calls in flight (see reload.py)."""

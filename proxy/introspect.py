@@ -55,6 +55,25 @@ class AdminViews:
                           "admin_token": "set" if self.settings.auth.admin_token else "not set"}
         return config
 
+    def admin_set_weights(self, server: str, body: Any) -> dict[str, Any]:
+        """Weights for a server whose policy is ``weighted``: ``{"weights": {replica id: w},
+        "valid_until": unix seconds, "model_version": "…"}`` (the learning loop's hook)."""
+        import time
+
+        pool = self.pools.get(server)
+        if pool is None:
+            raise KeyError(f"no server {server!r}")
+        policy = getattr(pool.policy, "inner", pool.policy)  # under a Sticky wrapper
+        if not hasattr(policy, "set_weights"):
+            raise ValueError(f"server {server!r} routes with {pool.policy.name}, not weighted")
+        if not isinstance(body, dict) or not isinstance(body.get("weights"), dict):
+            raise ValueError("expected {\"weights\": {replica id: weight}, \"valid_until\": …, \"model_version\": …}")
+        valid_until = float(body.get("valid_until", time.time() + 60))
+        loop_now = asyncio.get_running_loop().time()
+        policy.set_weights({str(k): float(v) for k, v in body["weights"].items()},
+                           loop_now + (valid_until - time.time()), str(body.get("model_version", "")))
+        return {"server": server, "accepted": sorted(body["weights"]), "valid_for_s": round(valid_until - time.time(), 3)}
+
     async def reload(self) -> dict[str, Any]:
         if self.watcher is None:
             return {"error": "this proxy was not started from a configuration file"}

@@ -123,6 +123,8 @@ class ServerPool:
         stats = replica.stats
         self.health.begin(replica.id, route.now)
         stats.on_start()
+        if self.metrics is not None:
+            self.metrics.inflight(self.name, replica.id, 1)
         started = loop.time()
         outcome, healthy, timed_out = "error", False, False
         try:
@@ -151,9 +153,20 @@ class ServerPool:
             if outcome == "cancelled":
                 self.health.release(replica.id, now)
             else:
-                self.health.record(replica.id, healthy, now - started, now, timeout=timed_out)
+                self._record_health(replica.id, healthy, now - started, now, timed_out)
             if self.metrics is not None:
                 self.metrics.call(self.name, replica.id, route.name or method, now - started, outcome)
+                self.metrics.inflight(self.name, replica.id, -1)
+
+    def _record_health(self, replica_id: str, ok: bool, latency_s: float, now: float, timed_out: bool) -> None:
+        health = self.health.replica(replica_id)
+        state, ejections = health.breaker.state, self.health.detector.ejections
+        self.health.record(replica_id, ok, latency_s, now, timeout=timed_out)
+        if self.metrics is not None:  # state changes only: the common case costs two comparisons
+            if health.breaker.state != state:
+                self.metrics.breaker(self.name, replica_id, health.breaker.state)
+            if self.health.detector.ejections != ejections:
+                self.metrics.ejection(self.name, replica_id)
 
     async def _request(self, replica: Replica, method: str, params: dict[str, Any] | None,
                        sink: RelatedSink | None, timeout: float) -> dict[str, Any]:

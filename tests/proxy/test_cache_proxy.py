@@ -105,3 +105,26 @@ cache_ttl = 60.0
         client.call_tool(sid, "c__test_simple_text", {})
         stats = httpx.get(admin).json()
         assert stats["hits"] == 1 and stats["misses"] == 2, stats
+
+
+def test_decisions_and_cache_figures_are_visible(stack, tmp_path: Path) -> None:  # noqa: ANN001
+    journal = tmp_path / "journal.txt"
+    upstreams = [_faults(stack, journal) for _ in range(2)]
+    replicas = "".join(f'[[servers.replicas]]\nurl = "{u}"\n' for u in upstreams)
+    url, _ = stack.proxy(f'[[servers]]\nname = "f"\n{replicas}[servers.tools.lookup]\ncache_ttl = 30.0\n')
+    with RawClient(url) as client:
+        sid = client.initialize()
+        client.post({"jsonrpc": "2.0", "id": "trace-me-1", "method": "tools/call",
+                     "params": {"name": "f__lookup", "arguments": {"key": "x"}}}, sid=sid)
+        client.post({"jsonrpc": "2.0", "id": "trace-me-2", "method": "tools/call",
+                     "params": {"name": "f__lookup", "arguments": {"key": "x"}}}, sid=sid)
+    first = httpx.get(url.replace("/mcp", "/admin/decisions/trace-me-1")).json()
+    attempt = first["calls"][0]["attempts"][0]
+    assert attempt["policy"] == "p2c_ewma" and attempt["replica"] in ("f/0", "f/1") and attempt["reason"]
+    assert sorted(attempt["candidates"]) == ["f/0", "f/1"]
+    second = httpx.get(url.replace("/mcp", "/admin/decisions/trace-me-2")).json()
+    assert second["calls"][0]["attempts"] == [{"cache": "hit"}]
+    assert httpx.get(url.replace("/mcp", "/admin/decisions/never-sent")).status_code == 404
+    metrics = httpx.get(url.replace("/mcp", "/metrics")).text
+    assert "only1mcp_cache_hits_total 1.0" in metrics, [l for l in metrics.splitlines() if "cache" in l][:10]
+    assert 'only1mcp_calls_total{outcome="ok",replica=' in metrics or "only1mcp_calls_total{" in metrics
