@@ -7,6 +7,7 @@ user would run them, and waits until each accepts connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import textwrap
@@ -75,3 +76,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 def run(coro):  # noqa: ANN001, ANN201 - tests call async clients from sync tests
     return asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def conformance_proxy(tmp: Path, extra_toml: str = "") -> Iterator[str]:
+    """A proxy in front of the conformance fixture as server "conf", with extra top-level tables."""
+    with ProcessGroup(tmp) as group:
+        stack = Stack(group, tmp)
+        fixture_url, _ = stack.fixture("conformance")
+        url, _ = stack.proxy(f'[[servers]]\nname = "conf"\n[[servers.replicas]]\nurl = "{fixture_url}"\n\n'
+                             + textwrap.dedent(extra_toml))
+        yield url

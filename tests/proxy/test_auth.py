@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 from _raw import RawClient, expect_error, text_of
-from conftest import Stack, wait_port
+from conftest import Stack, conformance_proxy, wait_port
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from only1mcp.errors import INVALID_REQUEST, ConfigError
-from only1mcp.jobs.bench._procs import ProcessGroup, free_port
+from only1mcp.jobs.bench._procs import free_port
 from only1mcp.proxy.admin import AdminSource, admin_mount
 from only1mcp.proxy.auth import AuthMiddleware, is_loopback_host
 from only1mcp.traffic import AuthSettings
@@ -41,19 +41,11 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The /mcp URL of a proxy with client tokens and an admin token, in front of the conformance fixture."""
     tmp: Path = tmp_path_factory.mktemp("auth")
-    with ProcessGroup(tmp) as group:
-        stack = Stack(group, tmp)
-        fixture_url, _ = stack.fixture("conformance")
-        url, _ = stack.proxy(f"""
-            [[servers]]
-            name = "conf"
-            [[servers.replicas]]
-            url = "{fixture_url}"
-
+    with conformance_proxy(tmp, f"""
             [auth]
             tokens = {list(CLIENT_TOKENS)!r}
             admin_token = "{ADMIN_TOKEN}"
-        """.replace("'", '"'))
+""".replace("'", '"')) as url:
         yield url
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from _raw import RawClient, text_of
-from conftest import Stack
+from conftest import conformance_proxy
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from only1mcp.jobs.bench._procs import ProcessGroup
 from only1mcp.proxy.metrics import CALL_BUCKETS, ProxyMetrics
 
 FAMILIES = {  # name as parsed (counters without _total) -> type
@@ -134,15 +133,7 @@ def test_metrics_app_serves_the_text_format() -> None:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("metrics")
-    with ProcessGroup(tmp) as group:
-        stack = Stack(group, tmp)
-        fixture_url, _ = stack.fixture("conformance")
-        url, _ = stack.proxy(f"""
-            [[servers]]
-            name = "conf"
-            [[servers.replicas]]
-            url = "{fixture_url}"
-        """)
+    with conformance_proxy(tmp, """""") as url:
         yield url
 
 

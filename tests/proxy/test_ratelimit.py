@@ -15,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from _raw import RawClient, expect_error, text_of
-from conftest import Stack
+from conftest import conformance_proxy
 
 from only1mcp.errors import RATE_LIMITED
-from only1mcp.jobs.bench._procs import ProcessGroup
 from only1mcp.proxy.ratelimit import RateLimiter, TokenBucket, effective_burst
 
 ALPHA, BETA = "alpha-token-0123", "beta-token-4567"
@@ -94,22 +93,14 @@ def test_limiter_memory_is_bounded() -> None:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("ratelimit")
-    with ProcessGroup(tmp) as group:
-        stack = Stack(group, tmp)
-        fixture_url, _ = stack.fixture("conformance")
-        url, _ = stack.proxy(f"""
-            [[servers]]
-            name = "conf"
-            [[servers.replicas]]
-            url = "{fixture_url}"
-
+    with conformance_proxy(tmp, f"""
             [auth]
             tokens = ["{ALPHA}", "{BETA}"]
 
             [rate_limit]
             rate = 1.0
             burst = 3
-        """)
+""") as url:
         yield url
 
 
