@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("only1mcp.commands.config", "check a configuration file and print the resolved settings"),
     "fixture": ("only1mcp.jobs.servers.cli", "run a bundled MCP server (conformance fixtures, echo)"),
     "bench": ("only1mcp.jobs.bench.cli", "run a benchmark and print its table"),
+    "sim-server": ("only1mcp.jobs.sim.server_cli", "serve simulated MCP replicas with modelled latency and faults"),
+    "loadgen": ("only1mcp.jobs.sim.loadgen_cli", "drive an MCP endpoint with a seeded workload, record every call"),
 }
 
 

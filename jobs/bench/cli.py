@@ -20,6 +20,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "only1mcp.jobs.bench.proxy",
         "tools/call throughput and latency: direct vs through Only1MCP vs through FastMCP's proxy",
     ),
+    "routing": (
+        "only1mcp.jobs.sim.bench",
+        "routing policies vs a clairvoyant oracle over simulated replicas (slow, specialised, homogeneous)",
+    ),
 }
 
 
