@@ -22,6 +22,7 @@ __all__ = [
     "Transport",
     "TransportClosed",
     "SessionExpired",
+    "HttpStatusError",
     "Deliver",
     "UpstreamSession",
     "RelatedSink",
@@ -55,6 +56,14 @@ PROXY_CLIENT_CAPABILITIES: dict[str, Any] = {
 
 class TransportClosed(Exception):
     """The transport lost its upstream (process died, connection refused or reset)."""
+
+
+class HttpStatusError(Exception):
+    """An HTTP upstream answered 5xx without a JSON-RPC error: the call failed at the server."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"upstream answered HTTP {status}{': ' + body if body else ''}")
+        self.status = status
 
 
 class SessionExpired(Exception):
@@ -141,7 +150,7 @@ class UpstreamSession:
         except asyncio.CancelledError:
             self._cancel_upstream(request_id, "cancelled by the client")
             raise
-        except TransportClosed as exc:
+        except (TransportClosed, HttpStatusError) as exc:
             raise UpstreamFailed(self.server, str(exc)) from exc
         finally:
             self._pending.pop(request_id, None)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from only1mcp.proxy.upstream.base import Deliver, SessionExpired, TransportClosed
+from only1mcp.proxy.upstream.base import Deliver, HttpStatusError, SessionExpired, TransportClosed
 from only1mcp.proxy.upstream.http1 import Http1Error, Http1Pool
 
 __all__ = ["HttpTransport"]
@@ -126,6 +126,8 @@ class HttpTransport:
                 return
         except orjson.JSONDecodeError:
             pass
+        if status >= 500:  # the server (or a balancer before it) failed, not the request: retryable
+            raise HttpStatusError(status, body.strip()[:200])
         if "id" in message and "method" in message:
             error = {"code": -32603, "message": f"upstream answered HTTP {status}: {body.strip()[:200]}"}
             self._deliver({"jsonrpc": "2.0", "id": message["id"], "error": error}, None)  # type: ignore[misc]
