@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.errors import ConfigError
+from only1mcp.streaming import EventSettings, StoreSettings, WorkerSettings
 from only1mcp.traffic import (
     AuthSettings, BreakerSettings, CacheSettings, HealthSettings, OutlierSettings, RateLimitSettings, RetrySettings,
     ToolSettings, parse_table,
@@ -93,6 +94,9 @@ class Settings:
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    events: EventSettings = field(default_factory=EventSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     source: str = "<defaults>"
 
 
@@ -108,7 +112,11 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     return parse_settings(raw, source, environ or {})
 
 
-_TABLES = {"auth": AuthSettings, "rate_limit": RateLimitSettings, "cache": CacheSettings, "retry": RetrySettings}
+_TABLES = {"auth": AuthSettings, "rate_limit": RateLimitSettings, "cache": CacheSettings, "retry": RetrySettings,
+           "events": EventSettings, "worker": WorkerSettings, "store": StoreSettings}
+# Where the broker and Redis are is the environment's business (only1mcp up, compose): these win.
+_ADDRESS_ENV = {"KAFKA_BOOTSTRAP": (("events", "bootstrap"), ("worker", "bootstrap")),
+                "REDIS_URL": (("store", "redis_url"),)}
 # Secrets belong in the environment rather than in a file: these override [auth].
 _AUTH_ENV = {"ONLY1MCP_AUTH_TOKENS": "tokens", "ONLY1MCP_ADMIN_TOKEN": "admin_token"}
 
@@ -122,6 +130,11 @@ def parse_settings(raw: Mapping[str, Any], source: str, environ: Mapping[str, st
         if "tokens" in auth_overrides:
             merged["tokens"] = [t.strip() for t in auth_overrides["tokens"].split(",") if t.strip()]
         tables["auth"] = parse_table(AuthSettings, merged, "environment", "auth")
+    for var, targets in _ADDRESS_ENV.items():
+        if environ.get(var):
+            for table, key in targets:
+                merged = {**dict(raw.get(table) or {}), key: environ[var]}
+                tables[table] = parse_table(_TABLES[table], merged, var, table)
     proxy = _parse_proxy(raw.get("proxy", {}), source, environ)
     servers_raw = raw.get("servers", [])
     if not isinstance(servers_raw, list):

@@ -1,0 +1,170 @@
+"""Event schemas and topic names: the only contract between the proxy and the streams.
+
+One definition per event, versioned with ``schema_version``, JSON on the wire, and a
+JSON Schema export for outside subscribers (``only1mcp schema export``). Request
+events never carry raw tool arguments or results: arguments are reduced to a keyed
+hash (``args_hash``) and sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "SCHEMA_VERSION", "TOPICS", "RequestEvent", "DeadLetter", "EventDecodeError", "keyed_hash", "json_schema",
+    "EVENT_TYPES",
+]
+
+SCHEMA_VERSION = 1
+
+TOPICS = {
+    "requests": "mcp.requests",  # proxy → streams, key: replica id
+    "features": "mcp.features",  # streams → sinks, models; key: entity id
+    "routing_weights": "mcp.routing-weights",  # streams → proxy; key: server
+    "prefetch": "mcp.prefetch",  # streams → proxy; key: session id
+    "anomalies": "mcp.anomalies",  # streams → anyone; key: replica id
+    "remediation": "mcp.remediation",  # streams → proxy; key: replica id
+    "dead_letter": "mcp.dead-letter",  # any consumer → operators; key: the original key
+}
+
+
+class EventDecodeError(ValueError):
+    """A record is not a valid event of the expected type and version; the reason says why."""
+
+
+def keyed_hash(key: bytes, value: Any) -> str:
+    """A keyed digest of a JSON-able value (canonical: sorted keys), so equal arguments hash equal
+    across the fleet, yet nobody without the key can test a guess against it."""
+    data = value if isinstance(value, bytes) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, data, hashlib.blake2b).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One MCP request as the proxy served it."""
+
+    event_id: str  # unique (uuid4 hex); sinks deduplicate on it
+    ts: float  # unix seconds when the proxy received the request
+    latency_ms: float  # until the answer was complete
+    method: str  # JSON-RPC method, e.g. tools/call
+    status: str  # ok | error | timeout | unavailable | cancelled | rejected
+    proxy_id: str = ""  # which proxy process emitted it
+    client_id: str | None = None  # keyed hash of the client's identity (token or address)
+    session_id: str | None = None  # keyed hash of the MCP session id (never the id itself)
+    tool: str | None = None  # the exposed (namespaced) tool or prompt name
+    server: str | None = None
+    replica: str | None = None  # the replica that answered (the last attempt)
+    error_code: int | None = None  # JSON-RPC error code, when status is not ok
+    error_class: str | None = None  # a short class: upstream_failed, timeout, invalid_params, tool_error, …
+    request_bytes: int = 0
+    response_bytes: int = 0
+    args_hash: str | None = None  # keyed hash of the canonical arguments
+    cache_hit: bool = False
+    prefetch_hit: bool = False
+    policy: str | None = None  # routing policy that chose the replica
+    reason: str | None = None  # why it chose it
+    attempts: int = 0  # upstream attempts (0 for a cache hit)
+    schema_version: int = SCHEMA_VERSION
+    type: str = field(default="request")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RequestEvent:
+        return _decode(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a consumer could not decode or process, kept with the reason."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    consumer: str
+    ts: float
+    key: str | None = None
+    value: str = ""  # the original record, as text (replaced characters where it was not UTF-8)
+    schema_version: int = SCHEMA_VERSION
+    type: str = field(default="dead_letter")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> DeadLetter:
+        return _decode(cls, data)
+
+
+EVENT_TYPES: dict[str, type] = {"request": RequestEvent, "dead_letter": DeadLetter}
+
+
+def _decode(cls: type, data: bytes | str) -> Any:
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise EventDecodeError("not a JSON object")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise EventDecodeError(f"schema_version {raw.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise EventDecodeError(f"unknown fields: {', '.join(sorted(unknown))}")
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING:
+                raise EventDecodeError(f"missing field {f.name!r}")
+            continue
+        if not _fits(raw[f.name], hints[f.name]):
+            raise EventDecodeError(f"field {f.name!r}: {raw[f.name]!r} is not {hints[f.name]}")
+    return cls(**raw)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of an event type, for outside subscribers."""
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        kinds = [_JSON_TYPES[a] for a in arms]
+        properties[f.name] = {"type": kinds[0] if len(kinds) == 1 else kinds}
+        if f.name == "schema_version":
+            properties[f.name]["const"] = SCHEMA_VERSION
+        if f.name == "type":
+            properties[f.name]["const"] = f.default
+        if f.default is dataclasses.MISSING:
+            required.append(f.name)
+    doc = (cls.__doc__ or "").strip()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"only1mcp/{cls.__name__}/v{SCHEMA_VERSION}",
+            "title": cls.__name__, "description": doc, "type": "object", "properties": properties,
+            "required": required, "additionalProperties": False}

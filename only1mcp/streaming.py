@@ -1,0 +1,55 @@
+"""Settings of the streaming half: event emission from the proxy, the worker, and the stores.
+
+Top-level tables ``[events]``, ``[worker]`` and ``[store]`` of the one configuration
+file. ``KAFKA_BOOTSTRAP`` and ``REDIS_URL`` in the environment override the broker and
+Redis addresses (read by the CLI, like every environment variable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from only1mcp.traffic import check, _non_negative, _positive
+
+__all__ = ["EventSettings", "WorkerSettings", "StoreSettings", "FSYNC_POLICIES"]
+
+FSYNC_POLICIES = ("always", "batch", "never")
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """Request events from the proxy to Kafka: never blocking a call, spooled to disk while
+    the broker is away, replayed in order when it returns."""
+
+    bootstrap: str = ""  # Kafka bootstrap servers, "host:port[,…]"; "" = no events
+    topic: str = "mcp.requests"
+    queue_size: int = check(_positive, 10_000)  # events held in memory before they go to the spool
+    batch_size: int = check(_positive, 500)
+    linger_ms: float = check(_non_negative, 20.0)
+    spool_dir: str = ""  # "" = a folder under the system temp dir, per listen port
+    spool_max_bytes: int = check(_positive, 256 * 1024 * 1024)  # past it events are dropped, counted, logged
+    fsync: str = field(default="batch", metadata={"choices": FSYNC_POLICIES})
+    hash_key: str = ""  # key of the keyed hashes (arguments, sessions); "" = random per process
+    proxy_id: str = ""  # "" = host name and listen port
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The Faust worker: windows, sinks and the consumer group."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    group: str = "only1mcp-features"
+    partitions: int = check(_positive, 4)  # of the topics the worker creates (tansu needs them explicit)
+    tumbling: tuple[str, ...] = ("10s", "60s")  # window sizes
+    hopping: tuple[str, ...] = ("60s/10s",)  # size/step
+    flush_interval: float = check(_positive, 1.0)  # seconds between micro-batches to Redis and Parquet
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The online store (Redis) and the offline store (Parquet under ``data_dir``, read with DuckDB)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    online_ttl: float = check(_positive, 3600.0)  # seconds a feature hash lives in Redis
+    key_prefix: str = "only1mcp"
+    data_dir: str = "data"  # Parquet dataset root: requests/ and features/<table>/, hive-partitioned
