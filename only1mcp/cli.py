@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("only1mcp.jobs.bench.cli", "run a benchmark and print its table"),
     "sim-server": ("only1mcp.jobs.sim.server_cli", "serve simulated MCP replicas with modelled latency and faults"),
     "loadgen": ("only1mcp.jobs.sim.loadgen_cli", "drive an MCP endpoint with a seeded workload, record every call"),
+    "schema": ("only1mcp.commands.schema", "export the JSON Schema of every event type"),
 }
 
 

@@ -9,6 +9,7 @@ hash (``args_hash``) and sizes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import types
@@ -118,31 +119,34 @@ def _decode(cls: type, data: bytes | str) -> Any:
         raise EventDecodeError("not a JSON object")
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise EventDecodeError(f"schema_version {raw.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - known
+    checks, names, required = _shape(cls)
+    unknown = raw.keys() - names
     if unknown:
         raise EventDecodeError(f"unknown fields: {', '.join(sorted(unknown))}")
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING:
-                raise EventDecodeError(f"missing field {f.name!r}")
-            continue
-        if not _fits(raw[f.name], hints[f.name]):
-            raise EventDecodeError(f"field {f.name!r}: {raw[f.name]!r} is not {hints[f.name]}")
+    for name in required:
+        if name not in raw:
+            raise EventDecodeError(f"missing field {name!r}")
+    for name, value in raw.items():
+        accepted, hint = checks[name]
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            raise EventDecodeError(f"field {name!r}: {value!r} is not {hint}")
     return cls(**raw)
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_fits(value, arm) for arm in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, tuple[tuple[type, ...], Any]], frozenset[str], tuple[str, ...]]:
+    """Per field, the Python types a JSON value may have (resolved once: get_type_hints is slow)."""
+    hints = typing.get_type_hints(cls)
+    checks = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        accepted: list[type] = []
+        for arm in arms:
+            accepted.extend((int, float) if arm is float else (arm,))
+        checks[f.name] = (tuple(accepted), hint)
+    required = tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+    return checks, frozenset(checks), required
 
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
@@ -162,8 +166,8 @@ def json_schema(cls: type) -> dict[str, Any]:
             properties[f.name]["const"] = SCHEMA_VERSION
         if f.name == "type":
             properties[f.name]["const"] = f.default
-        if f.default is dataclasses.MISSING:
-            required.append(f.name)
+        if f.default is dataclasses.MISSING or f.name in ("schema_version", "type"):
+            required.append(f.name)  # the decoder refuses events without their version and type
     doc = (cls.__doc__ or "").strip()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"only1mcp/{cls.__name__}/v{SCHEMA_VERSION}",
             "title": cls.__name__, "description": doc, "type": "object", "properties": properties,

@@ -20,6 +20,7 @@ from only1mcp.proxy.cache import cache_key, make_cache
 from only1mcp.proxy.catalog import Entry
 from only1mcp.proxy.pool import CallRecord
 from only1mcp.proxy.routing import RouteRequest
+from only1mcp.proxy.telemetry import call_context
 
 if TYPE_CHECKING:
     from only1mcp.proxy.gateway import Gateway
@@ -55,11 +56,17 @@ class Calls:
         arguments = params.get("arguments") or {}
         key = None
         loop = asyncio.get_running_loop()
+        context = call_context.get()
+        if context is not None:
+            context.tool, context.server = entry.exposed, entry.server
+            context.args_hash = gateway.telemetry.hash(arguments)
         if ttl > 0 and self.cache is not None:
             key = cache_key(entry.server, entry.upstream_name, arguments)
             hit = self.cache.get(key, loop.time())
             if hit is not None:
                 self._remember(entry, method, [{"cache": "hit"}])
+                if context is not None:
+                    context.cache_hit = True
                 return orjson.loads(hit)
         args_hash = None
         if pool.settings.hash_key == "arguments" and pool.settings.policy == "consistent_hash":
@@ -72,6 +79,10 @@ class Calls:
                                      retry_safe=retry_safe, record=record)
         finally:
             self._remember(entry, method, record.attempts)
+            if context is not None and record.attempts:
+                last = record.attempts[-1]
+                context.replica, context.policy, context.reason = last["replica"], last["policy"], last["reason"]
+                context.attempts = len(record.attempts)
         if key is not None and not result.get("isError"):
             data = orjson.dumps(result)
             self.cache.put(key, data, len(data), ttl, loop.time(), entry.server)  # type: ignore[union-attr]

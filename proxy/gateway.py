@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,9 @@ from only1mcp.errors import (
 )
 from only1mcp.proxy.calls import Calls, request_id_var
 from only1mcp.proxy.catalog import SEPARATOR, Catalog
+from only1mcp.proxy.events import make_sink
 from only1mcp.proxy.introspect import AdminViews
+from only1mcp.proxy.telemetry import Telemetry
 from only1mcp.proxy.cursor import decode_cursor, encode_cursor
 from only1mcp.proxy.pool import ServerPool
 from only1mcp.proxy.relay import Relay
@@ -64,6 +67,11 @@ class Gateway(AdminViews, Relay):
         self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()
         self.calls = Calls(self)
+        events = settings.events
+        self.events = make_sink(events)
+        self.telemetry = Telemetry(self.events, events.hash_key,
+                                   events.proxy_id or f"{socket.gethostname()}:{proxy.port}")
+        self.telemetry.enabled = bool(events.bootstrap)
         self._handlers: dict[str, Handler] = {
             "ping": self._ping,
             "tools/list": self._tools_list,
@@ -111,6 +119,7 @@ class Gateway(AdminViews, Relay):
         return self._http
 
     async def start(self, wait: float | None = None) -> None:
+        await self.events.start()
         for pool in self.pools.values():
             pool.start()
         replicas = [r for p in self.pools.values() for r in p.replicas]
@@ -125,6 +134,7 @@ class Gateway(AdminViews, Relay):
         self.fast.close()
         if self._http is not None:
             await self._http.close()
+        await self.events.stop()
 
     # -- dispatch ----------------------------------------------------------------
     async def handle(self, message: dict[str, Any], session: ClientSession, sink: Sink | None) -> dict[str, Any] | None:

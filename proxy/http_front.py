@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,7 +54,7 @@ class McpEndpoint:
             return
         method = scope["method"]
         if method == "POST":
-            await self._post(headers, receive, send)
+            await self._post(headers, receive, send, scope)
         elif method == "GET":
             await self._get(headers, receive, send)
         elif method == "DELETE":
@@ -67,7 +68,7 @@ class McpEndpoint:
         return (urlsplit(origin).hostname or "") in _LOOPBACK
 
     # -- POST --------------------------------------------------------------------
-    async def _post(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
+    async def _post(self, headers: dict[bytes, bytes], receive: Any, send: Any, scope: dict[str, Any]) -> None:
         accept = headers.get(b"accept", b"")
         if b"application/json" not in accept and b"*/*" not in accept:
             await respond(send, 406, rpc_error(INVALID_REQUEST, "Not Acceptable: Accept must list application/json "
@@ -90,7 +91,8 @@ class McpEndpoint:
         # 2026-07-28 has no sessions: a request naming one is judged by its session (so a bad
         # MCP-Protocol-Version on it is reported as such, not as a stateless request missing _meta).
         if b"mcp-session-id" not in headers and self.stateless.claims(message, version_header):
-            await self.stateless.handle(message, headers, self._sse_allowed(accept), receive, send)
+            await self.stateless.handle(message, headers, self._sse_allowed(accept), receive, send,
+                                        _Origin(len(body), scope))
             return
         if isinstance(message, list):
             await self._batch(message, headers, send)
@@ -116,7 +118,8 @@ class McpEndpoint:
             await self.gateway.handle(message, session, None)
             await accepted(send)
         else:
-            await self._request(message, session, receive, send, self._sse_allowed(accept), _prefers_sse(accept))
+            await self._request(message, session, receive, send, self._sse_allowed(accept), _prefers_sse(accept),
+                                _Origin(len(body), scope))
 
     @staticmethod
     def _sse_allowed(accept: bytes) -> bool:
@@ -196,10 +199,14 @@ class McpEndpoint:
             await accepted(send)
 
     async def _request(self, message: dict[str, Any], session: ClientSession, receive: Any, send: Any,
-                       sse: bool, prefer_sse: bool = False) -> None:
+                       sse: bool, prefer_sse: bool, origin: _Origin) -> None:
+        telemetry = self.gateway.telemetry
+        context = telemetry.begin()  # before the handler task is made, so it sees the same context
         exchange = Exchange(send, sse, prefer_sse=prefer_sse)
         await exchange.run(self.gateway.handle(message, session, Sink(session, exchange.push) if sse else None),
                            receive, session, message["id"])
+        telemetry.finish(context, message, exchange.reply, origin.started, origin.wall, origin.size,
+                         exchange.sent_bytes, session.id, origin.client_id)
 
     # -- GET and DELETE ------------------------------------------------------------
     async def _get(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
@@ -241,6 +248,17 @@ class McpEndpoint:
             await respond(send, 404, rpc_error(INVALID_REQUEST, "Session not found"))
 
 
+class _Origin:
+    """What the front knows about a request before handling it, for its event."""
+
+    __slots__ = ("size", "started", "wall", "client_id")
+
+    def __init__(self, size: int, scope: dict[str, Any]) -> None:
+        self.size, self.started, self.wall = size, time.perf_counter(), time.time()
+        state = scope.get("state")
+        self.client_id = state.get("client_id") if isinstance(state, dict) else None
+
+
 class Exchange:
     """One request's answer: JSON if nothing came before it, else an SSE stream."""
 
@@ -250,6 +268,8 @@ class Exchange:
         self.prefer_sse = prefer_sse  # the client listed SSE first in Accept: answer as a stream
         self.queue: list[dict[str, Any]] = []
         self.started = False
+        self.reply: Any = None  # the final answer, for the request's event
+        self.sent_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
 
     def push(self, message: dict[str, Any]) -> None:
@@ -290,12 +310,15 @@ class Exchange:
             status = 200
             if finish is not None:
                 status, reply = finish(reply)
+            self.reply = reply
             if self.prefer_sse and not self.started and status == 200:
                 await self._flush()
             if self.started:
-                await self.send({"type": "http.response.body", "body": event(reply), "more_body": False})
+                body = event(reply)
+                self.sent_bytes += len(body)
+                await self.send({"type": "http.response.body", "body": body, "more_body": False})
             else:
-                await respond(self.send, status, reply, self.headers)
+                self.sent_bytes += await respond(self.send, status, reply, self.headers)
         finally:
             if disconnect is not None:
                 disconnect.cancel()
@@ -307,8 +330,9 @@ class Exchange:
             self.started = True
             await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
         messages, self.queue = self.queue, []
-        await self.send({"type": "http.response.body", "body": b"".join(event(m) for m in messages),
-                         "more_body": True})
+        body = b"".join(event(m) for m in messages)
+        self.sent_bytes += len(body)
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 async def _close_stream(send: Any) -> None:
@@ -348,13 +372,14 @@ def _id_of(message: Any) -> Any:
     return None
 
 
-async def respond(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def respond(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> int:
     body = orjson.dumps(payload)
     headers = [_JSON, (b"content-length", str(len(body)).encode())]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    return len(body)
 
 
 async def accepted(send: Any) -> None:

