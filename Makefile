@@ -17,9 +17,10 @@ install: $(STAMP)
 conformance-tools:
 	bash infra/conformance/install.sh
 
-# The demo: the conformance fixture server plus mcp-server-time behind one endpoint.
+# The demo: embedded broker, Redis, worker, proxy, simulated upstream replicas and a load
+# generator (`only1mcp up --demo`, see README.md); Ctrl-C stops everything.
 up: install
-	bash infra/demo.sh
+	$(BIN)/only1mcp up --demo
 
 lint: install
 	$(BIN)/ruff check only1mcp proxy streams feature_store models jobs tests

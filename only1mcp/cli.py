@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim-server": ("only1mcp.jobs.sim.server_cli", "serve simulated MCP replicas with modelled latency and faults"),
     "loadgen": ("only1mcp.jobs.sim.loadgen_cli", "drive an MCP endpoint with a seeded workload, record every call"),
     "schema": ("only1mcp.commands.schema", "export the JSON Schema of every event type"),
+    "up": ("only1mcp.commands.up", "run broker, Redis, worker and proxy here (--demo: simulated fleet under load)"),
+    "worker": ("only1mcp.commands.worker", "run the streaming feature worker (Faust) on mcp.requests"),
+    "features": ("only1mcp.commands.features", "feature registry, SQL over the offline store, compaction"),
 }
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ["only1mcp", "only1mcp.proxy", "only1mcp.streams", "only1mcp.feature_store", "only1mcp.models",
-               "only1mcp.jobs", "only1mcp.proxy.upstream", "only1mcp.proxy.routing", "only1mcp.proxy.health", "only1mcp.proxy.cache", "only1mcp.jobs.servers"]
+               "only1mcp.jobs", "only1mcp.proxy.upstream", "only1mcp.proxy.routing", "only1mcp.proxy.health", "only1mcp.proxy.cache", "only1mcp.jobs.servers", "only1mcp.infra", "only1mcp.proxy.events",
+               "only1mcp.feature_store.online", "only1mcp.feature_store.offline", "only1mcp.jobs.sim"]
 
 
 def test_non_editable_install_imports_every_subpackage(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The offline feature store: Parquet files, DuckDB views."""

@@ -1,0 +1,88 @@
+"""Compaction of the offline store: one deduplicated file per partition.
+
+The worker writes one small file per partition and micro-batch, at least once: after a crash it
+replays events it had already written. For every hive partition holding more than one file,
+this job reads them, keeps one row per ``event_id`` (raw events) or per entity and window
+(feature rows, the latest ``computed_at``), writes the result atomically, and only then deletes
+the files it read. A crash in between leaves duplicates that the DuckDB views already hide and
+the next run removes; files the worker adds meanwhile are not touched (they were not listed).
+``only1mcp features compact`` runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from only1mcp.feature_store.offline.duckdb import arrow_table, sql_literal
+from only1mcp.feature_store.offline.parquet import (
+    EVENT_KEY, FEATURE_SCHEMA, REQUEST_SCHEMA, feature_tables, features_dir, requests_dir, write_atomic,
+)
+
+__all__ = ["CompactionStats", "compact", "compact_partition"]
+
+
+@dataclass
+class CompactionStats:
+    partitions: int = 0  # partitions rewritten
+    files_before: int = 0
+    files_after: int = 0
+    rows_before: int = 0
+    rows_after: int = 0
+
+    def add(self, other: CompactionStats) -> None:
+        for name in ("partitions", "files_before", "files_after", "rows_before", "rows_after"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _source(files: list[Path]) -> str:
+    listing = "[" + ", ".join(sql_literal(str(f)) for f in files) + "]"
+    return f"read_parquet({listing}, hive_partitioning = false, union_by_name = true)"
+
+
+def _dedupe_query(files: list[Path], raw_events: bool) -> str:
+    source = _source(files)
+    if raw_events:
+        return f"SELECT DISTINCT ON ({', '.join(EVENT_KEY)}) * FROM {source} ORDER BY ts, event_id"
+    return (f"SELECT DISTINCT ON (entity_id, window_start) * FROM {source} "
+            "ORDER BY entity_id, window_start, computed_at DESC")
+
+
+def compact_partition(folder: Path, raw_events: bool, dry_run: bool = False) -> CompactionStats:
+    """Rewrite one partition folder's files as one deduplicated file (nothing to do for 0 or 1 file)."""
+    files = sorted(folder.glob("*.parquet"))
+    if len(files) < 2:
+        return CompactionStats()
+    schema = REQUEST_SCHEMA if raw_events else FEATURE_SCHEMA
+    con = duckdb.connect()
+    try:
+        rows_before = con.execute(f"SELECT count(*) FROM {_source(files)}").fetchall()[0][0]
+        table = arrow_table(con.sql(_dedupe_query(files, raw_events)))
+    finally:
+        con.close()
+    table = table.select(schema.names).cast(schema)  # the column order and types of the writer
+    stats = CompactionStats(1, len(files), 1, rows_before, table.num_rows)
+    if not dry_run:
+        write_atomic(table, folder)  # the new file is whole on disk before any old one goes
+        for path in files:
+            path.unlink(missing_ok=True)
+    return stats
+
+
+def _partitions(root: Path) -> list[Path]:
+    return sorted({p.parent for p in root.rglob("*.parquet")}) if root.is_dir() else []
+
+
+def compact(data_dir: str | Path, dry_run: bool = False) -> dict[str, CompactionStats]:
+    """Compact every partition of the raw events and of every feature table; stats by dataset."""
+    out: dict[str, CompactionStats] = {}
+    datasets = [("requests", requests_dir(data_dir), True)]
+    datasets += [(table, features_dir(data_dir, table), False) for table in feature_tables(data_dir)]
+    for name, root, raw_events in datasets:
+        stats = CompactionStats()
+        for folder in _partitions(root):
+            stats.add(compact_partition(folder, raw_events, dry_run))
+        out[name] = stats
+    return out

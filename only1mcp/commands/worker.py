@@ -1,0 +1,38 @@
+"""``only1mcp worker [--config FILE]``: run the streaming feature worker (one Faust worker).
+
+It creates ``mcp.requests`` and ``mcp.dead-letter`` with ``[worker] partitions`` partitions,
+then consumes ``mcp.requests`` and writes features to Redis (``[store] redis_url``) and raw
+events and feature rows to Parquet under ``[store] data_dir``. ``KAFKA_BOOTSTRAP`` and
+``REDIS_URL`` in the environment override the addresses. Stops cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run", "settings_from_args"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+    parser.add_argument("--log-level", default=None, help="debug, info, warning or error (default: [proxy] log_level)")
+
+
+def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, imported lazily
+    """The settings of ``--config`` or the defaults, with the environment's overrides either way."""
+    from only1mcp.commands._common import load_or_exit
+    from only1mcp.settings import parse_settings
+
+    if args.config:
+        return load_or_exit(args.config, args.environ)
+    return parse_settings({}, "<defaults>", args.environ)
+
+
+def run(args: argparse.Namespace) -> int:
+    from only1mcp.commands._common import setup_logging
+    from only1mcp.streams.app import run_worker
+
+    settings = settings_from_args(args)
+    level = (args.log_level or settings.proxy.log_level).lower()
+    setup_logging(level)
+    return run_worker(settings, loglevel=level)

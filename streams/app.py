@@ -1,0 +1,103 @@
+"""The Faust application of the streaming half, built from the settings.
+
+One app per consumer group (``WorkerSettings.group``), on ``kafka://<bootstrap>``, with the
+memory table store. Topics are created explicitly with ``WorkerSettings.partitions`` before the
+worker starts: the embedded broker (tansu) would auto-create them with 4, and a Faust changelog
+must match its source topic's partition count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from only1mcp.events import TOPICS
+from only1mcp.settings import Settings
+
+__all__ = ["build_app", "ensure_topics", "run_worker"]
+
+log = logging.getLogger(__name__)
+_TOPIC_ALREADY_EXISTS = 36
+_REBALANCE_TIMEOUT_S = 3
+_BROKER_WAIT_S = 30.0
+_SESSION_TIMEOUT_S = 10  # tansu also holds a first join for about half of it
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The Faust app with the feature agent installed (``app.feature_worker`` holds its state)."""
+    from only1mcp.streams.agents import install
+
+    worker = settings.worker
+    app = faust.App(
+        worker.group,
+        broker=[f"kafka://{host.strip()}" for host in worker.bootstrap.split(",") if host.strip()],
+        store="memory://",
+        topic_partitions=worker.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",  # a new group reads what the proxy sent before it started
+        stream_wait_empty=False,  # acks wait for windows to close; never block a rebalance on them
+        web_enabled=False,
+        # tansu completes a group join only when the rebalance timeout runs out: keep it short.
+        broker_rebalance_timeout=float(_REBALANCE_TIMEOUT_S),
+        broker_session_timeout=float(_SESSION_TIMEOUT_S),
+        broker_heartbeat_interval=1.0,
+        datadir=str(Path(settings.store.data_dir) / "_faust"),
+        autodiscover=False,
+    )
+    app.feature_worker = install(app, settings)
+    return app
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> dict[str, int]:
+    """Create the topics with ``partitions`` each (an existing topic is left as it is); returns their
+    partition counts, and warns about any that differ."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    wanted = list(dict.fromkeys(names))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(n, partitions, 1) for n in wanted])
+        for entry in response.topic_errors:
+            if entry[1] not in (0, _TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"could not create topic {entry[0]!r}: error {entry[1]}")
+        found = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(wanted)}
+    finally:
+        await admin.close()
+    for name, count in found.items():
+        if count != partitions:
+            log.warning("topic %s has %d partitions, not %d (created earlier)", name, count, partitions)
+    return found
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """Create the topics, then run one Faust worker until SIGINT/SIGTERM."""
+    import asyncio
+
+    import time
+
+    names = [TOPICS["requests"], TOPICS["dead_letter"]]
+    deadline = time.monotonic() + _BROKER_WAIT_S  # in compose, the broker may still be starting
+    while True:
+        try:
+            asyncio.run(ensure_topics(settings.worker.bootstrap, names, settings.worker.partitions))
+            break
+        except Exception as exc:  # no broker there (yet), or it refused: say so plainly, no traceback
+            if time.monotonic() >= deadline:
+                log.error("cannot create topics on Kafka at %s: %s: %s", settings.worker.bootstrap,
+                          type(exc).__name__, exc)
+                return 1
+            log.warning("Kafka at %s not ready (%s); retrying", settings.worker.bootstrap, type(exc).__name__)
+            time.sleep(1.0)
+    (Path(settings.store.data_dir) / "_faust").mkdir(parents=True, exist_ok=True)
+    app = build_app(settings)
+    worker: Any = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,157 @@
+"""The worker's in-memory state: micro-batches folded with the pure feature functions, cut into
+flush plans, and the acknowledgements those plans allow. No I/O and no Faust here.
+
+Why acknowledgements wait for windows to close: the worker keeps window state in memory only,
+so after a crash it must rebuild every open window by replaying its events from Kafka. An event
+is therefore acknowledged (and its offset committed) only when (1) its raw row is in Parquet and
+(2) every window it belongs to has closed and its final row is in Parquet, with the closing
+watermark persisted. Replays then rebuild open windows completely, skip closed ones (the
+persisted watermark makes those events "late"), and the sinks' dedupe removes the raw rows
+written twice. Memory holds the events of the longest window plus the grace period.
+
+Watermark: the worker passes the event-time watermark in (the slowest partition's newest event,
+or the wall clock for partitions that are caught up); windows ending at or before watermark −
+grace close. Events for windows already closed are *late*: stored raw, not counted in features
+(the batch jobs, which see everything, recompute those windows).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from only1mcp.feature_store.compute import (
+    ERROR_STATUSES, Partial, entity_ids, feature_row, pane_size_ms, parse_window, window_keys, window_partial,
+)
+
+__all__ = ["FlushPlan", "FeatureFolder"]
+
+_NOW = -(1 << 62)  # release time of records that wait for nothing but the next flush (poison, duplicates)
+
+
+@dataclass
+class FlushPlan:
+    """What one flush must make durable, in this order: raw rows, closed window rows, the new
+    watermark (``done`` records these stages, so a failed plan resumes where it stopped), then
+    the online rows (which wait for the next flush while Redis is away)."""
+
+    seq_cut: int  # records added before the cut (seq < seq_cut) are covered by this plan
+    raw: list[Mapping[str, Any]]
+    closed: list[dict[str, Any]]
+    online: list[dict[str, Any]]
+    closed_until_ms: int
+    done: set[str] = field(default_factory=set)
+
+
+class FeatureFolder:
+    """Fold records into panes; cut flush plans; say which held tokens (Faust events) to ack."""
+
+    def __init__(self, windows: Iterable[str], grace_s: float = 5.0, closed_until_ms: int = _NOW) -> None:
+        self.specs = [parse_window(w) for w in windows]
+        self.pane_ms = pane_size_ms(self.specs)
+        self.grace_ms = int(grace_s * 1000)
+        self.closed_until_ms = closed_until_ms
+        self.panes: dict[tuple[str, str, int], Partial] = {}
+        self.latest_ms: dict[tuple[str, str], int] = {}  # newest event per entity: which window is "now"
+        self.dirty: set[tuple[str, str]] = set()
+        self.pending_raw: list[Mapping[str, Any]] = []
+        self.held: list[tuple[int, int, Any]] = []  # heap of (release ms, seq, token)
+        self.seen: dict[str, int] = {}  # event_id → release ms, while the event is held
+        self.seq = 0
+        self.counts = {"events": 0, "late": 0, "duplicates": 0, "poison": 0}
+
+    def release_ms(self, t_ms: int) -> int:
+        """When an event at ``t_ms`` stops mattering: the latest end of a window holding it."""
+        return max(spec.starts_ms(t_ms)[-1] + spec.size_ms for spec in self.specs)
+
+    def _hold(self, release: int, token: Any) -> None:
+        heapq.heappush(self.held, (release, self.seq, token))
+        self.seq += 1
+
+    def add_poison(self, token: Any) -> None:
+        """A record that went to the dead-letter topic: ack it after the next flush."""
+        self.counts["poison"] += 1
+        self._hold(_NOW, token)
+
+    def add(self, record: Mapping[str, Any], token: Any = None) -> str:
+        """Fold one event (a RequestEvent as a dict); returns "ok", "late" or "duplicate"."""
+        event_id = record["event_id"]
+        if event_id in self.seen:  # a producer retry or a replay within this run: counted once
+            self.counts["duplicates"] += 1
+            self._hold(_NOW, token)
+            return "duplicate"
+        t_ms = math.floor(record["ts"] * 1000)
+        release = self.release_ms(t_ms)
+        self.seen[event_id] = release
+        self.pending_raw.append(record)
+        self._hold(release, (event_id, token))
+        self.counts["events"] += 1
+        if release <= self.closed_until_ms:
+            self.counts["late"] += 1
+            return "late"
+        pane = t_ms - t_ms % self.pane_ms
+        latency, error = float(record["latency_ms"]), record["status"] in ERROR_STATUSES
+        request_bytes, response_bytes = record.get("request_bytes") or 0, record.get("response_bytes") or 0
+        for entity in entity_ids(record):
+            key = (*entity, pane)
+            partial = self.panes.get(key)
+            if partial is None:
+                partial = self.panes[key] = Partial(pane)
+            partial.add(t_ms, latency, error, request_bytes, response_bytes)
+            if t_ms > self.latest_ms.get(entity, _NOW):
+                self.latest_ms[entity] = t_ms
+            self.dirty.add(entity)
+        return "ok"
+
+    def _closed_rows(self, old: int, new: int) -> list[dict[str, Any]]:
+        rows = []
+        for spec in self.specs:
+            for entity_type, entity_id, start in window_keys(self.panes, spec):
+                if old < start + spec.size_ms <= new:
+                    partial = window_partial(self.panes, entity_type, entity_id, spec, start, self.pane_ms)
+                    if partial is not None:
+                        rows.append(feature_row(entity_type, entity_id, spec, start, partial))
+        return rows
+
+    def _online_rows(self) -> list[dict[str, Any]]:
+        """Per dirty entity and window spec: the window holding its newest event that reaches back
+        furthest (for hopping windows, the one covering the most recent history)."""
+        rows = []
+        for entity_type, entity_id in self.dirty:
+            t_ms = self.latest_ms.get((entity_type, entity_id))
+            if t_ms is None:
+                continue
+            for spec in self.specs:
+                start = spec.starts_ms(t_ms)[0]
+                partial = window_partial(self.panes, entity_type, entity_id, spec, start, self.pane_ms)
+                if partial is not None:
+                    rows.append(feature_row(entity_type, entity_id, spec, start, partial))
+        return rows
+
+    def cut(self, watermark_ms: int | None) -> FlushPlan:
+        """Close the windows the watermark allows and take everything the next flush must write."""
+        old = self.closed_until_ms
+        new = old if watermark_ms is None else max(old, watermark_ms - self.grace_ms)
+        closed = self._closed_rows(old, new) if new > old else []
+        online = self._online_rows()
+        if new > old:  # drop panes (and entities) no open window needs any more
+            self.panes = {k: p for k, p in self.panes.items() if self.release_ms(k[2]) > new}
+            self.latest_ms = {e: t for e, t in self.latest_ms.items() if self.release_ms(t) > new}
+        self.closed_until_ms = new
+        plan = FlushPlan(self.seq, self.pending_raw, closed, online, new)
+        self.pending_raw, self.dirty = [], set()
+        return plan
+
+    def release(self, plan: FlushPlan) -> list[Any]:
+        """Tokens (Faust events) whose every effect is now durable, after ``plan`` fully succeeded."""
+        out = []
+        while self.held and self.held[0][0] <= plan.closed_until_ms and self.held[0][1] < plan.seq_cut:
+            _, _, token = heapq.heappop(self.held)
+            if isinstance(token, tuple):  # (event_id, token) of a folded event
+                event_id, token = token
+                self.seen.pop(event_id, None)
+            out.append(token)
+        return out
