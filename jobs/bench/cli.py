@@ -24,6 +24,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "only1mcp.jobs.sim.bench",
         "routing policies vs a clairvoyant oracle over simulated replicas (slow, specialised, homogeneous)",
     ),
+    "stream": (
+        "only1mcp.jobs.bench.stream",
+        "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",
+    ),
 }
 
 

@@ -1,0 +1,143 @@
+"""``only1mcp bench stream --quick`` end to end: a real embedded broker, a private Redis, the worker
+pinned to one CPU, Parquet and DuckDB; the three measurements and their bars land in the JSON.
+
+The benchmark runs once per module (about a minute); the other tests read its JSON and printed
+table. Bars may PASS or FAIL on a given machine, but each must be measured (never SKIP), and
+the figures behind them must be internally consistent: every event processed exactly once,
+every freshness probe seen, the SQL answer right for the generated fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from only1mcp.events import RequestEvent
+from only1mcp.jobs.bench import cli as bench_cli
+from only1mcp.jobs.bench._stream_data import REPLICAS, backlog, write_dataset
+
+BARS = ["worker_events_per_s", "freshness_p99_s", "features_sql_query_s"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "stream.json"
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    args = parser.parse_args(["stream", "--quick", "--out", str(out)])
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = bench_cli.run(args)
+    return {"code": code, "stdout": stdout.getvalue(), "json": json.loads(out.read_text()) if out.exists() else None}
+
+
+def test_run_succeeds_and_writes_json(bench: dict[str, Any]) -> None:
+    assert bench["code"] == 0, bench["stdout"]
+    report = bench["json"]
+    assert report is not None and report["benchmark"] == "stream"
+    settings = report["settings"]
+    assert settings["quick"] is True and settings["events"] == 20_000 and settings["sql_events"] == 1_000_000
+    assert settings["worker_core"] in settings["cpus"]
+    assert {"throughput", "freshness", "sql", "bars", "machine"} <= set(report)
+
+
+def test_throughput_counts_every_event_once(bench: dict[str, Any]) -> None:
+    tp = bench["json"]["throughput"]
+    assert tp["events"] == tp["parquet_rows"] == tp["distinct_event_ids"] == 20_000
+    assert 0 < tp["first_flush_events"] < tp["events"]
+    assert tp["measured_events"] == tp["events"] - tp["first_flush_events"]
+    assert tp["measured_s"] > 0 and tp["startup_s"] > 0
+    assert tp["events_per_s"] == pytest.approx(tp["measured_events"] / tp["measured_s"], rel=0.01)
+    assert tp["events_per_s_to_parquet"] >= tp["events_per_s"] > tp["events_per_s_including_startup"] > 0
+    assert 0 < tp["worker_cpu_pct_of_core"] <= 110  # pinned to one CPU: never much more than one core
+    assert tp["events_per_cpu_s"] > 0
+
+
+def test_freshness_sees_every_probe(bench: dict[str, Any]) -> None:
+    fr = bench["json"]["freshness"]
+    assert fr["events_sent"] == 5000 and fr["rate_achieved"] == pytest.approx(1000, rel=0.1)
+    assert fr["probes"] == 5000 // fr["probe_every"] and fr["probes_seen"] == fr["probes"], fr
+    visible, written = fr["visible_s"], fr["written_s"]
+    assert 0 < visible["p50"] <= visible["p99"] <= visible["max"] < 30
+    assert 0 < written["p50"] <= visible["p50"]  # seen only after the worker wrote it
+
+
+def test_sql_answers_per_replica_p99(bench: dict[str, Any]) -> None:
+    sql = bench["json"]["sql"]
+    assert sql["dataset"]["events"] == 1_000_000 and sql["dataset"]["files"] == 24
+    dedup, raw = sql["requests"], sql["requests_raw"]
+    assert [row["replica"] for row in dedup["result"]] == sorted(r[0] for r in REPLICAS)
+    assert all(row["requests"] > 0 and row["p99_latency_ms"] > 0 for row in dedup["result"])
+    assert dedup["result"] == raw["result"]  # the generated dataset holds no duplicates
+    assert dedup["cli_csv_lines"] == len(dedup["result"]) + 1  # the CLI printed the same rows, with a header
+    for figures in (dedup, raw):
+        assert 0 < figures["query_s"]["min"] <= figures["query_s"]["median"]
+        assert figures["cli_wall_s"]["median"] > figures["query_s"]["min"]
+    assert sql["floor"]["result"] == [{"one": 1}] and sql["floor"]["cli_wall_s"]["min"] > 0
+    by_replica = {row["replica"]: row["p99_latency_ms"] for row in dedup["result"]}
+    assert by_replica["search-1"] > by_replica["files-0"] * 10, by_replica  # the fleet's slowest and fastest
+
+
+def test_bars_measured_printed_and_recorded(bench: dict[str, Any]) -> None:
+    report, stdout = bench["json"], bench["stdout"]
+    bars = report["bars"]
+    assert [bar["name"] for bar in bars] == BARS
+    for bar in bars:
+        assert bar["status"] in ("PASS", "FAIL"), bar  # measured, not skipped
+        assert bar["value"] is not None and bar["value"] > 0
+        assert bar["passed"] == (bar["status"] == "PASS")
+        printed = [line for line in stdout.splitlines() if bar["description"] in line]
+        assert len(printed) == 1 and printed[0].startswith(bar["status"]), (bar, stdout)
+    assert bars[0]["value"] == report["throughput"]["events_per_s"]
+    assert bars[1]["value"] == report["freshness"]["visible_s"]["p99"]
+    assert bars[2]["value"] == report["sql"]["requests"]["query_s"]["median"]
+
+
+def test_table_printed(bench: dict[str, Any]) -> None:
+    lines = bench["stdout"].splitlines()
+    assert any(line.startswith("measurement") for line in lines), bench["stdout"]
+    for row in ("worker throughput, 1 core", "freshness p50", "freshness p99", "features sql CLI (1M)",
+                "features sql query (1M)"):
+        assert sum(line.startswith(row) for line in lines) == 1, (row, bench["stdout"])
+
+
+# --- the generators on their own ----------------------------------------------------------
+
+
+def test_backlog_events_decode_and_vary() -> None:
+    records = backlog(3000, 1_800_000_000.0, 1_800_000_030.0, seed=7)
+    events = [RequestEvent.from_json(value) for _key, value in records]
+    assert len({e.event_id for e in events}) == 3000
+    assert [e.ts for e in events] == sorted(e.ts for e in events)
+    assert all(1_800_000_000.0 <= e.ts < 1_800_000_030.0 for e in events)
+    assert {e.status for e in events} >= {"ok", "error", "timeout"}
+    assert len({e.replica for e in events if e.replica}) == len(REPLICAS) and any(e.replica is None for e in events)
+    assert len({e.session_id for e in events}) > 20 and len({e.tool for e in events}) > 5
+    for (key, _value), event in zip(records, events):
+        assert key == (event.replica.encode() if event.replica else None)  # keyed like the proxy's sink
+
+
+def test_dataset_matches_the_offline_layout(tmp_path: Path) -> None:
+    from only1mcp.feature_store.offline.duckdb import connect
+    from only1mcp.feature_store.offline.parquet import REQUEST_SCHEMA
+
+    info = write_dataset(tmp_path, 50_000, hours=3, start_ts=1_800_000_000.0 // 3600 * 3600)
+    files = sorted((tmp_path / "requests").rglob("*.parquet"))
+    assert info["files"] == len(files) == 3
+    assert all(f.parent.name.startswith("hour=") and f.parent.parent.name.startswith("date=") for f in files)
+    assert pq.read_schema(files[0]).remove_metadata() == REQUEST_SCHEMA
+    con = connect(tmp_path)
+    try:
+        rows, distinct, bad_hour = con.sql(
+            "SELECT count(*), count(DISTINCT event_id), "
+            "count(*) FILTER (WHERE hour <> hour(to_timestamp(ts) AT TIME ZONE 'UTC')) FROM requests").fetchall()[0]
+    finally:
+        con.close()
+    assert rows == distinct == 50_000 and bad_hour == 0
