@@ -11,6 +11,10 @@ bundled ``redis-server``, real Parquet under a temp dir, and ``only1mcp worker``
    (events go to the proxy's disk spool and are replayed after).
 
 Poison records and Redis outages of the worker are covered by tests/streams/test_worker.py.
+
+Test 2 ends in an xfail (not a failure) while the worker closes windows early during a broker
+outage: its watermark follows the wall clock whenever a partition looks caught up against the
+last highwater the consumer saw, which a frozen broker (or a frozen worker) leaves stale.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -134,8 +139,7 @@ class Loop:
             f'[store]\nredis_url = "{self.redis.url}"\nkey_prefix = "{self.prefix}"\ndata_dir = "{self.data_dir}"\n')
         self.start_worker()
         self.sim = self.procs.start("sim", [*PY, "sim-server", "--fleet", str(self.tmp / "fleet.json")])
-        self._wait(self.sim, lambda: all(_port_open(p) for p in sim_ports),
-                   "sim-server listening", 30)
+        self._wait(self.sim, lambda: all(_port_open(p) for p in sim_ports), "sim-server listening", 30)
         self.proxy = self.procs.start("proxy", [*PY, "proxy", "--config", str(self.config)])
         self._wait(self.proxy, lambda: _http_status(f"http://127.0.0.1:{self.port}/readyz") == 200, "proxy ready", 30)
         self.wait_group_stable()
@@ -236,8 +240,6 @@ class Loop:
 
 
 def _port_open(port: int) -> bool:
-    import socket
-
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
