@@ -44,7 +44,7 @@ from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["EmbeddedBroker", "BrokerError", "TopicMismatch", "tansu_binary", "create_topics", "acreate_topics",
+__all__ = ["group_state", "EmbeddedBroker", "BrokerError", "TopicMismatch", "tansu_binary", "create_topics", "acreate_topics",
            "wait_kafka"]
 
 T = TypeVar("T")
@@ -374,3 +374,21 @@ class EmbeddedBroker:
     def __repr__(self) -> str:
         state = "paused" if self._paused else ("running" if self.alive() else "stopped")
         return f"EmbeddedBroker({self.host}:{self.port}, {self.storage}, {state})"
+
+
+async def group_state(bootstrap: str, group: str) -> str:
+    """The state of a consumer group ("Stable", "PreparingRebalance", …, "no members", "unknown")."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    for response in responses:
+        for entry in response.groups:
+            error_code, name, state, members = entry[0], entry[1], entry[2], entry[5]
+            if name == group and not error_code:
+                return str(state) if members else "no members"
+    return "unknown"

@@ -163,6 +163,15 @@ def machine_info(packages: Sequence[str] = ()) -> dict[str, Any]:
     }
 
 
+def publish(report: dict[str, Any], out: str | Path, strict: bool) -> int:
+    """Print a finished report's text, write its JSON, and give the command's exit code
+    (1 only under ``strict`` when a bar did not pass)."""
+    print(report.pop("_text"))
+    path = write_json(out, report)
+    print(f"\nresults: {path}")
+    return 1 if strict and any(bar["status"] != "PASS" for bar in report["bars"]) else 0
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

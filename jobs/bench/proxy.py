@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, StartError, free_ports, run_interruptibly
-from only1mcp.jobs.bench._report import Bar, machine_info, render_bars, render_table, summarize, write_json
+from only1mcp.jobs.bench._report import Bar, machine_info, render_bars, publish, render_table, summarize
 
 __all__ = ["ARMS", "DEFAULT_OUT", "add_arguments", "run"]
 
@@ -87,12 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     report["settings"]["loadgen_event_loop"] = loop_name
     report["wall_s"] = round(time.perf_counter() - began, 2)
-    print(report.pop("_text"))
-    out = write_json(args.out, report)
-    print(f"\nresults: {out}")
-    if args.strict and any(b["status"] != "PASS" for b in report["bars"]):
-        return 1
-    return 0
+    return publish(report, args.out, args.strict)
 
 
 def _loop_factory() -> tuple[Any, str]:

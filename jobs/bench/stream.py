@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.jobs.bench._procs import ProcessGroup, run_interruptibly
-from only1mcp.jobs.bench._report import Bar, machine_info, render_bars, render_table, write_json
+from only1mcp.jobs.bench._report import Bar, machine_info, publish, render_bars, render_table
 
 __all__ = ["DEFAULT_OUT", "QUERY", "add_arguments", "run"]
 
@@ -139,12 +139,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     report = _assemble(args, stream, {"dataset": dataset, **views}, machine, started_at, core, cpus)
     report["wall_s"] = round(time.perf_counter() - began, 2)
-    print(report.pop("_text"))
-    out = write_json(args.out, report)
-    print(f"\nresults: {out}")
-    if args.strict and any(b["status"] != "PASS" for b in report["bars"]):
-        return 1
-    return 0
+    return publish(report, args.out, args.strict)
 
 
 def _default(name: str) -> Any:

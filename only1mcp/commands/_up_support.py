@@ -47,23 +47,6 @@ def anomaly_subscriber_command(bootstrap: str) -> str:
     return f"python -c '{code}'"
 
 
-async def _group_state(bootstrap: str, group: str) -> str:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-    await admin.start()
-    try:
-        responses = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    for response in responses:
-        for entry in response.groups:
-            error_code, name, state, members = entry[0], entry[1], entry[2], entry[5]
-            if name == group and not error_code:
-                return str(state) if members else "no members"
-    return "unknown"
-
-
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 

@@ -43,7 +43,7 @@ from typing import Any
 __all__ = ["add_arguments", "run", "to_toml", "demo_fleet", "anomaly_subscriber_command"]
 
 from only1mcp.commands._up_support import (  # noqa: F401  to_toml and demo_fleet are public
-    DEFAULT_BASE, HOST, _configured_redis, _fail, _group_state, _has_command, _http_status, _ignore_in_git, _indent, _mask, _mcp_server_time, _port_free, _shell_quote, _tcp, _url_host, anomaly_subscriber_command, demo_fleet, to_toml,
+    DEFAULT_BASE, HOST, _configured_redis, _fail, _has_command, _http_status, _ignore_in_git, _indent, _mask, _mcp_server_time, _port_free, _shell_quote, _tcp, _url_host, anomaly_subscriber_command, demo_fleet, to_toml,
 )
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -364,7 +364,9 @@ class Up:
         bootstrap = self.bootstrap
 
         def probe() -> None:
-            state = asyncio.run(_group_state(bootstrap, group))
+            from only1mcp.infra.broker import group_state
+
+            state = asyncio.run(group_state(bootstrap, group))
             if state != "Stable":
                 _fail(f"group state {state!r}")
 

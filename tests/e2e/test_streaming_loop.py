@@ -42,7 +42,7 @@ from only1mcp.feature_store.compute import compute
 from only1mcp.feature_store.offline.duckdb import connect
 from only1mcp.feature_store.online.redis import RedisOnlineStore
 from only1mcp.feature_store.registry import FEATURES, table_name
-from only1mcp.infra.broker import EmbeddedBroker
+from only1mcp.infra.broker import EmbeddedBroker, group_state
 from only1mcp.infra.redis import RedisHandle, ensure_redis
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, free_port, free_ports
 
@@ -70,22 +70,6 @@ PROFILE = {
 
 def _log(message: str) -> None:
     print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-async def _group_state(bootstrap: str, group: str) -> str:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-    await admin.start()
-    try:
-        responses = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    for response in responses:
-        for entry in response.groups:
-            if entry[1] == group and not entry[0]:
-                return str(entry[2]) if entry[5] else "no members"
-    return "unknown"
 
 
 def _http_status(url: str) -> int:
@@ -161,7 +145,7 @@ class Loop:
 
     def wait_group_stable(self, timeout: float = 40.0) -> None:
         assert self.worker is not None
-        self._wait(self.worker, lambda: asyncio.run(_group_state(self.broker.bootstrap, self.group)) == "Stable",
+        self._wait(self.worker, lambda: asyncio.run(group_state(self.broker.bootstrap, self.group)) == "Stable",
                    f"consumer group {self.group} stable", timeout)
 
     def close(self) -> None:
