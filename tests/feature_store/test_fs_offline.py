@@ -70,6 +70,22 @@ def test_replayed_events_are_read_once_and_compaction_removes_them_on_disk(tmp_p
     assert compact(tmp_path)["requests"].partitions == 0  # nothing left to do
 
 
+def test_a_long_lived_connection_stays_exactly_once_as_files_are_added_and_compacted(tmp_path: Path) -> None:
+    # The views decide at query time which partitions need deduplicating (those with > 1 file).
+    batch = events(60)
+    write_requests(tmp_path, batch[:20])
+    con = connect(tmp_path)
+    count = "SELECT count(*), count(DISTINCT event_id), sum(latency_ms) FROM requests"
+    assert con.sql(count).fetchall() == [(20, 20, sum(range(1, 21)))]
+    write_requests(tmp_path, batch)  # the same partition (09:59) gets a second file overlapping the first
+    assert con.sql(count).fetchall() == [(60, 60, sum(range(1, 61)))]
+    compact(tmp_path)
+    assert con.sql(count).fetchall() == [(60, 60, sum(range(1, 61)))]
+    write_requests(tmp_path, batch[25:35])  # a replay into the compacted 10:00 partition
+    assert con.sql("SELECT count(*) FROM requests_raw").fetchall() == [(70,)]
+    assert con.sql(count).fetchall() == [(60, 60, sum(range(1, 61)))]
+
+
 def test_feature_views_keep_the_latest_computation_of_a_window(tmp_path: Path) -> None:
     rows = compute(events(20), ["10s"])["replica_10s"]
     write_feature_rows(tmp_path, rows, computed_at=1.0)
@@ -80,6 +96,8 @@ def test_feature_views_keep_the_latest_computation_of_a_window(tmp_path: Path) -
     assert con.sql("SELECT count(*) FROM replica_10s_raw").fetchall() == [(len(rows) + 1,)]
     got = con.sql("SELECT window_start, count FROM replica_10s ORDER BY window_start").fetchall()
     assert got[0] == (rows[0]["window_start"], 999) and len(got) == len(rows)
+    write_feature_rows(tmp_path, [{**rows[0], "count": -1}], computed_at=0.5)  # written last, computed first
+    assert con.sql(f"SELECT count FROM replica_10s WHERE window_start = {rows[0]['window_start']}").fetchall() == [(999,)]
     stats = compact(tmp_path)["replica_10s"]
     assert stats.rows_after == len(rows)
     assert connect(tmp_path).sql("SELECT count FROM replica_10s_raw WHERE window_start = "
