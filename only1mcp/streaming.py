@@ -42,7 +42,12 @@ class WorkerSettings:
     partitions: int = check(_positive, 4)  # of the topics the worker creates (tansu needs them explicit)
     tumbling: tuple[str, ...] = ("10s", "60s")  # window sizes
     hopping: tuple[str, ...] = ("60s/10s",)  # size/step
-    flush_interval: float = check(_positive, 1.0)  # seconds between micro-batches to Redis and Parquet
+    flush_interval: float = check(_positive, 1.0)  # seconds between micro-batches to Parquet (and offset commits)
+    online_interval: float = check(_positive, 0.25)  # seconds between writes of current feature values to Redis
+    fetch_max_wait: float = check(_positive, 0.1)  # longest a fetch waits at the broker for new records
+    grace: float = check(_positive, 5.0)  # how late (event time) an event may come before its window closes
+    outage_hold: float = check(_positive, 10.0)  # after the broker was unreachable, windows close on event
+    # time alone for this long, so that events the proxies spooled meanwhile arrive before their windows close
 
 
 @dataclass(frozen=True)

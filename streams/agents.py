@@ -4,16 +4,23 @@ Per record: ``RequestEvent.from_json``; a record that does not decode (or has an
 time or latency) goes to ``mcp.dead-letter`` with the reason, and the agent goes on. Valid
 events are folded into pane partials with the pure functions of ``feature_store.compute``
 (no Faust table: windowed-table updates cap near 5k events/s and are not allowed inside
-``stream.take()``). Every ``flush_interval`` the folder cuts a plan that the sinks write — raw
+``stream.take()``). Every ``online_interval`` the current values of the entities that changed go
+to Redis (freshness); every ``flush_interval`` the folder cuts a plan that the sinks write — raw
 events and closed windows to Parquet, the watermark to a state file, current values to Redis —
 and only then are the covered events acknowledged, so Faust commits their offsets after the
 data is safe (at least once; see streams/folding.py for why replays do not double count).
+
+The watermark (which windows may close) follows event time, with the wall clock standing in for
+partitions that are caught up — but only when "caught up" is known: from a fetch answered in the
+last ``grace / 2`` seconds, and not within ``outage_hold`` of a time the broker stopped answering.
+While the broker is away the proxies spool their events; once it is back they replay them, in
+order, with their original times. Closing windows on the wall clock then would make every
+spooled event late; holding the wall clock back lets the replay arrive first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
@@ -27,43 +34,41 @@ from only1mcp.settings import Settings
 from only1mcp.streams.folding import FeatureFolder, FlushPlan
 from only1mcp.streams.sinks import Sinks, load_closed_until
 
-__all__ = ["FeatureWorker", "install", "GRACE_S", "BATCH_MAX"]
+__all__ = ["FeatureWorker", "install", "BATCH_MAX"]
 
 log = logging.getLogger(__name__)
-GRACE_S = 5.0  # how late (event time) an event may come before its window closes without it
+_BEHIND_ONLINE_S = 5.0  # while catching up, how often current values go to Redis
 BATCH_MAX = 2000  # records per take: bounds the time the loop spends folding before it yields
-_FIELDS = tuple(f.name for f in dataclasses.fields(RequestEvent))
 _TS_RANGE = (946_684_800.0, 7_258_118_400.0)  # 2000-01-01 .. 2200-01-01: anything else is a broken clock
 
 
-def _record(event: RequestEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in _FIELDS}
-
-
-def _check(event: RequestEvent) -> str | None:
-    """Why a decoded event cannot be used, or None."""
-    if not (math.isfinite(event.ts) and _TS_RANGE[0] <= event.ts <= _TS_RANGE[1]):
-        return f"ts {event.ts!r} is not a plausible unix time"
-    if not (math.isfinite(event.latency_ms) and event.latency_ms >= 0):
-        return f"latency_ms {event.latency_ms!r} is not a non-negative number"
+def _check(record: dict[str, Any]) -> str | None:
+    """Why a decoded event (its fields) cannot be used, or None."""
+    ts, latency_ms = record["ts"], record["latency_ms"]
+    if not (math.isfinite(ts) and _TS_RANGE[0] <= ts <= _TS_RANGE[1]):
+        return f"ts {ts!r} is not a plausible unix time"
+    if not (math.isfinite(latency_ms) and latency_ms >= 0):
+        return f"latency_ms {latency_ms!r} is not a non-negative number"
     return None
 
 
 class FeatureWorker:
     """State and I/O of the agent: fold, dead-letter, flush, ack."""
 
-    def __init__(self, app: faust.App, settings: Settings, *, grace_s: float = GRACE_S,
-                 online: RedisOnlineStore | None = None) -> None:
+    def __init__(self, app: faust.App, settings: Settings, *, online: RedisOnlineStore | None = None) -> None:
         self.app, self.settings = app, settings
         worker, store = settings.worker, settings.store
         self.source_topic = TOPICS["requests"]
         windows = [*worker.tumbling, *worker.hopping]
         closed = load_closed_until(store.data_dir, worker.group, default=-(1 << 62))
-        self.folder = FeatureFolder(windows, grace_s, closed)
+        self.folder = FeatureFolder(windows, worker.grace, closed)
         # A Redis outage costs one flush a few short retries, then the plan waits for the next flush.
         self.online = online or RedisOnlineStore.from_settings(store, backoff_policy(attempts=3, cap_s=0.5))
         self.sinks = Sinks(store.data_dir, worker.group, self.online)
-        self.flush_interval = worker.flush_interval
+        self.flush_interval, self.online_interval = worker.flush_interval, worker.online_interval
+        self.stale_ms = int(worker.grace * 500)  # a fetch answer older than this no longer says "caught up"
+        self.outage_hold_ms = int(worker.outage_hold * 1000)
+        self.unreachable_ms = -(1 << 62)  # wall-clock ms the broker was last seen not answering
         self.stream: Any = None
         self.dead_topic: Any = None
         self.retry_plan: FlushPlan | None = None  # cut, but not yet in Parquet
@@ -71,7 +76,7 @@ class FeatureWorker:
         self.dead_sends: list[asyncio.Future[Any]] = []
         self.next_offset: dict[Any, int] = {}  # TP → offset after the last record folded
         self.max_ms: dict[Any, int] = {}  # TP → newest event time folded
-        self.last_flush = time.monotonic()
+        self.last_flush = self.last_online = self.last_online_cut = time.monotonic()
         self.lock = asyncio.Lock()
         self.started: float | None = None  # first record folded: the rate counts from there
         self.acked, self.last_report = 0, 0.0
@@ -85,15 +90,14 @@ class FeatureWorker:
             message = event.message
             self.next_offset[message.tp] = message.offset + 1
             try:
-                decoded = RequestEvent.from_json(event.value)
-                reason = _check(decoded)
+                record = RequestEvent.fields_from_json(event.value)
+                reason = _check(record)
             except EventDecodeError as exc:
                 reason = str(exc)
             except Exception as exc:  # e.g. a value that is not bytes at all: still a bad record
                 reason = f"undecodable: {type(exc).__name__}: {exc}"
             if reason is None:
                 try:
-                    record = _record(decoded)
                     self.folder.add(record, event)
                     t_ms = math.floor(record["ts"] * 1000)
                     if t_ms > self.max_ms.get(message.tp, -(1 << 62)):
@@ -118,9 +122,11 @@ class FeatureWorker:
     # -- flushing ------------------------------------------------------------------------------
 
     def watermark_ms(self) -> int | None:
-        """Event time every assigned partition has passed: a partition that is caught up counts as
-        now; one behind counts as its newest folded event; one not read yet holds the mark back."""
+        """Event time every assigned partition has passed: a partition known to be caught up counts
+        as now; one behind (or not known to be caught up) counts as its newest folded event; one not
+        read yet holds the mark back."""
         consumer, now_ms, marks = self.app.consumer, int(time.time() * 1000), []
+        caught_up: list[Any] = []
         for tp in consumer.assignment():
             if tp.topic != self.source_topic:
                 continue
@@ -128,23 +134,66 @@ class FeatureWorker:
             position = self.next_offset.get(tp)
             if position is None:  # nothing folded from it in this run: where the group left off
                 position = consumer._committed_offset.get(tp) or 0
-            if highwater is not None and position >= highwater:
-                marks.append(now_ms)
-            elif tp in self.max_ms:
-                marks.append(self.max_ms[tp])
-            else:
+            fetched = consumer.last_fetch_ms(tp)
+            if highwater is not None and position >= highwater and fetched is not None:
+                if now_ms - fetched > self.stale_ms:  # the broker stopped answering: the mark stays put
+                    self.unreachable_ms = now_ms
+                else:
+                    caught_up.append(tp)
+                    continue
+            if tp not in self.max_ms:
                 return None
+            marks.append(self.max_ms[tp])
+        if now_ms - self.unreachable_ms < self.outage_hold_ms:  # just back: spooled events still coming
+            for tp in caught_up:
+                if tp not in self.max_ms:
+                    return None
+                marks.append(self.max_ms[tp])
+        elif caught_up:
+            marks.append(now_ms)
         return min(marks) if marks else None
 
     async def maybe_flush(self, force: bool = False) -> None:
-        if force or time.monotonic() - self.last_flush >= self.flush_interval:
+        now = time.monotonic()
+        if force or now - self.last_flush >= self.flush_interval:
             await self.flush()
+        elif now - self.last_online >= self.online_interval and not self.behind():
+            await self.flush_online()
+
+    def behind(self) -> bool:
+        """More than a batch of records fetched-but-not-folded or not fetched yet: catching up, so
+        fresh online values can wait for the next flush (they would cost CPU the backlog needs)."""
+        consumer, lag = self.app.consumer, 0
+        for tp, position in self.next_offset.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag += max(0, highwater - position)
+        return lag > BATCH_MAX
+
+    async def flush_online(self) -> None:
+        """The current values of the entities that changed, to Redis; acks wait for the next flush."""
+        async with self.lock:
+            self.last_online = time.monotonic()
+            for row in self.folder.take_online():
+                self.unsent_online[(row["entity_type"], row["entity_id"], row["window"])] = row
+            if not self.unsent_online:
+                return
+            try:
+                await asyncio.to_thread(self.sinks.write_online, list(self.unsent_online.values()))
+            except OnlineStoreUnavailable as exc:
+                log.debug("online store unavailable (%d rows wait): %s", len(self.unsent_online), exc)
+                return
+            self.unsent_online = {}
 
     async def flush(self) -> None:
         async with self.lock:
-            self.last_flush = time.monotonic()
+            self.last_flush = self.last_online = time.monotonic()
             if self.retry_plan is None:
-                self.retry_plan = self.folder.cut(self.watermark_ms())
+                # Catching up, current values are history already: Redis gets them every few seconds.
+                online = not self.behind() or self.last_flush - self.last_online_cut >= _BEHIND_ONLINE_S
+                self.retry_plan = self.folder.cut(self.watermark_ms(), online)
+                if online:
+                    self.last_online_cut = self.last_flush
             plan = self.retry_plan
             try:
                 await asyncio.to_thread(self.sinks.write_offline, plan)
@@ -195,11 +244,11 @@ def install(app: faust.App, settings: Settings, **kwargs: Any) -> FeatureWorker:
     @app.agent(source, name="features", concurrency=1)
     async def features(stream: Any) -> None:
         worker.stream = stream
-        async for events in stream.noack_take(BATCH_MAX, within=worker.flush_interval):
+        async for events in stream.noack_take(BATCH_MAX, within=min(worker.online_interval, worker.flush_interval)):
             await worker.fold(list(events))
             await worker.maybe_flush()
 
-    @app.timer(worker.flush_interval)
+    @app.timer(min(worker.online_interval, worker.flush_interval))
     async def idle_flush() -> None:  # windows close and acks go out even when no record arrives
         if worker.stream is not None:
             await worker.maybe_flush()

@@ -1,7 +1,7 @@
 """The Faust application of the streaming half, built from the settings.
 
 One app per consumer group (``WorkerSettings.group``), on ``kafka://<bootstrap>``, with the
-memory table store. Topics are created explicitly with ``WorkerSettings.partitions`` before the
+memory table store, and the consumer's fetch wait from the settings (streams/kafka.py). Topics are created explicitly with ``WorkerSettings.partitions`` before the
 worker starts: the embedded broker (tansu) would auto-create them with 4, and a Faust changelog
 must match its source topic's partition count.
 """
@@ -30,9 +30,10 @@ _SESSION_TIMEOUT_S = 10  # tansu also holds a first join for about half of it
 def build_app(settings: Settings) -> faust.App:
     """The Faust app with the feature agent installed (``app.feature_worker`` holds its state)."""
     from only1mcp.streams.agents import install
+    from only1mcp.streams.kafka import WorkerApp
 
     worker = settings.worker
-    app = faust.App(
+    app = WorkerApp(
         worker.group,
         broker=[f"kafka://{host.strip()}" for host in worker.bootstrap.split(",") if host.strip()],
         store="memory://",
@@ -48,6 +49,7 @@ def build_app(settings: Settings) -> faust.App:
         datadir=str(Path(settings.store.data_dir) / "_faust"),
         autodiscover=False,
     )
+    app.fetch_max_wait_ms = max(1, round(worker.fetch_max_wait * 1000))
     app.feature_worker = install(app, settings)
     return app
 

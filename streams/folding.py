@@ -10,8 +10,8 @@ persisted watermark makes those events "late"), and the sinks' dedupe removes th
 written twice. Memory holds the events of the longest window plus the grace period.
 
 Watermark: the worker passes the event-time watermark in (the slowest partition's newest event,
-or the wall clock for partitions that are caught up); windows ending at or before watermark −
-grace close. Events for windows already closed are *late*: stored raw, not counted in features
+or the wall clock for partitions that are caught up; see streams/agents.py); windows ending at
+or before watermark − grace close. Events for windows already closed are *late*: stored raw, not counted in features
 (the batch jobs, which see everything, recompute those windows).
 """
 
@@ -61,11 +61,19 @@ class FeatureFolder:
         self.held: list[tuple[int, int, Any]] = []  # heap of (release ms, seq, token)
         self.seen: dict[str, int] = {}  # event_id → release ms, while the event is held
         self.seq = 0
+        self._release_by_pane: dict[int, int] = {}
         self.counts = {"events": 0, "late": 0, "duplicates": 0, "poison": 0}
 
     def release_ms(self, t_ms: int) -> int:
         """When an event at ``t_ms`` stops mattering: the latest end of a window holding it."""
-        return max(spec.starts_ms(t_ms)[-1] + spec.size_ms for spec in self.specs)
+        pane = t_ms - t_ms % self.pane_ms  # every instant of a pane is in the same windows
+        release = self._release_by_pane.get(pane)
+        if release is None:
+            if len(self._release_by_pane) > 100_000:
+                self._release_by_pane.clear()
+            release = self._release_by_pane[pane] = max(spec.starts_ms(pane)[-1] + spec.size_ms
+                                                        for spec in self.specs)
+        return release
 
     def _hold(self, release: int, token: Any) -> None:
         heapq.heappush(self.held, (release, self.seq, token))
@@ -131,18 +139,27 @@ class FeatureFolder:
                     rows.append(feature_row(entity_type, entity_id, spec, start, partial))
         return rows
 
-    def cut(self, watermark_ms: int | None) -> FlushPlan:
-        """Close the windows the watermark allows and take everything the next flush must write."""
+    def take_online(self) -> list[dict[str, Any]]:
+        """Current rows of the entities changed since the last cut or take (for Redis, between cuts)."""
+        rows = self._online_rows()
+        self.dirty = set()
+        return rows
+
+    def cut(self, watermark_ms: int | None, online: bool = True) -> FlushPlan:
+        """Close the windows the watermark allows and take everything the next flush must write;
+        ``online=False`` leaves the current values for a later cut (the entities stay dirty)."""
         old = self.closed_until_ms
         new = old if watermark_ms is None else max(old, watermark_ms - self.grace_ms)
         closed = self._closed_rows(old, new) if new > old else []
-        online = self._online_rows()
+        rows = self._online_rows() if online else []
         if new > old:  # drop panes (and entities) no open window needs any more
             self.panes = {k: p for k, p in self.panes.items() if self.release_ms(k[2]) > new}
             self.latest_ms = {e: t for e, t in self.latest_ms.items() if self.release_ms(t) > new}
         self.closed_until_ms = new
-        plan = FlushPlan(self.seq, self.pending_raw, closed, online, new)
-        self.pending_raw, self.dirty = [], set()
+        plan = FlushPlan(self.seq, self.pending_raw, closed, rows, new)
+        self.pending_raw = []
+        if online:
+            self.dirty = set()
         return plan
 
     def release(self, plan: FlushPlan) -> list[Any]:

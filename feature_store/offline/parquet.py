@@ -16,6 +16,7 @@ and by the compaction job (jobs/compact.py) on disk.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 import types
@@ -74,7 +75,12 @@ def feature_tables(data_dir: str | Path) -> list[str]:
 
 def partition_of(ts: float) -> str:
     """The hive partition path of an instant: ``date=2026-11-26/hour=07`` (UTC)."""
-    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return _hour_partition(int(ts // 3600))
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour_partition(hour: int) -> str:  # called per row: the formatting is done once per hour
+    moment = datetime.fromtimestamp(hour * 3600, tz=timezone.utc)
     return f"date={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
