@@ -48,6 +48,8 @@ class WorkerSettings:
     grace: float = check(_positive, 5.0)  # how late (event time) an event may come before its window closes
     outage_hold: float = check(_positive, 10.0)  # after the broker was unreachable, windows close on event
     # time alone for this long, so that events the proxies spooled meanwhile arrive before their windows close
+    compact_interval: float = check(_non_negative, 300.0)  # seconds between compactions of the Parquet
+    # dataset by the worker (many small files slow every query down); 0 = never (run `features compact`)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,8 @@ class FeatureWorker:
         self.dead_sends: list[asyncio.Future[Any]] = []
         self.next_offset: dict[Any, int] = {}  # TP → offset after the last record folded
         self.max_ms: dict[Any, int] = {}  # TP → newest event time folded
-        self.last_flush = self.last_online = self.last_online_cut = time.monotonic()
+        self.last_flush = self.last_online = self.last_online_cut = self.last_compact = time.monotonic()
+        self.compaction: asyncio.Future[Any] | None = None
         self.lock = asyncio.Lock()
         self.started: float | None = None  # first record folded: the rate counts from there
         self.acked, self.last_report = 0, 0.0
@@ -218,6 +219,20 @@ class FeatureWorker:
                 await self.stream.ack(event)
             self.acked += len(tokens)
             self._report(plan)
+            self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        """Start a compaction of the dataset in a thread, every ``compact_interval`` (never two at once)."""
+        interval = self.settings.worker.compact_interval
+        if not interval or time.monotonic() - self.last_compact < interval:
+            return
+        if self.compaction is not None and not self.compaction.done():
+            return
+        from only1mcp.jobs.compact import compact
+
+        self.last_compact = time.monotonic()
+        self.compaction = asyncio.ensure_future(asyncio.to_thread(compact, self.settings.store.data_dir))
+        self.compaction.add_done_callback(_log_compaction)
 
     def _report(self, plan: FlushPlan) -> None:
         """A progress line at most every 10 s at info (every flush at debug)."""
@@ -230,6 +245,19 @@ class FeatureWorker:
                  "(%.0f ev/s since start)", len(plan.raw), len(plan.closed), len(plan.online), self.acked,
                  len(self.folder.held), counts["events"], counts["late"], counts["duplicates"], counts["poison"],
                  counts["events"] / elapsed)
+
+
+def _log_compaction(future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        return
+    if future.exception() is not None:  # the next interval tries again; the data is intact either way
+        log.warning("compaction failed: %r", future.exception())
+        return
+    stats = future.result()
+    files = sum(s.files_before - s.files_after for s in stats.values())
+    if files:
+        log.info("compacted: %d files fewer, %d duplicate rows removed", files,
+                 sum(s.rows_before - s.rows_after for s in stats.values()))
 
 
 def install(app: faust.App, settings: Settings, **kwargs: Any) -> FeatureWorker:

@@ -36,10 +36,12 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
-def write_config(tmp: Path, bootstrap: str, redis_url: str, prefix: str, windows: str = "") -> Path:
+def write_config(tmp: Path, bootstrap: str, redis_url: str, prefix: str, windows: str = "",
+                 compact_interval: float = 0.0) -> Path:
     path = tmp / "worker.toml"
     path.write_text(f'[worker]\nbootstrap = "{bootstrap}"\ngroup = "test-{uuid.uuid4().hex[:8]}"\n'
-                    f"partitions = {PARTITIONS}\nflush_interval = 0.3\n{windows}\n"
+                    f"partitions = {PARTITIONS}\nflush_interval = 0.3\ncompact_interval = {compact_interval}\n"
+                    f"{windows}\n"
                     f'[store]\nredis_url = "{redis_url}"\nkey_prefix = "{prefix}"\ndata_dir = "{tmp / "data"}"\n')
     return path
 
@@ -120,7 +122,8 @@ def test_worker_stores_every_event_once_and_dead_letters_poison(broker: Embedded
     poison = [(b"k1", b"{not json"), (b"k2", wrong_version), (b"k3", bad_clock)]
     try:
         produce(broker.bootstrap, encoded(first) + poison)
-        worker = start_worker(stack, write_config(tmp_path, broker.bootstrap, SHARED_REDIS, prefix))
+        config = write_config(tmp_path, broker.bootstrap, SHARED_REDIS, prefix, compact_interval=2.0)
+        worker = start_worker(stack, config)
         # Live traffic after the start, with producer retries that repeat 50 event ids.
         produce(broker.bootstrap, encoded(second) + encoded(second[:50]))
         total = len(first) + len(second)
@@ -139,6 +142,12 @@ def test_worker_stores_every_event_once_and_dead_letters_poison(broker: Embedded
         assert {letter.key for letter in letters} == {"k1", "k2", "k3"} and "{not json" in {x.value for x in letters}
         time.sleep(1.0)  # a few more flushes change nothing
         assert stored_counts(tmp_path / "data") == (total, total) and worker.alive()
+        # The worker compacts its micro-batch files (here every 2 s): one file per hour partition.
+        raw = tmp_path / "data" / "requests"
+        wait_for(lambda: all(len(list(d.glob("*.parquet"))) == 1 for d in {f.parent for f in raw.rglob("*.parquet")}),
+                 worker, "one raw file per partition after compaction")
+        wait_for(lambda: "compacted:" in worker.log_tail(500), worker, "the worker's compaction log line")
+        assert stored_counts(tmp_path / "data") == (total, total)
     finally:
         online.delete_all()
         online.close()
