@@ -251,3 +251,26 @@ def write_dataset(data_dir: str | Path, n: int, hours: int = 24, start_ts: float
         files, size = files + 1, size + path.stat().st_size
     return {"events": n, "files": files, "partitions": files, "bytes": size,
             "seconds": round(time.perf_counter() - began, 2), "layout": "one sorted zstd file per hour partition"}
+
+
+def split_newest_hour(data_dir: str | Path, files: int = 300, replayed: float = 0.01) -> dict[str, Any]:
+    """Rewrite the newest hour partition of a ``write_dataset`` dataset as ``files`` micro-batch
+    files, each repeating the first ``replayed`` share of the next one's rows (replays after a
+    crash): what the worker leaves between two compactions (``compact_interval`` 300 s at one
+    flush a second)."""
+    import pyarrow.parquet as pq
+
+    from only1mcp.feature_store.offline.parquet import requests_dir
+
+    newest = sorted(requests_dir(data_dir).glob("date=*/hour=*"))[-1]
+    (source,) = newest.glob("*.parquet")
+    table = pq.read_table(source)
+    step = max(1, table.num_rows // files)
+    extra = int(step * replayed)
+    count = 0
+    for i, begin in enumerate(range(0, table.num_rows, step)):
+        pq.write_table(table.slice(begin, step + extra), newest / f"part-{i:05d}-bench.parquet", compression="zstd")
+        count += 1
+    source.unlink()
+    return {"partition": newest.relative_to(requests_dir(data_dir)).as_posix(), "files": count,
+            "rows": table.num_rows, "replayed_rows": extra * (count - 1)}
