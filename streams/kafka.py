@@ -14,6 +14,7 @@ Two things Faust does not expose:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import faust
@@ -24,12 +25,17 @@ from faust.transport.drivers.aiokafka import Transport as _Transport
 
 __all__ = ["WorkerApp", "Transport"]
 
+log = logging.getLogger(__name__)
+
 
 class _ConsumerThread(AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka keeps the constructor argument here and hands it to its fetcher at start().
+        if not hasattr(consumer, "_fetch_max_wait_ms"):
+            raise RuntimeError("this aiokafka keeps no _fetch_max_wait_ms: streams/kafka.py needs updating")
         consumer._fetch_max_wait_ms = int(getattr(self.app, "fetch_max_wait_ms", 1500))
+        log.info("Kafka consumer: fetch_max_wait_ms=%d", consumer._fetch_max_wait_ms)
         return consumer
 
     def last_fetch_ms(self, tp: Any) -> int | None:

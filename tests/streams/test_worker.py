@@ -147,6 +147,8 @@ def test_worker_stores_every_event_once_and_dead_letters_poison(broker: Embedded
         wait_for(lambda: all(len(list(d.glob("*.parquet"))) == 1 for d in {f.parent for f in raw.rglob("*.parquet")}),
                  worker, "one raw file per partition after compaction")
         wait_for(lambda: "compacted:" in worker.log_tail(500), worker, "the worker's compaction log line")
+        # Faust's own consumer waits 1.5 s per fetch; the worker's transport set the configured 100 ms.
+        assert "fetch_max_wait_ms=100" in worker.log_tail(2000)
         assert stored_counts(tmp_path / "data") == (total, total)
     finally:
         online.delete_all()
