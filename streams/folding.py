@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from only1mcp.feature_store.compute import (
-    ERROR_STATUSES, Partial, entity_ids, feature_row, pane_size_ms, parse_window, window_keys, window_partial,
+    ERROR_STATUSES, Partial, entity_ids, feature_row, pane_size_ms, parse_window, window_partial,
 )
 
 __all__ = ["FlushPlan", "FeatureFolder"]
@@ -55,6 +55,7 @@ class FeatureFolder:
         self.grace_ms = int(grace_s * 1000)
         self.closed_until_ms = closed_until_ms
         self.panes: dict[tuple[str, str, int], Partial] = {}
+        self.by_pane: dict[int, set[tuple[str, str]]] = {}  # pane start → entities with a partial there
         self.latest_ms: dict[tuple[str, str], int] = {}  # newest event per entity: which window is "now"
         self.dirty: set[tuple[str, str]] = set()
         self.pending_raw: list[Mapping[str, Any]] = []
@@ -108,6 +109,7 @@ class FeatureFolder:
             partial = self.panes.get(key)
             if partial is None:
                 partial = self.panes[key] = Partial(pane)
+                self.by_pane.setdefault(pane, set()).add(entity)
             partial.add(t_ms, latency, error, request_bytes, response_bytes)
             if t_ms > self.latest_ms.get(entity, _NOW):
                 self.latest_ms[entity] = t_ms
@@ -115,10 +117,22 @@ class FeatureFolder:
         return "ok"
 
     def _closed_rows(self, old: int, new: int) -> list[dict[str, Any]]:
+        """Rows of the windows ending in (old, new]. Window ends are multiples of the step, so only
+        those few windows are looked at, and only the entities with a pane inside them."""
+        if not self.by_pane:
+            return []
+        first_pane, last_pane = min(self.by_pane), max(self.by_pane)
         rows = []
         for spec in self.specs:
-            for entity_type, entity_id, start in window_keys(self.panes, spec):
-                if old < start + spec.size_ms <= new:
+            step, size = spec.step_ms, spec.size_ms
+            lo = max(old, first_pane)  # no window ending at or before the first pane holds anything
+            hi = min(new, last_pane - last_pane % step + size)  # nor one starting after the last
+            for end in range(lo - lo % step + step, hi + 1, step):
+                start = end - size
+                entities: set[tuple[str, str]] = set()
+                for pane in range(start, end, self.pane_ms):
+                    entities |= self.by_pane.get(pane, set())
+                for entity_type, entity_id in entities:
                     partial = window_partial(self.panes, entity_type, entity_id, spec, start, self.pane_ms)
                     if partial is not None:
                         rows.append(feature_row(entity_type, entity_id, spec, start, partial))
@@ -153,8 +167,12 @@ class FeatureFolder:
         closed = self._closed_rows(old, new) if new > old else []
         rows = self._online_rows() if online else []
         if new > old:  # drop panes (and entities) no open window needs any more
-            self.panes = {k: p for k, p in self.panes.items() if self.release_ms(k[2]) > new}
-            self.latest_ms = {e: t for e, t in self.latest_ms.items() if self.release_ms(t) > new}
+            for pane in [p for p in self.by_pane if self.release_ms(p) <= new]:
+                for entity in self.by_pane.pop(pane):
+                    del self.panes[(*entity, pane)]
+                    t_ms = self.latest_ms.get(entity)
+                    if t_ms is not None and self.release_ms(t_ms) <= new:
+                        del self.latest_ms[entity]
         self.closed_until_ms = new
         plan = FlushPlan(self.seq, self.pending_raw, closed, rows, new)
         self.pending_raw = []

@@ -126,19 +126,24 @@ def test_merge_leaves_its_inputs_alone() -> None:
     assert {k: p.count for k, p in first.items()} == before
 
 
-def test_the_workers_folder_with_flushes_gives_the_batch_rows() -> None:
-    """The streaming fold (micro-batches, windows closed as the watermark moves) == batch."""
-    events = sorted(random_events(2000, seed=3), key=lambda e: e["ts"])
+@pytest.mark.parametrize("jitter_s", [0.0, 20.0])
+def test_the_workers_folder_with_flushes_gives_the_batch_rows(jitter_s: float) -> None:
+    """The streaming fold (micro-batches, windows closed as the watermark moves) == batch, with
+    events in time order or out of order by up to ``jitter_s`` (less than the grace)."""
+    rng = random.Random(4)
+    events = sorted(random_events(2000, seed=3), key=lambda e: e["ts"] + rng.uniform(0, jitter_s))
     folder = FeatureFolder(WINDOWS, grace_s=30.0)
     closed: list[dict] = []
+    newest = 0.0
     for i in range(0, len(events), 250):
         for e in events[i:i + 250]:
             assert folder.add(e, token=e["event_id"]) == "ok"
-        closed += folder.cut(math.floor(events[min(i + 249, len(events) - 1)]["ts"] * 1000)).closed
+            newest = max(newest, e["ts"])
+        closed += folder.cut(math.floor(newest * 1000)).closed
     final = folder.cut(10**13)  # far future: every window closes
     closed += final.closed
     assert sorted(folder.release(final)) == sorted(e["event_id"] for e in events)
-    assert folder.panes == {} and folder.held == []
+    assert folder.panes == {} and folder.held == [] and folder.by_pane == {} and folder.latest_ms == {}
     batch = fc.compute(events, WINDOWS)
     for table, rows in batch.items():
         assert_same_rows([r for r in closed if table_name(r["entity_type"], r["window"]) == table], rows)
