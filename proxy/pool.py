@@ -27,6 +27,7 @@ from only1mcp.traffic import RetrySettings
 __all__ = ["ServerPool", "CallRecord"]
 
 log = logging.getLogger("only1mcp.pool")
+_REVIVE_WAIT_S = 2.0  # longest a call waits for a down replica to reconnect before it fails
 
 
 class CallRecord:
@@ -100,7 +101,12 @@ class ServerPool:
         tried: tuple[Replica, ...] = ()
         attempts = self.max_attempts if retry_safe else 1
         for attempt in range(1, attempts + 1):
-            decision = self.choose(route, tried)
+            try:
+                decision = self.choose(route, tried)
+            except UpstreamUnavailable:
+                if tried or not await self._revive():
+                    raise
+                decision = self.choose(route, tried)
             replica: Replica = decision.replica
             tried += (replica,)
             if record is not None:
@@ -116,6 +122,13 @@ class ServerPool:
                     continue
                 raise
         raise AssertionError("unreachable")
+
+    async def _revive(self) -> bool:
+        """No replica is ready: have them reconnect now rather than after their backoff (an upstream
+        that just restarted answers this call); True if one is ready."""
+        down = [r for r in self.replicas if not r.ready]
+        wait = min(_REVIVE_WAIT_S, self.timeout)
+        return bool(down) and any(await asyncio.gather(*(r.reconnect_now(wait) for r in down)))
 
     async def _attempt(self, replica: Replica, method: str, params: dict[str, Any] | None, route: RouteRequest,
                        sink: RelatedSink | None, timeout: float) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The replica connects (spawning the process for stdio), performs the MCP handshake,
 and keeps the session for every call. When the session dies it is marked down and
 reconnected with exponential backoff; calls meanwhile fail fast with a clear error,
-so one bad upstream never takes the endpoint down.
+so one bad upstream never takes the endpoint down. A call that finds no replica ready cuts
+the backoff short (``reconnect_now``): an upstream that has just restarted answers that call
+instead of failing it, and one that is still dead costs the call one refused connection.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger("only1mcp.replica")
 
 UPSTREAM_PROTOCOL_VERSION = "2025-11-25"
 _BACKOFF_START, _BACKOFF_MAX, _STABLE_AFTER = 0.25, 30.0, 30.0
+_NUDGE_MIN_S = 0.2  # calls cut the backoff short at most this often: a dead upstream is not hammered
 # Calls that need no session state at the upstream may use any of the replica's sessions.
 _LANE_METHODS = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
 
@@ -62,6 +65,9 @@ class Replica:
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # ends a backoff sleep early
+        self._nudge: asyncio.Future[bool] | None = None  # a call waits for the next attempt's outcome
+        self._last_attempt = float("-inf")
         self.fast: Any = None  # the proxy's shared HTTP/1.1 pool, set by the pool owner
         self.extra_sessions = 0
         self.lanes: list[UpstreamSession] = []
@@ -79,6 +85,38 @@ class Replica:
     @property
     def ready(self) -> bool:
         return self.state == "ready"
+
+    async def reconnect_now(self, timeout: float) -> bool:
+        """Connect now instead of at the end of the backoff, and wait (up to ``timeout``) for that
+        attempt: True if the replica is ready. Concurrent callers share one attempt."""
+        if self.ready:
+            return True
+        if self._task is None or self._task.done():
+            return False
+        loop = asyncio.get_running_loop()
+        if self._nudge is None:
+            if loop.time() - self._last_attempt < _NUDGE_MIN_S:
+                return False
+            self._nudge = loop.create_future()
+            self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._nudge), timeout)
+        except TimeoutError:
+            return False
+
+    def _attempt_over(self, ok: bool) -> None:
+        nudge, self._nudge = self._nudge, None
+        if nudge is not None and not nudge.done():
+            nudge.set_result(ok)
+
+    async def _backoff(self, delay: float) -> None:
+        if self._nudge is not None:  # a call is already waiting: no sleep
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
 
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float,
                       sink: RelatedSink | None = None) -> dict[str, Any]:
@@ -137,7 +175,7 @@ class Replica:
         loop = asyncio.get_running_loop()
         while True:
             self._lost.clear()
-            started = loop.time()
+            started = self._last_attempt = loop.time()
             try:
                 session = await self._connect()
             except asyncio.CancelledError:
@@ -146,7 +184,8 @@ class Replica:
                 self.last_error = _describe(exc)
                 log.warning("replica %s could not connect: %s (retry in %.1fs)", self.id, self.last_error, delay)
                 self.state = "down"
-                await asyncio.sleep(delay)
+                self._attempt_over(False)
+                await self._backoff(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
             # A stateless upstream has no session to share: extra sessions only help initialize ones.
@@ -156,6 +195,7 @@ class Replica:
             log.info("replica %s ready (%s, %s)", self.id, session.init_result.get("serverInfo", {}).get("name", "?"),
                      session.init_result.get("protocolVersion", "?"))
             self.hooks.ready(self)
+            self._attempt_over(True)
             await self._lost.wait()
             self.state, self.session = "down", None
             self._ready.clear()
@@ -165,7 +205,7 @@ class Replica:
             if loop.time() - started > _STABLE_AFTER:
                 delay = _BACKOFF_START
             log.warning("replica %s lost: %s (reconnect in %.1fs)", self.id, self.last_error, delay)
-            await asyncio.sleep(delay)
+            await self._backoff(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _open_lanes(self) -> list[UpstreamSession]:

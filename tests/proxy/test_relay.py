@@ -12,6 +12,7 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 import mcp.types as types
 import pytest
 from mcp import Client
@@ -136,6 +137,11 @@ def test_tools_list_changed_refreshes_the_catalog_and_reaches_clients(proxy_url:
     asyncio.run(scenario())
 
 
+def replica_state(proxy_url: str) -> str:
+    body = httpx.get(proxy_url.replace("/mcp", "/admin/upstreams")).json()
+    return body["servers"]["conf"]["replicas"][0]["state"]
+
+
 def test_restarted_http_upstream_is_reconnected(stack) -> None:  # noqa: ANN001 - conftest fixture
     fixture_url, fixture = stack.fixture("conformance")
     port = int(fixture_url.rsplit(":", 1)[1].split("/")[0])
@@ -177,6 +183,16 @@ def test_restarted_http_upstream_is_reconnected(stack) -> None:  # noqa: ANN001 
             # A restart between two calls: the upstream answers the next one with 404 (unknown
             # session), and the proxy re-initializes and resends it: the client sees no error at all.
             stack.stop(restarted)
+            restarted = stack.fixture("conformance", port=port)[1]
+            assert await call(client) == "This is a simple text response for testing."
+
+            # The same, once the proxy has seen the upstream go (its GET stream closed) and is in
+            # its reconnect backoff: the call cuts the backoff short instead of failing.
+            stack.stop(restarted)
+            deadline = time.monotonic() + 10
+            while replica_state(proxy_url) == "ready":
+                assert time.monotonic() < deadline, "the proxy never noticed the upstream going away"
+                await asyncio.sleep(0.05)
             stack.fixture("conformance", port=port)
             assert await call(client) == "This is a simple text response for testing."
 
