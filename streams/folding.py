@@ -43,6 +43,7 @@ class FlushPlan:
     closed: list[dict[str, Any]]
     online: list[dict[str, Any]]
     closed_until_ms: int
+    settles: bool = True  # acknowledgements may follow (False: current values were left for later)
     done: set[str] = field(default_factory=set)
 
 
@@ -160,21 +161,24 @@ class FeatureFolder:
         return rows
 
     def cut(self, watermark_ms: int | None, online: bool = True) -> FlushPlan:
-        """Close the windows the watermark allows and take everything the next flush must write;
-        ``online=False`` leaves the current values for a later cut (the entities stay dirty)."""
+        """Close the windows the watermark allows and take everything the next flush must write.
+        ``online=False`` leaves the current values for a later cut: the entities stay dirty, their
+        panes stay (the values still need them), and the plan settles nothing (``settles``), so
+        no event is acknowledged before its contribution to Redis is written."""
         old = self.closed_until_ms
         new = old if watermark_ms is None else max(old, watermark_ms - self.grace_ms)
         closed = self._closed_rows(old, new) if new > old else []
         rows = self._online_rows() if online else []
-        if new > old:  # drop panes (and entities) no open window needs any more
-            for pane in [p for p in self.by_pane if self.release_ms(p) <= new]:
+        if online:  # drop panes (and entities) no open window needs any more
+            dropped = [p for p in self.by_pane if self.release_ms(p) <= new]
+            for pane in dropped:
                 for entity in self.by_pane.pop(pane):
                     del self.panes[(*entity, pane)]
                     t_ms = self.latest_ms.get(entity)
                     if t_ms is not None and self.release_ms(t_ms) <= new:
                         del self.latest_ms[entity]
         self.closed_until_ms = new
-        plan = FlushPlan(self.seq, self.pending_raw, closed, rows, new)
+        plan = FlushPlan(self.seq, self.pending_raw, closed, rows, new, settles=online)
         self.pending_raw = []
         if online:
             self.dirty = set()
@@ -182,7 +186,9 @@ class FeatureFolder:
 
     def release(self, plan: FlushPlan) -> list[Any]:
         """Tokens (Faust events) whose every effect is now durable, after ``plan`` fully succeeded."""
-        out = []
+        out: list[Any] = []
+        if not plan.settles:
+            return out
         while self.held and self.held[0][0] <= plan.closed_until_ms and self.held[0][1] < plan.seq_cut:
             _, _, token = heapq.heappop(self.held)
             if isinstance(token, tuple):  # (event_id, token) of a folded event

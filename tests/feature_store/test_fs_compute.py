@@ -184,3 +184,20 @@ def test_registry_defines_every_feature_for_every_entity_and_window() -> None:
     assert {d.table for d in defs} == {table_name(e, w) for e in ("replica", "tool", "replica_tool", "session")
                                        for w in WINDOWS}
     assert defs[0].qualified_name == "count@10s" and table_name("replica_tool", "60s/10s") == "replica_tool_60s_10s"
+
+
+def test_a_cut_without_online_values_settles_nothing_until_a_cut_with_them() -> None:
+    # Catching up, the worker cuts without current values; the events behind them must not be
+    # acknowledged before their contribution to Redis is written, even for an entity gone quiet.
+    folder = FeatureFolder(["10s"], grace_s=0)
+    folder.add(event(100.0, 5.0, replica="quiet", tool=None), token="q")
+    folder.add(event(100.0, 7.0, replica="busy", tool=None), token="b1")
+    folder.add(event(125.0, 9.0, replica="busy", tool=None), token="b2")
+    plan = folder.cut(120_000, online=False)  # closes [100, 110): quiet's only window
+    assert plan.online == [] and not plan.settles and folder.release(plan) == []
+    assert sorted(r["entity_id"] for r in plan.closed) == ["busy", "quiet"]
+    assert folder.dirty == {("replica", "quiet"), ("replica", "busy")}
+    later = folder.cut(121_000)
+    assert sorted((r["entity_id"], r["window_start"], r["count"]) for r in later.online) == [
+        ("busy", 120.0, 1), ("quiet", 100.0, 1)]
+    assert later.closed == [] and sorted(folder.release(later)) == ["b1", "q"]
