@@ -1,7 +1,8 @@
 """The feature agent on ``mcp.requests``: decode, fold micro-batches in memory, flush, then ack.
 
-Per record: ``RequestEvent.fields_from_json`` (the checks of ``from_json``, as a dict); a record that does not decode (or has an impossible
-time or latency) goes to ``mcp.dead-letter`` with the reason, and the agent goes on. Valid
+Per record: ``RequestEvent.fields_from_json`` (the checks of ``from_json``, as a dict); a record
+that does not decode (or has an impossible time or latency) goes to ``mcp.dead-letter`` with the
+reason, and the agent goes on. Valid
 events are folded into pane partials with the pure functions of ``feature_store.compute``
 (no Faust table: windowed-table updates cap near 5k events/s and are not allowed inside
 ``stream.take()``). Every ``online_interval`` the current values of the entities that changed go
