@@ -21,7 +21,7 @@ import orjson
 
 __all__ = [
     "SCHEMA_VERSION", "TOPICS", "RequestEvent", "DeadLetter", "EventDecodeError", "keyed_hash", "json_schema",
-    "EVENT_TYPES", "decode_fields",
+    "EVENT_TYPES",
 ]
 
 SCHEMA_VERSION = 1
@@ -81,13 +81,13 @@ class RequestEvent:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> RequestEvent:
-        return cls(**decode_fields(cls, data))
+        return cls(**_decode_fields(cls, data))
 
     @classmethod
     def fields_from_json(cls, data: bytes | str) -> dict[str, Any]:
         """The event as a dict of every field (defaults filled in), checked as ``from_json`` checks it:
         for consumers that work on dicts, without building the object."""
-        return decode_fields(cls, data)
+        return _decode_fields(cls, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +110,13 @@ class DeadLetter:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> DeadLetter:
-        return cls(**decode_fields(cls, data))
+        return cls(**_decode_fields(cls, data))
 
 
 EVENT_TYPES: dict[str, type] = {"request": RequestEvent, "dead_letter": DeadLetter}
 
 
-def decode_fields(cls: type, data: bytes | str) -> dict[str, Any]:
+def _decode_fields(cls: type, data: bytes | str) -> dict[str, Any]:
     """The fields of an event of type ``cls`` from its JSON, defaults filled in; EventDecodeError
     says precisely what is wrong with a record that is not one."""
     try:

@@ -2,10 +2,9 @@
 
 Per record: ``RequestEvent.fields_from_json`` (the checks of ``from_json``, as a dict); a record
 that does not decode (or has an impossible time or latency) goes to ``mcp.dead-letter`` with the
-reason, and the agent goes on. Valid
-events are folded into pane partials with the pure functions of ``feature_store.compute``
-(no Faust table: windowed-table updates cap near 5k events/s and are not allowed inside
-``stream.take()``). Every ``online_interval`` the current values of the entities that changed go
+reason, and the agent goes on. Valid events are folded into pane partials with the pure
+functions of ``feature_store.compute`` (no Faust table: windowed-table updates cap near 5k
+events/s and are not allowed inside ``stream.take()``). Every ``online_interval`` the current values of the entities that changed go
 to Redis (freshness); every ``flush_interval`` the folder cuts a plan that the sinks write — raw
 events and closed windows to Parquet, the watermark to a state file, current values to Redis —
 and only then are the covered events acknowledged, so Faust commits their offsets after the
@@ -176,16 +175,21 @@ class FeatureWorker:
         """The current values of the entities that changed, to Redis; acks wait for the next flush."""
         async with self.lock:
             self.last_online = time.monotonic()
-            for row in self.folder.take_online():
-                self.unsent_online[(row["entity_type"], row["entity_id"], row["window"])] = row
-            if not self.unsent_online:
-                return
+            error = await self._send_online(self.folder.take_online())
+            if error is not None:
+                log.debug("online store unavailable (%d rows wait): %s", len(self.unsent_online), error)
+
+    async def _send_online(self, rows: list[dict[str, Any]]) -> OnlineStoreUnavailable | None:
+        """``rows`` and those still unsent to Redis; what remains unsent when it fails stays for later."""
+        for row in rows:  # newest value per key wins; older unsent ones are superseded
+            self.unsent_online[(row["entity_type"], row["entity_id"], row["window"])] = row
+        if self.unsent_online:
             try:
                 await asyncio.to_thread(self.sinks.write_online, list(self.unsent_online.values()))
             except OnlineStoreUnavailable as exc:
-                log.debug("online store unavailable (%d rows wait): %s", len(self.unsent_online), exc)
-                return
+                return exc
             self.unsent_online = {}
+        return None
 
     async def flush(self) -> None:
         async with self.lock:
@@ -203,15 +207,11 @@ class FeatureWorker:
                 log.exception("offline write failed (done: %s); retrying at the next flush", sorted(plan.done))
                 return
             self.retry_plan = None
-            for row in plan.online:  # newest value per key wins; older unsent ones are superseded
-                self.unsent_online[(row["entity_type"], row["entity_id"], row["window"])] = row
-            try:
-                await asyncio.to_thread(self.sinks.write_online, list(self.unsent_online.values()))
-            except OnlineStoreUnavailable as exc:
+            error = await self._send_online(plan.online)
+            if error is not None:
                 log.warning("online store unavailable (%d rows wait for the next flush): %s",
-                            len(self.unsent_online), exc)
+                            len(self.unsent_online), error)
                 return  # nothing is acknowledged until Redis has the values too
-            self.unsent_online = {}
             sends, self.dead_sends = self.dead_sends, []
             if sends:
                 await asyncio.gather(*sends)  # dead letters delivered before their records are acked

@@ -11,8 +11,8 @@ written twice. Memory holds the events of the longest window plus the grace peri
 
 Watermark: the worker passes the event-time watermark in (the slowest partition's newest event,
 or the wall clock for partitions that are caught up; see streams/agents.py); windows ending at
-or before watermark − grace close. Events for windows already closed are *late*: stored raw, not counted in features
-(the batch jobs, which see everything, recompute those windows).
+or before watermark − grace close. Events for windows already closed are *late*: stored raw, not
+counted in features (the batch jobs, which see everything, recompute those windows).
 """
 
 from __future__ import annotations

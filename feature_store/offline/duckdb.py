@@ -66,10 +66,10 @@ def _multifile_partitions(folder: Path) -> str:
 
 def _deduplicated(raw: str, folder: Path, key: str, order: str = "") -> str:
     """``raw`` with one row per ``key``: single-file partitions as they are, the others deduplicated."""
-    multi = _multifile_partitions(folder)
-    return (f"SELECT * FROM {raw} ANTI JOIN ({multi}) AS m USING (date, hour) UNION ALL "
+    return (f"WITH multi AS MATERIALIZED ({_multifile_partitions(folder)}) "  # one listing per query
+            f"SELECT * FROM {raw} ANTI JOIN multi USING (date, hour) UNION ALL "
             f"SELECT * FROM (SELECT DISTINCT ON ({key}) r.* FROM {raw} AS r "
-            f"SEMI JOIN ({multi}) AS m USING (date, hour) {order})")
+            f"SEMI JOIN multi USING (date, hour) {order})")
 
 
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: str | Path) -> list[str]:

@@ -267,10 +267,9 @@ def split_newest_hour(data_dir: str | Path, files: int = 300, replayed: float = 
     table = pq.read_table(source)
     step = max(1, table.num_rows // files)
     extra = int(step * replayed)
-    count = 0
-    for i, begin in enumerate(range(0, table.num_rows, step)):
+    starts = range(0, table.num_rows, step)
+    for i, begin in enumerate(starts):
         pq.write_table(table.slice(begin, step + extra), newest / f"part-{i:05d}-bench.parquet", compression="zstd")
-        count += 1
     source.unlink()
-    return {"partition": newest.relative_to(requests_dir(data_dir)).as_posix(), "files": count,
-            "rows": table.num_rows, "replayed_rows": extra * (count - 1)}
+    return {"partition": newest.relative_to(requests_dir(data_dir)).as_posix(), "files": len(starts),
+            "rows": table.num_rows, "replayed_rows": extra * (len(starts) - 1)}

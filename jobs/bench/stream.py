@@ -126,15 +126,13 @@ def run(args: argparse.Namespace) -> int:
         stream = _run_stream(args, environ, core, [c for c in cpus if c != core] or cpus)
         print("measuring features sql …", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="only1mcp-bench-sql-") as tmp:
-            from only1mcp.jobs.bench._stream_data import write_dataset
+            from only1mcp.jobs.bench._stream_data import split_newest_hour, write_dataset
             from only1mcp.jobs.bench._stream_measure import sql
 
             dataset = write_dataset(Path(tmp), args.sql_events)
             views = {view: sql(Path(tmp), QUERY.format(view=view), args.repeats, environ)
                      for view in ("requests", "requests_raw")}
             views["floor"] = sql(Path(tmp), "SELECT 1 AS one", args.repeats, environ)
-            from only1mcp.jobs.bench._stream_data import split_newest_hour
-
             dataset["split"] = split_newest_hour(Path(tmp))
             views["requests_split"] = sql(Path(tmp), QUERY.format(view="requests"), args.repeats, environ)
     except KeyboardInterrupt:
