@@ -1,14 +1,17 @@
 """The feature agent on ``mcp.requests``: decode, fold micro-batches in memory, flush, then ack.
 
-Per record: ``RequestEvent.fields_from_json`` (the checks of ``from_json``, as a dict); a record
-that does not decode (or has an impossible time or latency) goes to ``mcp.dead-letter`` with the
-reason, and the agent goes on. Valid events are folded into pane partials with the pure
-functions of ``feature_store.compute`` (no Faust table: windowed-table updates cap near 5k
-events/s and are not allowed inside ``stream.take()``). Every ``online_interval`` the current values of the entities that changed go
-to Redis (freshness); every ``flush_interval`` the folder cuts a plan that the sinks write — raw
-events and closed windows to Parquet, the watermark to a state file, current values to Redis —
-and only then are the covered events acknowledged, so Faust commits their offsets after the
-data is safe (at least once; see streams/folding.py for why replays do not double count).
+Records arrive a fetch at a time (``WorkerApp.batch_topic``, streams/kafka.py: Faust's
+per-message delivery cost more CPU than the features). Per record:
+``RequestEvent.fields_from_json`` (the checks of ``from_json``, as a dict); a record that does
+not decode (or has an impossible time or latency) goes to ``mcp.dead-letter`` with the reason,
+and the agent goes on. Valid events are folded into pane partials with the pure functions of
+``feature_store.compute`` (no Faust table: windowed-table updates cap near 5k events/s and are
+not allowed inside ``stream.take()``). Every ``online_interval`` the current values of the
+entities that changed go to Redis (freshness); every ``flush_interval`` the folder cuts a plan
+that the sinks write — raw events and closed windows to Parquet, the
+watermark to a state file, current values to Redis — and only then are the covered records
+acknowledged, so Faust commits their offsets after the data is safe (at least once; see
+streams/folding.py for why replays do not double count).
 
 The watermark (which windows may close) follows event time, with the wall clock standing in for
 partitions that are caught up — but only when "caught up" is known: from a fetch answered in the
@@ -26,12 +29,11 @@ import math
 import time
 from typing import Any
 
-import faust
-
 from only1mcp.events import TOPICS, DeadLetter, EventDecodeError, RequestEvent
 from only1mcp.feature_store.online.redis import OnlineStoreUnavailable, RedisOnlineStore, backoff_policy
 from only1mcp.settings import Settings
 from only1mcp.streams.folding import FeatureFolder, FlushPlan
+from only1mcp.streams.kafka import WorkerApp
 from only1mcp.streams.sinks import Sinks, load_closed_until
 
 __all__ = ["FeatureWorker", "install", "BATCH_MAX"]
@@ -55,7 +57,7 @@ def _check(record: dict[str, Any]) -> str | None:
 class FeatureWorker:
     """State and I/O of the agent: fold, dead-letter, flush, ack."""
 
-    def __init__(self, app: faust.App, settings: Settings, *, online: RedisOnlineStore | None = None) -> None:
+    def __init__(self, app: WorkerApp, settings: Settings, *, online: RedisOnlineStore | None = None) -> None:
         self.app, self.settings = app, settings
         worker, store = settings.worker, settings.store
         self.source_topic = TOPICS["requests"]
@@ -69,7 +71,6 @@ class FeatureWorker:
         self.stale_ms = int(worker.grace * 500)  # a fetch answer older than this no longer says "caught up"
         self.outage_hold_ms = int(worker.outage_hold * 1000)
         self.unreachable_ms = -(1 << 62)  # wall-clock ms the broker was last seen not answering
-        self.stream: Any = None
         self.dead_topic: Any = None
         self.retry_plan: FlushPlan | None = None  # cut, but not yet in Parquet
         self.unsent_online: dict[tuple[str, str, str], dict[str, Any]] = {}  # waiting for Redis
@@ -84,14 +85,19 @@ class FeatureWorker:
 
     # -- folding -------------------------------------------------------------------------------
 
-    async def fold(self, events: list[Any]) -> None:
+    async def on_batch(self, messages: list[Any]) -> None:
+        """The messages of one fetch (streams/kafka.py), folded a bounded batch at a time."""
+        for start in range(0, len(messages), BATCH_MAX):
+            await self.fold(messages[start:start + BATCH_MAX])
+            await self.maybe_flush()
+
+    async def fold(self, messages: list[Any]) -> None:
         if self.started is None:
             self.started = time.monotonic()
-        for event in events:
-            message = event.message
+        for message in messages:
             self.next_offset[message.tp] = message.offset + 1
             try:
-                record = RequestEvent.fields_from_json(event.value)
+                record = RequestEvent.fields_from_json(message.value)
                 reason = _check(record)
             except EventDecodeError as exc:
                 reason = str(exc)
@@ -99,7 +105,7 @@ class FeatureWorker:
                 reason = f"undecodable: {type(exc).__name__}: {exc}"
             if reason is None:
                 try:
-                    self.folder.add(record, event)
+                    self.folder.add(record, message)
                     t_ms = math.floor(record["ts"] * 1000)
                     if t_ms > self.max_ms.get(message.tp, -(1 << 62)):
                         self.max_ms[message.tp] = t_ms
@@ -107,10 +113,9 @@ class FeatureWorker:
                 except Exception as exc:  # never let one record stop the agent
                     log.exception("processing failed for %s[%d]@%d", message.topic, message.partition, message.offset)
                     reason = f"processing failed: {type(exc).__name__}: {exc}"
-            await self.dead_letter(event, reason)
+            await self.dead_letter(message, reason)
 
-    async def dead_letter(self, event: Any, reason: str) -> None:
-        message = event.message
+    async def dead_letter(self, message: Any, reason: str) -> None:
         raw = message.value
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
@@ -118,7 +123,7 @@ class FeatureWorker:
                             consumer=self.settings.worker.group, ts=time.time(), key=key, value=text)
         log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
         self.dead_sends.append(await self.dead_topic.send(key=message.key, value=letter.to_json()))
-        self.folder.add_poison(event)
+        self.folder.add_poison(message)
 
     # -- flushing ------------------------------------------------------------------------------
 
@@ -216,8 +221,9 @@ class FeatureWorker:
             if sends:
                 await asyncio.gather(*sends)  # dead letters delivered before their records are acked
             tokens = self.folder.release(plan)  # plans are cumulative: this covers earlier failed ones
-            for event in tokens:
-                await self.stream.ack(event)
+            ack = self.app.consumer.ack
+            for message in tokens:
+                ack(message)
             self.acked += len(tokens)
             self._report(plan)
             self._maybe_compact()
@@ -261,25 +267,20 @@ def _log_compaction(future: asyncio.Future[Any]) -> None:
                  sum(s.rows_before - s.rows_after for s in stats.values()))
 
 
-def install(app: faust.App, settings: Settings, **kwargs: Any) -> FeatureWorker:
-    """Register the feature agent and its flush timer on ``app``; returns the worker state."""
+def install(app: WorkerApp, settings: Settings, **kwargs: Any) -> FeatureWorker:
+    """Register the feature agent (a batch handler on ``mcp.requests``) and its flush timer on
+    ``app``; returns the worker state."""
     worker = FeatureWorker(app, settings, **kwargs)
     partitions = settings.worker.partitions
     source = app.topic(TOPICS["requests"], key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=partitions)
     worker.dead_topic = app.topic(TOPICS["dead_letter"], key_type=bytes, value_type=bytes, key_serializer="raw",
                                   value_serializer="raw", partitions=partitions)
-
-    @app.agent(source, name="features", concurrency=1)
-    async def features(stream: Any) -> None:
-        worker.stream = stream
-        async for events in stream.noack_take(BATCH_MAX, within=min(worker.online_interval, worker.flush_interval)):
-            await worker.fold(list(events))
-            await worker.maybe_flush()
+    app.batch_topic(source, worker.on_batch)
 
     @app.timer(min(worker.online_interval, worker.flush_interval))
     async def idle_flush() -> None:  # windows close and acks go out even when no record arrives
-        if worker.stream is not None:
+        if worker.started is not None:
             await worker.maybe_flush()
 
     return worker

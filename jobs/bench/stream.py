@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small run for tests: 20k events, 5 s of freshness, 1M events for SQL, 2 repeats")
     parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy record the worker during the throughput run (.svg flamegraph, .json speedscope, "
+                        help="py-spy record the worker during the throughput run, sampling the thread that holds the GIL (.svg flamegraph, .json speedscope, "
                              "else raw collapsed stacks)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
@@ -228,7 +228,7 @@ async def _py_spy(path: str, pid: int, tmp: Path) -> subprocess.Popen[bytes]:
     form = {".svg": "flamegraph", ".json": "speedscope"}.get(suffix, "raw")
     with open(tmp / "py-spy.log", "wb") as log:
         return subprocess.Popen([binary, "record", "--pid", str(pid), "--output", path, "--format", form,
-                                 "--rate", "100", "--nonblocking"], stdout=log, stderr=subprocess.STDOUT)
+                                 "--rate", "100", "--nonblocking", "--gil"], stdout=log, stderr=subprocess.STDOUT)
 
 
 def _fmt(value: float | None, spec: str = ",.0f") -> str:
