@@ -1,7 +1,8 @@
 """The Faust application of the streaming half, built from the settings.
 
 One app per consumer group (``WorkerSettings.group``), on ``kafka://<bootstrap>``, with the
-memory table store, and the consumer's fetch wait from the settings (streams/kafka.py). Topics
+memory table store, the consumer's fetch wait from the settings, and ``mcp.requests`` delivered
+to the feature agent a fetch at a time (both streams/kafka.py). Topics
 are created explicitly with ``WorkerSettings.partitions`` before the worker starts: the embedded
 broker (tansu) would auto-create them with 4, and a Faust changelog must match its source
 topic's partition count.
