@@ -8,6 +8,11 @@ the files it read. A crash in between leaves duplicates that the DuckDB views al
 the next run removes; files the worker adds meanwhile are not touched (they were not listed).
 ``only1mcp features compact`` runs it, and the worker every ``[worker] compact_interval`` seconds:
 thousands of micro-batch files in an hour cost a query more than the rows in them.
+
+A *merge* (``max_bytes``) is the same on the small files of each partition only: between two
+compactions the worker merges its micro-batches every ``[worker] merge_interval`` seconds, so a
+partition being written holds a few dozen files rather than hundreds, and a merge never rewrites
+the partition's big compacted file (its cost stays bounded however large the hour grows).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from only1mcp.feature_store.offline.parquet import (
     EVENT_KEY, FEATURE_SCHEMA, REQUEST_SCHEMA, feature_tables, features_dir, requests_dir, write_atomic,
 )
 
-__all__ = ["CompactionStats", "compact", "compact_partition"]
+__all__ = ["CompactionStats", "SMALL_FILE_BYTES", "compact", "compact_partition"]
+
+SMALL_FILE_BYTES = 8 << 20  # what a merge takes: micro-batches and earlier merges, not compacted hours
 
 
 @dataclass
@@ -51,9 +58,11 @@ def _dedupe_query(files: list[Path], raw_events: bool) -> str:
             "ORDER BY entity_id, window_start, computed_at DESC")
 
 
-def compact_partition(folder: Path, raw_events: bool, dry_run: bool = False) -> CompactionStats:
-    """Rewrite one partition folder's files as one deduplicated file (nothing to do for 0 or 1 file)."""
-    files = sorted(folder.glob("*.parquet"))
+def compact_partition(folder: Path, raw_events: bool, dry_run: bool = False,
+                      max_bytes: int | None = None) -> CompactionStats:
+    """Rewrite one partition folder's files (those of at most ``max_bytes``, if given) as one
+    deduplicated file; nothing to do for 0 or 1 file."""
+    files = _files(folder, max_bytes)
     if len(files) < 2:
         return CompactionStats()
     schema = REQUEST_SCHEMA if raw_events else FEATURE_SCHEMA
@@ -76,18 +85,33 @@ def compact_partition(folder: Path, raw_events: bool, dry_run: bool = False) -> 
     return stats
 
 
+def _files(folder: Path, max_bytes: int | None) -> list[Path]:
+    files = sorted(folder.glob("*.parquet"))
+    if max_bytes is None:
+        return files
+    small = []
+    for path in files:
+        try:
+            if path.stat().st_size <= max_bytes:
+                small.append(path)
+        except FileNotFoundError:  # compacted away by another compactor meanwhile
+            continue
+    return small
+
+
 def _partitions(root: Path) -> list[Path]:
     return sorted({p.parent for p in root.rglob("*.parquet")}) if root.is_dir() else []
 
 
-def compact(data_dir: str | Path, dry_run: bool = False) -> dict[str, CompactionStats]:
-    """Compact every partition of the raw events and of every feature table; stats by dataset."""
+def compact(data_dir: str | Path, dry_run: bool = False, max_bytes: int | None = None) -> dict[str, CompactionStats]:
+    """Compact every partition of the raw events and of every feature table (or, with
+    ``max_bytes``, merge the files up to that size); stats by dataset."""
     out: dict[str, CompactionStats] = {}
     datasets = [("requests", requests_dir(data_dir), True)]
     datasets += [(table, features_dir(data_dir, table), False) for table in feature_tables(data_dir)]
     for name, root, raw_events in datasets:
         stats = CompactionStats()
         for folder in _partitions(root):
-            stats.add(compact_partition(folder, raw_events, dry_run))
+            stats.add(compact_partition(folder, raw_events, dry_run, max_bytes))
         out[name] = stats
     return out

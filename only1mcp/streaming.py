@@ -50,6 +50,8 @@ class WorkerSettings:
     # time alone for this long, so that events the proxies spooled meanwhile arrive before their windows close
     compact_interval: float = check(_non_negative, 300.0)  # seconds between compactions of the Parquet
     # dataset by the worker (many small files slow every query down); 0 = never (run `features compact`)
+    merge_interval: float = check(_non_negative, 30.0)  # seconds between merges of each partition's small
+    # files (<= 8 MiB: micro-batches, earlier merges) between compactions; 0 = never
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ spooled event late; holding the wall clock back lets the replay arrive first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -77,7 +78,7 @@ class FeatureWorker:
         self.dead_sends: list[asyncio.Future[Any]] = []
         self.next_offset: dict[Any, int] = {}  # TP → offset after the last record folded
         self.max_ms: dict[Any, int] = {}  # TP → newest event time folded
-        self.last_flush = self.last_online = self.last_online_cut = self.last_compact = time.monotonic()
+        self.last_flush = self.last_online = self.last_online_cut = self.last_compact = self.last_merge = time.monotonic()
         self.compaction: asyncio.Future[Any] | None = None
         self.lock = asyncio.Lock()
         self.started: float | None = None  # first record folded: the rate counts from there
@@ -229,17 +230,24 @@ class FeatureWorker:
             self._maybe_compact()
 
     def _maybe_compact(self) -> None:
-        """Start a compaction of the dataset in a thread, every ``compact_interval`` (never two at once)."""
-        interval = self.settings.worker.compact_interval
-        if not interval or time.monotonic() - self.last_compact < interval:
-            return
+        """Start a compaction of the dataset in a thread every ``compact_interval``, and a merge of
+        the small files every ``merge_interval`` between them (never two at once)."""
         if self.compaction is not None and not self.compaction.done():
             return
-        from only1mcp.jobs.compact import compact
+        from only1mcp.jobs.compact import SMALL_FILE_BYTES, compact
 
-        self.last_compact = time.monotonic()
-        self.compaction = asyncio.ensure_future(asyncio.to_thread(compact, self.settings.store.data_dir))
-        self.compaction.add_done_callback(_log_compaction)
+        worker, now = self.settings.worker, time.monotonic()
+        if worker.compact_interval and now - self.last_compact >= worker.compact_interval:
+            self.last_compact = self.last_merge = now
+            action, max_bytes = "compacted", None
+        elif worker.merge_interval and now - self.last_merge >= worker.merge_interval:
+            self.last_merge = now
+            action, max_bytes = "merged", SMALL_FILE_BYTES
+        else:
+            return
+        self.compaction = asyncio.ensure_future(
+            asyncio.to_thread(compact, self.settings.store.data_dir, max_bytes=max_bytes))
+        self.compaction.add_done_callback(functools.partial(_log_compaction, action))
 
     def _report(self, plan: FlushPlan) -> None:
         """A progress line at most every 10 s at info (every flush at debug)."""
@@ -254,16 +262,17 @@ class FeatureWorker:
                  counts["events"] / elapsed)
 
 
-def _log_compaction(future: asyncio.Future[Any]) -> None:
+def _log_compaction(action: str, future: asyncio.Future[Any]) -> None:
     if future.cancelled():
         return
     if future.exception() is not None:  # the next interval tries again; the data is intact either way
-        log.warning("compaction failed: %r", future.exception())
+        log.warning("%s failed: %r", "compaction" if action == "compacted" else "merge", future.exception())
         return
     stats = future.result()
     files = sum(s.files_before - s.files_after for s in stats.values())
     if files:
-        log.info("compacted: %d files fewer, %d duplicate rows removed", files,
+        log.log(logging.INFO if action == "compacted" else logging.DEBUG,
+                "%s: %d files fewer, %d duplicate rows removed", action, files,
                  sum(s.rows_before - s.rows_after for s in stats.values()))
 
 

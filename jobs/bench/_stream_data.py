@@ -257,7 +257,7 @@ def split_newest_hour(data_dir: str | Path, files: int = 300, replayed: float = 
     """Rewrite the newest hour partition of a ``write_dataset`` dataset as ``files`` micro-batch
     files, each repeating the first ``replayed`` share of the next one's rows (replays after a
     crash): what the worker leaves between two compactions (``compact_interval`` 300 s at one
-    flush a second)."""
+    flush a second) when it does not merge (``merge_interval = 0``)."""
     import pyarrow.parquet as pq
 
     from only1mcp.feature_store.offline.parquet import requests_dir
@@ -273,3 +273,24 @@ def split_newest_hour(data_dir: str | Path, files: int = 300, replayed: float = 
     source.unlink()
     return {"partition": newest.relative_to(requests_dir(data_dir)).as_posix(), "files": len(starts),
             "rows": table.num_rows, "replayed_rows": extra * (len(starts) - 1)}
+
+
+def merge_newest_hour(data_dir: str | Path, keep: int = 30) -> dict[str, Any]:
+    """After :func:`split_newest_hour`: merge all but the newest ``keep`` micro-batch files of that
+    hour with the worker's own merge (jobs/compact.py), leaving what the worker leaves just before
+    its next merge (``merge_interval`` 30 s at one flush a second)."""
+    from only1mcp.feature_store.offline.parquet import requests_dir
+    from only1mcp.jobs.compact import SMALL_FILE_BYTES, compact_partition
+
+    newest = sorted(requests_dir(data_dir).glob("date=*/hour=*"))[-1]
+    recent = sorted(newest.glob("*.parquet"))[-keep:]
+    aside = newest.parent / f".{newest.name}.recent"
+    aside.mkdir()
+    for path in recent:  # written after the merge began: it does not see them
+        path.rename(aside / path.name)
+    stats = compact_partition(newest, raw_events=True, max_bytes=SMALL_FILE_BYTES)
+    for path in recent:
+        (aside / path.name).rename(path)
+    aside.rmdir()
+    return {"partition": newest.relative_to(requests_dir(data_dir)).as_posix(), "merged_files": stats.files_before,
+            "files": len(list(newest.glob("*.parquet"))), "replays_removed": stats.rows_before - stats.rows_after}

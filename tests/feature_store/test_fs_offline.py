@@ -70,6 +70,29 @@ def test_replayed_events_are_read_once_and_compaction_removes_them_on_disk(tmp_p
     assert compact(tmp_path)["requests"].partitions == 0  # nothing left to do
 
 
+def test_a_merge_takes_the_small_files_and_leaves_the_compacted_one(tmp_path: Path) -> None:
+    batch = events(200, start=T0 + 60)  # one hour partition
+    write_requests(tmp_path, batch[:100])
+    compact(tmp_path)
+    (big,) = parquet_files(tmp_path / "requests")
+    for start in range(100, len(batch), 10):  # micro-batches, one replaying rows of the one before
+        write_requests(tmp_path, batch[start - 2:start + 10])
+    small = [f for f in parquet_files(tmp_path / "requests") if f != big]
+    cutoff = max(f.stat().st_size for f in small)
+    assert big.stat().st_size > cutoff  # the compacted file is the big one
+    stats = compact(tmp_path, max_bytes=cutoff)["requests"]
+    assert (stats.partitions, stats.files_before, stats.files_after) == (1, len(small), 1)
+    # Replays among the merged files are removed; the 2 rows replayed from the compacted file stay
+    # until the next compaction (the view hides them meanwhile).
+    assert stats.rows_after == len(batch) - 100 + 2
+    files = parquet_files(tmp_path / "requests")
+    assert len(files) == 2 and big in files  # untouched
+    con = connect(tmp_path)
+    assert con.sql("SELECT count(*), count(DISTINCT event_id) FROM requests").fetchall() == [(len(batch),) * 2]
+    assert compact(tmp_path, max_bytes=cutoff)["requests"].partitions == 0  # one small file: nothing to merge
+    assert compact(tmp_path)["requests"].files_after == 1  # a compaction takes both
+
+
 def test_a_long_lived_connection_stays_exactly_once_as_files_are_added_and_compacted(tmp_path: Path) -> None:
     # The views decide at query time which partitions need deduplicating (those with > 1 file).
     batch = events(60)

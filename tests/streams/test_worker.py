@@ -37,10 +37,11 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 
 def write_config(tmp: Path, bootstrap: str, redis_url: str, prefix: str, windows: str = "",
-                 compact_interval: float = 0.0) -> Path:
+                 compact_interval: float = 0.0, merge_interval: float = 0.0) -> Path:
     path = tmp / "worker.toml"
     path.write_text(f'[worker]\nbootstrap = "{bootstrap}"\ngroup = "test-{uuid.uuid4().hex[:8]}"\n'
                     f"partitions = {PARTITIONS}\nflush_interval = 0.3\ncompact_interval = {compact_interval}\n"
+                    f"merge_interval = {merge_interval}\n"
                     f"{windows}\n"
                     f'[store]\nredis_url = "{redis_url}"\nkey_prefix = "{prefix}"\ndata_dir = "{tmp / "data"}"\n')
     return path
@@ -160,7 +161,8 @@ def test_worker_rides_out_a_redis_outage(broker: EmbeddedBroker, stack, tmp_path
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     online = RedisOnlineStore(server.url, prefix="outage", timeout_s=0.5)
     try:
-        worker = start_worker(stack, write_config(tmp_path, broker.bootstrap, server.url, "outage"))
+        config = write_config(tmp_path, broker.bootstrap, server.url, "outage", merge_interval=1.0)
+        worker = start_worker(stack, config)
         produce(broker.bootstrap, encoded(request_events(300, ["before"])))
         wait_for(lambda: online.get_online_features(("replica", "before"), ["count@10s"])["count@10s"] is not None,
                  worker, "features of replica 'before' in Redis")
@@ -178,6 +180,12 @@ def test_worker_rides_out_a_redis_outage(broker: EmbeddedBroker, stack, tmp_path
         # the hopping window reaching back furthest holds all 300 (they span 20 s)
         assert online.get_online_features(("replica", "during"), ["count@60s/10s"])["count@60s/10s"] == 300
         assert worker.alive() and stored_counts(tmp_path / "data") == (600, 600)
+        # No compaction here (compact_interval 0), but merges every 1 s: the micro-batch files of each
+        # partition become one (all are small), raw events and feature rows alike.
+        data = tmp_path / "data"
+        wait_for(lambda: all(len(list(d.glob("*.parquet"))) == 1 for d in {f.parent for f in data.rglob("*.parquet")}),
+                 worker, "one file per partition after merges")
+        assert stored_counts(data) == (600, 600)
     finally:
         online.close()
         server.stop()
