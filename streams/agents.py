@@ -8,10 +8,10 @@ and the agent goes on. Valid events are folded into pane partials with the pure 
 ``feature_store.compute`` (no Faust table: windowed-table updates cap near 5k events/s and are
 not allowed inside ``stream.take()``). Every ``online_interval`` the current values of the
 entities that changed go to Redis (freshness); every ``flush_interval`` the folder cuts a plan
-that the sinks write — raw events and closed windows to Parquet, the
-watermark to a state file, current values to Redis — and only then are the covered records
-acknowledged, so Faust commits their offsets after the data is safe (at least once; see
-streams/folding.py for why replays do not double count).
+that the sinks write — raw events and closed windows to Parquet, the watermark to a state file,
+current values to Redis — and only then are the covered records acknowledged, so Faust commits
+their offsets after the data is safe (at least once; see streams/folding.py for why replays do
+not double count).
 
 The watermark (which windows may close) follows event time, with the wall clock standing in for
 partitions that are caught up — but only when "caught up" is known: from a fetch answered in the
@@ -41,7 +41,7 @@ __all__ = ["FeatureWorker", "install", "BATCH_MAX"]
 
 log = logging.getLogger(__name__)
 _BEHIND_ONLINE_S = 5.0  # while catching up, how often current values go to Redis
-BATCH_MAX = 2000  # records per take: bounds the time the loop spends folding before it yields
+BATCH_MAX = 2000  # records folded between flush checks: bounds the time the loop folds before it yields
 _TS_RANGE = (946_684_800.0, 7_258_118_400.0)  # 2000-01-01 .. 2200-01-01: anything else is a broken clock
 
 

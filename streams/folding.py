@@ -48,7 +48,7 @@ class FlushPlan:
 
 
 class FeatureFolder:
-    """Fold records into panes; cut flush plans; say which held tokens (Faust events) to ack."""
+    """Fold records into panes; cut flush plans; say which held tokens (Faust messages) to ack."""
 
     def __init__(self, windows: Iterable[str], grace_s: float = 5.0, closed_until_ms: int = _NOW) -> None:
         self.specs = [parse_window(w) for w in windows]
@@ -168,7 +168,7 @@ class FeatureFolder:
         old = self.closed_until_ms
         new = old if watermark_ms is None else max(old, watermark_ms - self.grace_ms)
         closed = self._closed_rows(old, new) if new > old else []
-        rows = self._online_rows() if online else []
+        rows = self.take_online() if online else []
         if online:  # drop panes (and entities) no open window needs any more
             dropped = [p for p in self.by_pane if self.release_ms(p) <= new]
             for pane in dropped:
@@ -180,12 +180,10 @@ class FeatureFolder:
         self.closed_until_ms = new
         plan = FlushPlan(self.seq, self.pending_raw, closed, rows, new, settles=online)
         self.pending_raw = []
-        if online:
-            self.dirty = set()
         return plan
 
     def release(self, plan: FlushPlan) -> list[Any]:
-        """Tokens (Faust events) whose every effect is now durable, after ``plan`` fully succeeded."""
+        """Tokens (Faust messages) whose every effect is now durable, after ``plan`` fully succeeded."""
         out: list[Any] = []
         if not plan.settles:
             return out

@@ -27,8 +27,11 @@ One run measures three things and prints a table and the bars:
    start-up) and in-process through the Python API (``connect`` + ``con.sql``: the query alone).
    The same query over ``requests_raw`` is measured too, to show what the deduplication costs;
    then the newest hour is rewritten as 300 micro-batch files with 1 % replayed rows (what the
-   worker leaves between two compactions) and the ``requests`` query measured again. The bar is
-   on the slower of the two ``requests`` queries (the deduplicated view that queries should use).
+   worker leaves between two compactions without merges) and the ``requests`` query measured
+   again; then all but the newest 30 of those files are merged with the worker's own merge
+   (what it leaves just before its next merge) and the query measured once more. The bar is on
+   the slower of the compacted and the merged ``requests`` queries (the deduplicated view that
+   queries should use); the unmerged figure is printed beside them.
 """
 
 from __future__ import annotations
@@ -85,8 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small run for tests: 20k events, 5 s of freshness, 1M events for SQL, 2 repeats")
     parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy record the worker during the throughput run, sampling the thread that holds the GIL (.svg flamegraph, .json speedscope, "
-                             "else raw collapsed stacks)")
+                        help="py-spy record the worker during the throughput run, sampling the thread that holds "
+                             "the GIL (.svg flamegraph, .json speedscope, else raw collapsed stacks)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
 
