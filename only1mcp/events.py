@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "SCHEMA_VERSION", "TOPICS", "RequestEvent", "DeadLetter", "EventDecodeError", "keyed_hash", "json_schema",
-    "EVENT_TYPES",
+    "SCHEMA_VERSION", "TOPICS", "RequestEvent", "DeadLetter", "RoutingWeights", "EventDecodeError", "keyed_hash",
+    "json_schema", "EVENT_TYPES", "DECISION_TYPES",
 ]
 
 SCHEMA_VERSION = 1
@@ -73,6 +74,7 @@ class RequestEvent:
     policy: str | None = None  # routing policy that chose the replica
     reason: str | None = None  # why it chose it
     attempts: int = 0  # upstream attempts (0 for a cache hit)
+    inflight: int | None = None  # calls this proxy had in flight on the replica when it routed this one
     schema_version: int = SCHEMA_VERSION
     type: str = field(default="request")
 
@@ -113,7 +115,46 @@ class DeadLetter:
         return cls(**_decode_fields(cls, data))
 
 
-EVENT_TYPES: dict[str, type] = {"request": RequestEvent, "dead_letter": DeadLetter}
+@dataclass(frozen=True, slots=True)
+class RoutingWeights:
+    """Routing weights for one server's replicas, for one tool (``tool``) or for every tool of the
+    server without a record of its own (``tool`` null), from the learning loop; the proxy applies
+    them until ``valid_until`` and then falls back to the server's ``fallback_policy``."""
+
+    decision_id: str  # unique (uuid4 hex)
+    ts: float  # unix seconds when the decision was made
+    valid_until: float  # unix seconds; past it the proxy ignores the record
+    server: str
+    weights: dict[str, float]  # replica id → weight ≥ 0 (relative; a replica left out gets none)
+    tool: str | None = None  # the exposed (namespaced) tool name, as in RequestEvent.tool; null = the server
+    # replica id → predicted latency (ms) of a call routed with 0, 1, 2, … calls already in flight on it
+    # (the last value holds beyond); with it the proxy weighs replicas by their load at the moment of the call
+    predicted_ms: dict[str, list[float]] = field(default_factory=dict)
+    model_version: str = ""  # the model (or learner) and version that made it
+    source: str = ""  # tool_ewma (the specialisation learner) | latency_model
+    schema_version: int = SCHEMA_VERSION
+    type: str = field(default="routing_weights")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RoutingWeights:
+        fields_ = _decode_fields(cls, data)
+        for rid, weight in fields_["weights"].items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise EventDecodeError(f"weights[{rid!r}]: {weight!r} is not a finite number >= 0")
+        for rid, curve in fields_["predicted_ms"].items():
+            if not curve or not all(math.isfinite(v) and v >= 0 for v in curve):
+                raise EventDecodeError(f"predicted_ms[{rid!r}]: expected a non-empty list of finite numbers >= 0")
+        if not math.isfinite(fields_["valid_until"]):
+            raise EventDecodeError("valid_until is not a finite number")
+        return cls(**fields_)
+
+
+EVENT_TYPES: dict[str, type] = {"request": RequestEvent, "dead_letter": DeadLetter, "routing_weights": RoutingWeights}
+# The decision topics (streams → proxy) and the record type each carries; remediation and prefetch join here.
+DECISION_TYPES: dict[str, type] = {TOPICS["routing_weights"]: RoutingWeights}
 
 
 def _decode_fields(cls: type, data: bytes | str) -> dict[str, Any]:
@@ -136,9 +177,55 @@ def _decode_fields(cls: type, data: bytes | str) -> dict[str, Any]:
             raise EventDecodeError(f"missing field {name!r}")
     for name, value in raw.items():
         accepted, hint = checks[name]
-        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
-            raise EventDecodeError(f"field {name!r}: {value!r} is not {hint}")
-    return {**defaults, **raw}
+        if not _conforms(value, accepted):
+            raise EventDecodeError(f"field {name!r}: {_short(value)} is not {hint}")
+    merged = {**defaults, **raw}
+    for name, value in merged.items():
+        if isinstance(value, _Fresh):
+            merged[name] = value.factory()
+    return merged
+
+
+class _Fresh:
+    """A field default made anew for each decoded record (a dict or list must not be shared)."""
+
+    __slots__ = ("factory",)
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+
+def _conforms(value: Any, accepted: tuple[Any, ...]) -> bool:
+    """``value`` has one of the accepted shapes: a Python type, or ``(dict, key, value)`` / ``(list, item)``."""
+    for shape in accepted:
+        if isinstance(shape, tuple):
+            if shape[0] is dict and isinstance(value, dict):
+                if all(_conforms(k, shape[1]) and _conforms(v, shape[2]) for k, v in value.items()):
+                    return True
+            elif shape[0] is list and isinstance(value, list):
+                if all(_conforms(v, shape[1]) for v in value):
+                    return True
+        elif isinstance(value, shape) and (not isinstance(value, bool) or shape is bool):
+            return True
+    return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _accepted(hint: Any) -> tuple[Any, ...]:
+    """The shapes ``_conforms`` accepts for a type hint (floats accept JSON integers too)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(shape for arm in typing.get_args(hint) for shape in _accepted(arm))
+    if origin is dict:
+        key, value = typing.get_args(hint)
+        return ((dict, _accepted(key), _accepted(value)),)
+    if origin is list:
+        return ((list, _accepted(typing.get_args(hint)[0])),)
+    return (int, float) if hint is float else (hint,)
 
 
 @functools.cache
@@ -146,20 +233,31 @@ def _shape(cls: type) -> tuple[dict[str, tuple[tuple[type, ...], Any]], frozense
                                dict[str, Any]]:
     """Per field, the Python types a JSON value may have (resolved once: get_type_hints is slow)."""
     hints = typing.get_type_hints(cls)
-    checks = {}
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-        accepted: list[type] = []
-        for arm in arms:
-            accepted.extend((int, float) if arm is float else (arm,))
-        checks[f.name] = (tuple(accepted), hint)
-    required = tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+    checks = {f.name: (_accepted(hints[f.name]), hints[f.name]) for f in dataclasses.fields(cls)}
+    required = tuple(f.name for f in dataclasses.fields(cls)
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
     defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    factories = {f.name: f.default_factory for f in dataclasses.fields(cls)
+                 if f.default_factory is not dataclasses.MISSING}
+    defaults.update({name: _Fresh(factory) for name, factory in factories.items()})
     return checks, frozenset(checks), required, defaults
 
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _json_type(hint: Any) -> dict[str, Any]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        arms = [_json_type(arm) for arm in typing.get_args(hint)]
+        if all(set(a) == {"type"} and isinstance(a["type"], str) for a in arms):
+            return {"type": [a["type"] for a in arms]}
+        return {"anyOf": arms}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _json_type(typing.get_args(hint)[1])}
+    if origin is list:
+        return {"type": "array", "items": _json_type(typing.get_args(hint)[0])}
+    return {"type": _JSON_TYPES[hint]}
 
 
 def json_schema(cls: type) -> dict[str, Any]:
@@ -168,15 +266,13 @@ def json_schema(cls: type) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     required = []
     for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-        kinds = [_JSON_TYPES[a] for a in arms]
-        properties[f.name] = {"type": kinds[0] if len(kinds) == 1 else kinds}
+        properties[f.name] = _json_type(hints[f.name])
         if f.name == "schema_version":
             properties[f.name]["const"] = SCHEMA_VERSION
         if f.name == "type":
             properties[f.name]["const"] = f.default
-        if f.default is dataclasses.MISSING or f.name in ("schema_version", "type"):
+        required_field = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required_field or f.name in ("schema_version", "type"):
             required.append(f.name)  # the decoder refuses events without their version and type
     doc = (cls.__doc__ or "").strip()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"only1mcp/{cls.__name__}/v{SCHEMA_VERSION}",

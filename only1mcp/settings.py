@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.errors import ConfigError
-from only1mcp.streaming import EventSettings, StoreSettings, WorkerSettings
+from only1mcp.streaming import DecisionSettings, EventSettings, LearningSettings, StoreSettings, WorkerSettings
 from only1mcp.traffic import (
     AuthSettings, BreakerSettings, CacheSettings, HealthSettings, OutlierSettings, RateLimitSettings, RetrySettings,
     ToolSettings, parse_table,
@@ -26,7 +26,8 @@ ENV_PREFIX = "ONLY1MCP_PROXY_"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 # The routing policies the proxy registers (proxy/routing); the core names them to validate configs.
-POLICIES = ("round_robin", "random", "least_inflight", "p2c_ewma", "consistent_hash", "weighted")
+POLICIES = ("round_robin", "random", "least_inflight", "p2c_ewma", "consistent_hash", "weighted", "learned")
+_LEARNING_POLICIES = ("weighted", "learned")  # need a classic fallback_policy
 HASH_KEYS = ("session", "arguments")
 PROTOCOLS = ("auto", "2026-07-28", "2025-11-25")
 
@@ -55,7 +56,9 @@ class ServerSettings:
     policy: str = "p2c_ewma"  # Linkerd's default: power of two choices over peak-EWMA cost
     timeout: float | None = None  # per-call timeout; None = the proxy's call_timeout
     upstream_sessions: int = 4  # MCP sessions per HTTP replica; stateless calls spread over them
-    fallback_policy: str = "p2c_ewma"  # what "weighted" uses while its weights are stale or missing
+    fallback_policy: str = "p2c_ewma"  # what "weighted" and "learned" use while weights are stale or missing
+    exploration: float = 0.05  # learned: every routable replica keeps at least this share of the calls
+    temperature: float = 0.3  # learned: softmax temperature over predicted latency, relative to the best
     sticky: bool = False  # keep each client session on one replica while it is healthy
     hash_key: str = "session"  # consistent_hash: by client session or by the call's argument hash
     hash_load_factor: float = 1.25  # consistent_hash bounded load: at most this × the mean load per replica
@@ -97,6 +100,8 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    decisions: DecisionSettings = field(default_factory=DecisionSettings)
+    learning: LearningSettings = field(default_factory=LearningSettings)
     source: str = "<defaults>"
 
 
@@ -113,9 +118,10 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
 
 
 _TABLES = {"auth": AuthSettings, "rate_limit": RateLimitSettings, "cache": CacheSettings, "retry": RetrySettings,
-           "events": EventSettings, "worker": WorkerSettings, "store": StoreSettings}
+           "events": EventSettings, "worker": WorkerSettings, "store": StoreSettings,
+           "decisions": DecisionSettings, "learning": LearningSettings}
 # Where the broker and Redis are is the environment's business (only1mcp up, compose): these win.
-_ADDRESS_ENV = {"KAFKA_BOOTSTRAP": (("events", "bootstrap"), ("worker", "bootstrap")),
+_ADDRESS_ENV = {"KAFKA_BOOTSTRAP": (("events", "bootstrap"), ("worker", "bootstrap"), ("decisions", "bootstrap")),
                 "REDIS_URL": (("store", "redis_url"),)}
 # Secrets belong in the environment rather than in a file: these override [auth].
 _AUTH_ENV = {"ONLY1MCP_AUTH_TOKENS": "tokens", "ONLY1MCP_ADMIN_TOKEN": "admin_token"}
@@ -217,7 +223,8 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     if not isinstance(table, dict):
         raise ConfigError(source, where, "must be a table")
     _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout", "upstream_sessions",
-                            "fallback_policy", "sticky", "hash_key", "hash_load_factor", "health", "outlier",
+                            "fallback_policy", "sticky", "hash_key", "hash_load_factor", "exploration",
+                            "temperature", "health", "outlier",
                             "breaker", "tools"}, source, f"{where}.")
     name = table.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -240,8 +247,16 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
         raise ConfigError(source, f"{where}.replicas", "at least one [[servers.replicas]] is required")
     replicas = tuple(_parse_replica(r, source, f"{where}.replicas[{i}]") for i, r in enumerate(replicas_raw))
     fallback = table.get("fallback_policy", "p2c_ewma")
-    if fallback not in POLICIES or fallback == "weighted":
-        raise ConfigError(source, f"{where}.fallback_policy", f"expected a policy other than weighted, got {fallback!r}")
+    if fallback not in POLICIES or fallback in _LEARNING_POLICIES:
+        raise ConfigError(source, f"{where}.fallback_policy",
+                          f"expected a classic policy (not weighted or learned), got {fallback!r}")
+    exploration = table.get("exploration", 0.05)
+    if isinstance(exploration, bool) or not isinstance(exploration, (int, float)) or not 0 <= exploration * len(
+            replicas_raw) <= 1:
+        raise ConfigError(source, f"{where}.exploration", "must be a share ≥ 0, at most 1 / the number of replicas")
+    temperature = table.get("temperature", 0.3)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ConfigError(source, f"{where}.temperature", "must be a positive number")
     sticky = table.get("sticky", False)
     if not isinstance(sticky, bool):
         raise ConfigError(source, f"{where}.sticky", "expected true or false")
@@ -261,7 +276,8 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     return ServerSettings(name=name, namespace=namespace, replicas=replicas, policy=policy,
                           timeout=float(timeout) if timeout is not None else None, upstream_sessions=sessions,
                           fallback_policy=fallback, sticky=sticky, hash_key=hash_key,
-                          hash_load_factor=float(load_factor),
+                          hash_load_factor=float(load_factor), exploration=float(exploration),
+                          temperature=float(temperature),
                           health=parse_table(HealthSettings, table.get("health"), source, f"{where}.health"),
                           outlier=parse_table(OutlierSettings, table.get("outlier"), source, f"{where}.outlier"),
                           breaker=parse_table(BreakerSettings, table.get("breaker"), source, f"{where}.breaker"),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from only1mcp.traffic import check, _non_negative, _positive
 
-__all__ = ["EventSettings", "WorkerSettings", "StoreSettings", "FSYNC_POLICIES"]
+__all__ = ["EventSettings", "WorkerSettings", "StoreSettings", "DecisionSettings", "LearningSettings", "FSYNC_POLICIES"]
 
 FSYNC_POLICIES = ("always", "batch", "never")
 
@@ -62,3 +62,33 @@ class StoreSettings:
     online_ttl: float = check(_positive, 3600.0)  # seconds a feature hash lives in Redis
     key_prefix: str = "only1mcp"
     data_dir: str = "data"  # Parquet dataset root: requests/ and features/<table>/, hive-partitioned
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """The proxy's subscription to the decision topics (routing weights, remediation, prefetch):
+    every proxy reads every partition (no consumer group), from the newest records."""
+
+    bootstrap: str = ""  # "" = the [events] bootstrap; no broker there = no decisions (classic policies only)
+    topics: tuple[str, ...] = ("mcp.routing-weights",)
+    lookback: int = check(_non_negative, 32)  # records re-read per partition at start-up, so a restarted
+    # proxy applies the newest decisions at once instead of waiting one publish interval
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """The learning loop in the worker: the specialisation learner (per replica × tool EMA), the
+    latency model (trained from the offline store, served with onnxruntime), routing weights out."""
+
+    enabled: bool = True
+    topic: str = "mcp.routing-weights"
+    publish_interval: float = check(_positive, 1.0)  # seconds between published weights
+    valid_for: float = check(_positive, 10.0)  # seconds a published decision stays valid at the proxy
+    ewma_alpha: float = check(_positive, 0.1)  # weight of the newest call in the per replica × tool EMA
+    min_samples: int = check(_positive, 10)  # calls of a replica × tool before its EMA counts
+    temperature: float = check(_positive, 0.3)  # softmax over -predicted latency, relative to the best
+    inflight_levels: int = check(_positive, 8)  # predicted latency published for 0 … levels-1 calls in flight
+    retrain_interval: float = check(_non_negative, 300.0)  # seconds between retrainings; 0 = never retrain
+    min_train_calls: int = check(_positive, 2000)  # calls in the offline store before a first training
+    registry_dir: str = ""  # "" = <[store] data_dir>/models
+    rollback_after: float = check(_positive, 60.0)  # seconds a live model may do worse than the baseline

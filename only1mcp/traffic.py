@@ -87,6 +87,9 @@ class ToolSettings:
     timeout: float | None = None
     cache_ttl: float = check(_non_negative, 0.0)  # seconds; 0 = not cached
     safe: bool | None = None  # None: trust annotations (readOnlyHint / idempotentHint)
+    # Operator overrides that beat any policy and any learned weight (replica ids, e.g. "search/0"):
+    pin: tuple[str, ...] = ()  # route this tool only to these replicas while one of them is routable
+    ban: tuple[str, ...] = ()  # never route this tool to these replicas while another is routable
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Routing learners: the specialisation learner (per replica × tool EMA) and predictions → weights."""
