@@ -2,7 +2,7 @@
 in ``POLICIES`` on import; importing this package registers them all."""
 
 from only1mcp.proxy.routing import (  # noqa: F401  each registers its policy
-    consistent_hash, least_inflight, p2c_ewma, random_pick, round_robin, weighted,
+    consistent_hash, learned, least_inflight, p2c_ewma, random_pick, round_robin, weighted,
 )
 from only1mcp.proxy.routing.base import POLICIES, Decision, RouteRequest, RoutingPolicy, make_policy
 from only1mcp.proxy.routing.factory import build_policy

@@ -37,6 +37,9 @@ class Decision:
     policy: str
     reason: str
     model_version: str | None = None  # set by "weighted" when the learned weights chose the replica
+    # Structured explanation ("learned": per candidate weight, probability, predicted latency, inflight;
+    # the entry's scope, model version and source, or the fallback reason; any operator override).
+    detail: dict[str, Any] | None = None
 
 
 class RoutingPolicy(Protocol):

@@ -11,8 +11,9 @@ from only1mcp import settings
 from only1mcp.proxy.routing import POLICIES, make_policy
 
 ALL_OPTIONS = {"fallback_policy": "p2c_ewma", "hash_key": "session", "hash_load_factor": 1.25}
-# "weighted" twice: once falling back (no weights), once routing by weights.
-CASES = [*sorted(POLICIES), "weighted+weights"]
+# "weighted" twice: once falling back (no weights), once routing by weights; "learned" three times:
+# falling back, by published weights, by predicted latency curves.
+CASES = [*sorted(POLICIES), "weighted+weights", "learned+weights", "learned+curves"]
 
 
 def build(case: str, seed: int = 7):
@@ -20,6 +21,11 @@ def build(case: str, seed: int = 7):
     policy = make_policy(name, rng=random.Random(seed), **ALL_OPTIONS)
     if case == "weighted+weights":
         policy.set_weights({"r0": 1.0, "r1": 2.0, "r3": 0.5}, valid_until=1e9, model_version="m1")
+    if case == "learned+weights":
+        policy.apply("tool", {"r0": 1.0, "r1": 2.0, "r3": 0.5}, {}, valid_until=1e9, model_version="m1")
+    if case == "learned+curves":
+        policy.apply(None, {}, {"r0": [5.0, 9.0], "r1": [3.0], "r2": [4.0, 6.0, 20.0]}, valid_until=1e9,
+                     model_version="m2")
     return name, policy
 
 
