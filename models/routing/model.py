@@ -1,0 +1,114 @@
+"""The model-backed routing predictor: latency curves from a latency model over causal features.
+
+It keeps a ``CausalFeatures`` (models/latency/features.py) fed with every request event and an
+index of the (server, tool, replica) keys it has seen calls for. :meth:`design` builds ONE
+feature matrix for every known key at inflight ``0 … levels-1`` (the rows the worker scores with
+each model it runs — live, shadow, the online challenger — in one ``predict`` each), and
+:meth:`curves_of` turns a model's (P50, P95) answers back into curves per key. Pure: the model
+objects come from the caller (anything with ``predict(X) -> (p50, p95)``), no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from only1mcp.models.routing.tool_ewma import counts
+from only1mcp.models.routing.weights import Curves
+
+__all__ = ["ModelRouting", "Design"]
+
+Key = tuple[str, "str | None", str]  # (server, tool, replica)
+
+
+class Design:
+    """The rows of one scoring batch: ``keys[i]`` at inflight ``0 … levels-1`` are rows
+    ``i*levels … i*levels + levels-1`` of ``X`` (float32)."""
+
+    __slots__ = ("keys", "levels", "X")
+
+    def __init__(self, keys: list[Key], levels: int, X: np.ndarray) -> None:
+        self.keys, self.levels, self.X = keys, levels, X
+
+
+class ModelRouting:
+    """Feature state and key index for the latency model; ``model`` is the one :meth:`curves` uses."""
+
+    source = "latency_model"
+
+    def __init__(self, features: Any, levels: int = 8, min_samples: int = 10, ttl_s: float = 600.0,
+                 model: Any = None) -> None:
+        self.features = features  # a CausalFeatures (learn_one / features)
+        self.levels, self.min_samples, self.ttl_s = int(levels), int(min_samples), float(ttl_s)
+        self.model = model
+        self._keys: dict[Key, list[float]] = {}  # (server, tool, replica) → [calls, last ts]
+
+    @property
+    def version(self) -> str:
+        return str(getattr(self.model, "version", "") or "")
+
+    def learn_one(self, event: Mapping[str, Any]) -> None:
+        """Every event goes to the features (they decide what they use); routed calls also index their key."""
+        self.features.learn_one(event)
+        if counts(event):
+            key = (event["server"], event.get("tool"), event["replica"])
+            entry = self._keys.get(key)
+            ts = float(event.get("ts") or 0.0)
+            if entry is None:
+                self._keys[key] = [1, ts]
+            else:
+                entry[0] += 1
+                if ts > entry[1]:
+                    entry[1] = ts
+
+    def known(self) -> list[Key]:
+        """The keys with at least ``min_samples`` calls."""
+        return [key for key, (n, _) in self._keys.items() if n >= self.min_samples]
+
+    def prune(self, now: float) -> int:
+        cutoff = now - self.ttl_s
+        stale = [key for key, (_, ts) in self._keys.items() if ts < cutoff]
+        for key in stale:
+            del self._keys[key]
+        return len(stale)
+
+    def design(self, now: float) -> Design:
+        """One matrix: every known key at inflight 0 … levels-1, features as of ``now``."""
+        keys, levels = self.known(), self.levels
+        rows: list[list[float]] = []
+        features = self.features.features
+        for _server, tool, replica in keys:
+            for inflight in range(levels):
+                rows.append(features(replica, tool, inflight, now))
+        width = len(rows[0]) if rows else 0
+        X = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
+        return Design(keys, levels, X)
+
+    @staticmethod
+    def curves_of(design: Design, predictions: Any) -> tuple[Curves, dict[Key, list[float]]]:
+        """A model's ``(p50, p95)`` over ``design`` → (P95 curves per (server, tool) and replica,
+        P50 curve per key)."""
+        p50, p95 = (np.asarray(p, dtype=np.float64).reshape(-1) for p in predictions)
+        n = len(design.keys) * design.levels
+        if p50.shape[0] != n or p95.shape[0] != n:
+            raise ValueError(f"the model answered {p50.shape[0]}/{p95.shape[0]} predictions for {n} rows")
+        curves: Curves = {}
+        medians: dict[Key, list[float]] = {}
+        levels = design.levels
+        for i, key in enumerate(design.keys):
+            server, tool, replica = key
+            lo, hi = i * levels, (i + 1) * levels
+            curves.setdefault((server, tool), {})[replica] = p95[lo:hi].tolist()
+            medians[key] = p50[lo:hi].tolist()
+        return curves, medians
+
+    def curves(self, now: float) -> Curves:
+        """P95 curves of ``self.model`` for every known key (empty without a model or keys)."""
+        if self.model is None:
+            return {}
+        design = self.design(now)
+        if not design.keys:
+            return {}
+        return self.curves_of(design, self.model.predict(design.X))[0]
