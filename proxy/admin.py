@@ -7,7 +7,10 @@ guards ``/admin/*`` (admin token, else loopback peers only).
 
     GET  /admin/upstreams              admin_upstreams()
     GET  /admin/cache                  admin_cache()
-    GET  /admin/decisions/{request_id} admin_decision(request_id), 404 when None
+    GET  /admin/decisions/{request_id} admin_decision(request_id), 404 when None (the JSON-RPC id)
+    GET  /admin/explain/{request_id}   admin_explain(request_id), 404 when None (Only1MCP-Request-Id)
+    GET  /admin/overrides              admin_overrides()
+    POST /admin/overrides              admin_set_override(body); 400 on ValueError
     GET  /admin/config                 admin_config()
     POST /admin/reload                 await reload(); 400 if refused
 """
@@ -126,8 +129,37 @@ def admin_routes(source: object) -> list[BaseRoute]:
             return _not_implemented("admin_set_weights")
         return json_response(result)
 
+    async def explain(request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        found = await _call(source, "admin_explain", request_id)
+        if found is _MISSING:
+            return _not_implemented("admin_explain")
+        if found is None:
+            return json_response({"error": f"no explanation for request id {request_id!r}: not a routed call "
+                                           f"(tools/call, prompts/get), or forgotten (the newest 10000 are kept)"},
+                                 404)
+        return json_response(found)
+
+    async def overrides(request: Request) -> Response:
+        if request.method == "GET":
+            found = await _call(source, "admin_overrides")
+            return _not_implemented("admin_overrides") if found is _MISSING else json_response(found)
+        try:
+            body = await request.json()
+        except ValueError:
+            return json_response({"error": "the body must be JSON"}, 400)
+        try:
+            result = await _call(source, "admin_set_override", body)
+        except (ValueError, TypeError, KeyError) as exc:
+            return json_response({"error": f"override refused: {exc}"}, 400)
+        if result is _MISSING:
+            return _not_implemented("admin_set_override")
+        return json_response(result)
+
     return [
         Route("/weights/{server}", weights, methods=["POST"]),
+        Route("/explain/{request_id}", explain, methods=["GET"]),
+        Route("/overrides", overrides, methods=["GET", "POST"]),
         Route("/upstreams", _view(source, "admin_upstreams"), methods=["GET"]),
         Route("/cache", _view(source, "admin_cache"), methods=["GET"]),
         Route("/decisions/{request_id:path}", decision, methods=["GET"]),

@@ -20,16 +20,17 @@ from only1mcp.proxy.cache import cache_key, make_cache
 from only1mcp.proxy.catalog import Entry
 from only1mcp.proxy.pool import CallRecord
 from only1mcp.proxy.routing import RouteRequest
-from only1mcp.proxy.telemetry import call_context
+from only1mcp.proxy.telemetry import call_context, request_uid
 
 if TYPE_CHECKING:
     from only1mcp.proxy.gateway import Gateway
     from only1mcp.proxy.sessions import ClientSession
 
-__all__ = ["Calls", "request_id_var"]
+__all__ = ["Calls", "request_id_var", "EXPLANATIONS_KEPT"]
 
 request_id_var: contextvars.ContextVar[Any] = contextvars.ContextVar("only1mcp_request_id", default=None)
 _DECISIONS_KEPT = 10_000
+EXPLANATIONS_KEPT = 10_000  # routed calls explained by request id; the oldest are forgotten first
 
 
 class Calls:
@@ -38,6 +39,8 @@ class Calls:
         cache = gateway.settings.cache
         self.cache = make_cache(cache.policy, cache.max_bytes) if cache.max_bytes > 0 else None
         self.decisions: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # request id → (server, exposed tool, method, policy name, attempts, cache hit), formatted on demand
+        self.explanations: OrderedDict[str, tuple[str, str, str, str, list[dict[str, Any]], bool]] = OrderedDict()
 
     def invalidate(self, server: str) -> None:
         if self.cache is not None:
@@ -65,6 +68,7 @@ class Calls:
             hit = self.cache.get(key, loop.time())
             if hit is not None:
                 self._remember(entry, method, [{"cache": "hit"}])
+                self._explain(entry, method, pool.policy.name, [], True)
                 if context is not None:
                     context.cache_hit = True
                 return orjson.loads(hit)
@@ -79,14 +83,25 @@ class Calls:
                                      retry_safe=retry_safe, record=record)
         finally:
             self._remember(entry, method, record.attempts)
+            self._explain(entry, method, pool.policy.name, record.attempts, False)
             if context is not None and record.attempts:
                 last = record.attempts[-1]
                 context.replica, context.policy, context.reason = last["replica"], last["policy"], last["reason"]
                 context.attempts = len(record.attempts)
+                context.inflight = last["inflight"].get(last["replica"])
         if key is not None and not result.get("isError"):
             data = orjson.dumps(result)
             self.cache.put(key, data, len(data), ttl, loop.time(), entry.server)  # type: ignore[union-attr]
         return result
+
+    def _explain(self, entry: Entry, method: str, policy: str, attempts: list[dict[str, Any]], cache_hit: bool) -> None:
+        request_id = request_uid.get()
+        if request_id is None:
+            return
+        explanations = self.explanations
+        explanations[request_id] = (entry.server, entry.exposed, method, policy, attempts, cache_hit)
+        if len(explanations) > EXPLANATIONS_KEPT:
+            explanations.popitem(last=False)
 
     def _remember(self, entry: Entry, method: str, attempts: list[dict[str, Any]]) -> None:
         request_id = request_id_var.get()

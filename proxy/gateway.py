@@ -25,7 +25,8 @@ from only1mcp.proxy.events import make_sink
 from only1mcp.proxy.introspect import AdminViews
 from only1mcp.proxy.telemetry import Telemetry
 from only1mcp.proxy.cursor import decode_cursor, encode_cursor
-from only1mcp.proxy.pool import ServerPool
+from only1mcp.proxy.decisions import DecisionSubscriber
+from only1mcp.proxy.pool import Override, ServerPool
 from only1mcp.proxy.relay import Relay
 from only1mcp.proxy.routing import RouteRequest
 from only1mcp.proxy.sessions import LOG_LEVELS, ClientSession, SessionStore
@@ -64,6 +65,9 @@ class Gateway(AdminViews, Relay):
         self.watcher: Any = None  # the configuration watcher, when the CLI gave a file to reload from
         self.metrics: Any = None  # ProxyMetrics, attached by the app
         self.fast = Http1Pool(proxy.connect_timeout)  # hot-path POSTs to http:// upstreams
+        # Runtime overrides (POST /admin/overrides): server → upstream tool name → Override. Each pool
+        # holds its server's dict, so they outlive a reload of the server.
+        self.overrides: dict[str, dict[str, Override]] = {}
         self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()
         self.calls = Calls(self)
@@ -72,6 +76,9 @@ class Gateway(AdminViews, Relay):
         self.telemetry = Telemetry(self.events, events.hash_key,
                                    events.proxy_id or f"{socket.gethostname()}:{proxy.port}")
         self.telemetry.enabled = bool(events.bootstrap)
+        # The decision channel (routing weights from the learning loop), when there is a broker.
+        bootstrap = settings.decisions.bootstrap or events.bootstrap
+        self.subscriber = DecisionSubscriber(self, settings.decisions, bootstrap) if bootstrap else None
         self._handlers: dict[str, Handler] = {
             "ping": self._ping,
             "tools/list": self._tools_list,
@@ -94,6 +101,7 @@ class Gateway(AdminViews, Relay):
                           call_timeout=proxy.call_timeout, retry=self.settings.retry, metrics=self.metrics)
         for replica in pool.replicas:
             replica.fast = self.fast
+        pool.runtime_overrides = self.overrides.setdefault(server.name, {})
         return pool
 
     def attach_metrics(self, metrics: Any) -> None:
@@ -104,6 +112,13 @@ class Gateway(AdminViews, Relay):
             metrics.register_collector(self.calls.cache.stats, prefix="only1mcp_cache_",
                                        counters=("hits", "misses", "evictions", "expirations", "rejected",
                                                  "invalidations"), help_text="response cache")
+        metrics.register_decisions(self.decision_counts, self.decision_ages)
+
+    def decision_counts(self) -> dict[tuple[str, str], int]:
+        return dict(self.subscriber.counts) if self.subscriber is not None else {}
+
+    def decision_ages(self) -> dict[str, float]:
+        return self.subscriber.ages() if self.subscriber is not None else {}
 
     async def apply_settings(self, settings: Settings) -> dict[str, Any]:
         """Apply a new configuration without dropping calls in flight (see reload.py)."""
@@ -127,8 +142,12 @@ class Gateway(AdminViews, Relay):
         if replicas:  # serve as soon as every replica answered or the wait ran out; late ones join later
             await asyncio.gather(*(r.wait_ready(wait) for r in replicas))
         await self.settle()
+        if self.subscriber is not None:  # after the catalog is known: decisions name exposed tools
+            await self.subscriber.start()
 
     async def stop(self) -> None:
+        if self.subscriber is not None:
+            await self.subscriber.stop()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
         self.cancel_background()
         self.fast.close()

@@ -19,6 +19,7 @@ import orjson
 from only1mcp.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
 from only1mcp.proxy.sessions import ClientSession
+from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
 from only1mcp.settings import ProxySettings
 
 __all__ = ["McpEndpoint", "Exchange", "event", "invalid", "respond", "accepted", "rpc_error", "SSE_HEADERS"]
@@ -171,7 +172,8 @@ class McpEndpoint:
         client_info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
         session = self.gateway.sessions.create(version, capabilities, client_info)
         reply = {"jsonrpc": "2.0", "id": message["id"], "result": self.gateway.initialize_result(version)}
-        await respond(send, 200, reply, [(b"mcp-session-id", session.id.encode())])  # type: ignore[union-attr]
+        await respond(send, 200, reply, [(b"mcp-session-id", session.id.encode()),  # type: ignore[union-attr]
+                                         (REQUEST_ID_HEADER, new_request_id().encode())])
 
     async def _batch(self, messages: list[Any], headers: dict[bytes, bytes], send: Any) -> None:
         session, status, reason = self._session(headers, headers.get(b"mcp-protocol-version", b"").decode())
@@ -180,6 +182,7 @@ class McpEndpoint:
             await respond(send, status if session is None else 400, rpc_error(INVALID_REQUEST, reason))
             return
         replies = []
+        request_ids = []
         for message in messages:
             problem = invalid(message)
             if problem:
@@ -190,19 +193,22 @@ class McpEndpoint:
                 except Exception as exc:  # as for a single POST: an unexpected response is not a 500
                     log.info("unexpected response from client: %s", exc)
             else:
+                if "id" in message:
+                    request_ids.append(new_request_id())
                 reply = await self.gateway.handle(message, session, None)
                 if reply is not None:
                     replies.append(reply)
-        if replies:
-            await respond(send, 200, replies)
+        if replies:  # the request ids of the batch's requests, in order
+            await respond(send, 200, replies, [(REQUEST_ID_HEADER, ",".join(request_ids).encode())])
         else:
             await accepted(send)
 
     async def _request(self, message: dict[str, Any], session: ClientSession, receive: Any, send: Any,
                        sse: bool, prefer_sse: bool, origin: _Origin) -> None:
         telemetry = self.gateway.telemetry
-        context = telemetry.begin()  # before the handler task is made, so it sees the same context
-        exchange = Exchange(send, sse, prefer_sse=prefer_sse)
+        request_id = new_request_id()  # before the handler task is made, so it sees the same context
+        context = telemetry.begin(request_id)
+        exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, request_id.encode())], prefer_sse=prefer_sse)
         await exchange.run(self.gateway.handle(message, session, Sink(session, exchange.push) if sse else None),
                            receive, session, message["id"])
         telemetry.finish(context, message, exchange.reply, origin.started, origin.wall, origin.size,

@@ -1,5 +1,6 @@
 """What the admin API shows: upstreams with health and breaker state, cache statistics,
-routing decisions by request id, the running configuration; and reload on demand."""
+routing decisions by JSON-RPC id, explanations by request id, operator overrides, the
+running configuration; and reload on demand."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class AdminViews:
     catalog: Any
     settings: Any
     watcher: Any
+    overrides: dict[str, dict[str, Any]]
+    subscriber: Any
 
     def admin_upstreams(self) -> dict[str, Any]:
         now = asyncio.get_running_loop().time()
@@ -35,8 +38,112 @@ class AdminViews:
                 })
             servers[name] = {"namespace": pool.settings.namespace, "policy": pool.policy.name,
                              "retry_budget": {"retries": pool.budget.retries, "refused": pool.budget.refused},
-                             "panic": health.get("panic"), "replicas": replicas}
-        return {"servers": servers, "conflicts": list(self.catalog.conflicts)}
+                             "panic": health.get("panic"), "replicas": replicas,
+                             "learned": self._learned_view(pool, now), "overrides": self._override_rows(name)}
+        subscriber = getattr(self, "subscriber", None)
+        return {"servers": servers, "conflicts": list(self.catalog.conflicts),
+                "decisions": subscriber.status() if subscriber is not None else None}
+
+    @staticmethod
+    def _learned_view(pool: Any, now: float) -> dict[str, Any] | None:
+        """The learned table (or the weighted policy's weights) in force, with their freshness."""
+        policy = getattr(pool.policy, "inner", pool.policy)
+        if policy.name == "learned":
+            return policy.snapshot(now)  # type: ignore[no-any-return]
+        if policy.name == "weighted":
+            snap = policy.snapshot()
+            if snap.get("valid_until") is not None:
+                snap["valid_for_s"] = round(snap["valid_until"] - now, 3)
+            return snap  # type: ignore[no-any-return]
+        return None
+
+    # -- explanations ------------------------------------------------------------------
+    def admin_explain(self, request_id: str) -> dict[str, Any] | None:
+        """How the call with this request id (the ``Only1MCP-Request-Id`` header, the event's
+        ``event_id``) was routed: the candidates with their weights, probabilities and predicted
+        latency, the choice, the model or the fallback and why, overrides, each attempt."""
+        found = self.calls.explanations.get(request_id)
+        if found is None:
+            return None
+        server, tool, method, policy, attempts, cache_hit = found
+        first = attempts[0] if attempts else {}
+        detail = first.get("detail") or {}
+        inflight = first.get("inflight") or {}
+        candidates = detail.get("candidates") or [
+            {"replica": rid, "weight": None, "probability": None, "predicted_ms": None, "inflight": inflight.get(rid)}
+            for rid in first.get("candidates", [])]
+        return {"request_id": request_id, "server": server, "tool": tool, "method": method,
+                "policy": first.get("policy", policy), "candidates": candidates, "chosen": first.get("replica"),
+                "scope": detail.get("scope"), "model_version": detail.get("model_version"),
+                "source": detail.get("source"), "fallback_reason": detail.get("fallback_reason"),
+                "overrides": detail.get("overrides"),
+                "attempts": [{"replica": a["replica"], "policy": a["policy"], "reason": a["reason"],
+                              "inflight": (a.get("inflight") or {}).get(a["replica"])} for a in attempts],
+                "cache_hit": cache_hit}
+
+    # -- overrides ---------------------------------------------------------------------
+    def _override_rows(self, server: str) -> list[dict[str, Any]]:
+        pool = self.pools.get(server)
+        if pool is None:
+            return []
+        runtime = self.overrides.get(server, {})
+        rows = []
+        for tool, override in sorted(pool.file_overrides.items()):
+            rows.append({"server": server, "tool": tool, "pin": list(override.pin), "ban": list(override.ban),
+                         "origin": "config", "active": tool not in runtime})
+        for tool, override in sorted(runtime.items()):
+            rows.append({"server": server, "tool": tool, "pin": list(override.pin), "ban": list(override.ban),
+                         "origin": "runtime", "active": True})
+        return rows
+
+    def admin_overrides(self) -> dict[str, Any]:
+        """Every pin and ban in force or configured: the file's, and the runtime ones that beat them."""
+        return {"overrides": [row for name in self.pools for row in self._override_rows(name)]}
+
+    def admin_set_override(self, body: Any) -> dict[str, Any]:
+        """``{"server": S, "tool": T, "pin": [replica id…], "ban": [replica id…]}``; ``tool`` is the
+        exposed or the upstream name. Both lists empty clears the runtime override (the file's, if
+        any, applies again). Raises ValueError (answered 400) for anything unknown."""
+        from only1mcp.proxy.pool import Override
+
+        if not isinstance(body, dict):
+            raise ValueError('expected {"server": …, "tool": …, "pin": [replica id…], "ban": [replica id…]}')
+        unknown_keys = set(body) - {"server", "tool", "pin", "ban"}
+        if unknown_keys:
+            raise ValueError(f"unknown keys {', '.join(sorted(unknown_keys))}; expected server, tool, pin, ban")
+        server, tool = body.get("server"), body.get("tool")
+        if not isinstance(server, str) or server not in self.pools:
+            raise ValueError(f"unknown server {server!r} (known: {', '.join(self.pools) or 'none'})")
+        if not isinstance(tool, str) or not tool:
+            raise ValueError("tool must be the tool's exposed or upstream name")
+        pool = self.pools[server]
+        entry = self.catalog.lookup("tools", tool)
+        if entry is not None and entry.server == server:
+            upstream = entry.upstream_name
+        elif any(e.server == server and e.upstream_name == tool for e in self.catalog.index["tools"].values()):
+            upstream = tool
+        else:
+            raise ValueError(f"unknown tool {tool!r} of server {server!r}")
+        known = [r.id for r in pool.replicas]
+        lists = {}
+        for key in ("pin", "ban"):
+            value = body.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{key} must be a list of replica ids")
+            strangers = [v for v in value if v not in known]
+            if strangers:
+                raise ValueError(f"unknown replica ids {', '.join(strangers)} in {key} "
+                                 f"(replicas of {server}: {', '.join(known)})")
+            lists[key] = tuple(dict.fromkeys(value))
+        runtime = self.overrides.setdefault(server, {})
+        pool.runtime_overrides = runtime
+        if lists["pin"] or lists["ban"]:
+            runtime[upstream] = Override(lists["pin"], lists["ban"], "runtime")
+            cleared = False
+        else:
+            cleared = runtime.pop(upstream, None) is not None
+        return {"server": server, "tool": upstream, "pin": list(lists["pin"]), "ban": list(lists["ban"]),
+                "cleared": cleared, "overrides": self._override_rows(server)}
 
     def admin_cache(self) -> dict[str, Any]:
         cache = self.calls.cache

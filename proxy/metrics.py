@@ -47,6 +47,32 @@ class _ScrapeCollector(Collector):
             yield family(name, f"{self.help_text} {key}".strip(), value=float(value))
 
 
+class _DecisionCollector(Collector):
+    """The decision channel at scrape time: records by kind and outcome, age of the newest per server."""
+
+    def __init__(self, counts: Callable[[], Mapping[tuple[str, str], int]],
+                 ages: Callable[[], Mapping[str, float]]) -> None:
+        self.counts, self.ages = counts, ages
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            counts, ages = dict(self.counts()), dict(self.ages())
+        except Exception:  # a scrape must not fail because one source did
+            log.exception("decision metrics failed")
+            return
+        total = CounterMetricFamily("only1mcp_decisions", "Decision records read from the decision topics, by "
+                                                          "kind and outcome (received, applied, rejected_*)",
+                                    labels=("kind", "outcome"))
+        for (kind, outcome), value in sorted(counts.items()):
+            total.add_metric((kind, outcome), float(value))
+        yield total
+        age = GaugeMetricFamily("only1mcp_decision_age_seconds", "Seconds since the newest applied decision of a "
+                                                                 "server was made", labels=("server",))
+        for server, seconds in sorted(ages.items()):
+            age.add_metric((server,), float(seconds))
+        yield age
+
+
 class ProxyMetrics:
     """The proxy's metrics. Outcome is one of :data:`OUTCOMES`; breaker state one of :data:`BREAKER_STATES`."""
 
@@ -150,6 +176,20 @@ class ProxyMetrics:
         collector = _ScrapeCollector(fn, prefix, frozenset(counters), help_text)
         self.registry.register(collector)
         self._collectors[prefix] = collector
+
+    def register_decisions(self, counts: Callable[[], Mapping[tuple[str, str], int]],
+                           ages: Callable[[], Mapping[str, float]]) -> None:
+        """Expose ``only1mcp_decisions_total{kind,outcome}`` from ``counts()`` and
+        ``only1mcp_decision_age_seconds{server}`` from ``ages()``, both read at scrape time."""
+        self.register_custom("decisions", _DecisionCollector(counts, ages))
+
+    def register_custom(self, key: str, collector: Collector) -> None:
+        """Register a collector under ``key``, replacing one registered earlier under it."""
+        old = self._collectors.pop(key, None)
+        if old is not None:
+            self.registry.unregister(old)
+        self.registry.register(collector)
+        self._collectors[key] = collector
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition (text format, or OpenMetrics if ``accept`` asks for it) and its content type."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -24,7 +25,7 @@ from only1mcp.proxy.upstream.replica import Replica, ReplicaHooks
 from only1mcp.settings import ServerSettings
 from only1mcp.traffic import RetrySettings
 
-__all__ = ["ServerPool", "CallRecord"]
+__all__ = ["ServerPool", "CallRecord", "Override"]
 
 log = logging.getLogger("only1mcp.pool")
 _REVIVE_WAIT_S = 2.0  # longest a call waits for a down replica to reconnect before it fails
@@ -41,6 +42,41 @@ class CallRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"server": self.server, "method": self.method, "name": self.name, "attempts": self.attempts}
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """An operator's pin or ban of replicas for one tool; beats every policy and every learned weight.
+
+    Applied after health filtering: ``ban`` removes replicas unless that would leave none (then it
+    is ignored, and the decision says so); ``pin`` keeps only the pinned routable replicas, or, when
+    none of them is routable, routes among the rest (and says so)."""
+
+    pin: tuple[str, ...] = ()
+    ban: tuple[str, ...] = ()
+    origin: str = "config"  # config ([servers.tools.NAME]) | runtime (POST /admin/overrides)
+
+    def apply(self, candidates: Sequence[Any]) -> tuple[Sequence[Any], dict[str, Any]]:
+        """The candidates left, and what the override did (for the decision's reason and detail)."""
+        notes: list[str] = []
+        if self.ban:
+            kept = [c for c in candidates if c.id not in self.ban]
+            if not kept:
+                notes.append(f"ban of {', '.join(self.ban)} ignored: it would leave no routable replica")
+            else:
+                removed = [c.id for c in candidates if c.id in self.ban]
+                notes.append(f"banned {', '.join(removed)}" if removed else
+                             f"ban of {', '.join(self.ban)} (none of them routable anyway)")
+                candidates = kept
+        if self.pin:
+            pinned = [c for c in candidates if c.id in self.pin]
+            if pinned:
+                notes.append(f"pinned to {', '.join(c.id for c in pinned)}")
+                candidates = pinned
+            else:
+                notes.append(f"pinned {', '.join(self.pin)} not routable; routing among the rest")
+        text = f"override ({self.origin}): {'; '.join(notes)}"
+        return candidates, {"origin": self.origin, "pin": list(self.pin), "ban": list(self.ban), "effect": text}
 
 
 class ServerPool:
@@ -62,6 +98,22 @@ class ServerPool:
         self.budget = RetryBudget(retry)
         self.metrics = metrics
         self._checks: asyncio.Task[None] | None = None
+        # Operator overrides by upstream tool name: the file's, and the runtime ones (the gateway's
+        # dict for this server, shared across reloads), which beat the file's.
+        self.file_overrides = {tool: Override(t.pin, t.ban, "config") for tool, t in settings.tools.items()
+                               if t.pin or t.ban}
+        self.runtime_overrides: dict[str, Override] = {}
+        known = {r.id for r in self.replicas}
+        for tool, override in self.file_overrides.items():
+            unknown = sorted(set(override.pin + override.ban) - known)
+            if unknown:
+                log.warning("[servers.tools.%s] of %s names unknown replicas %s (known: %s)", tool, self.name,
+                            ", ".join(unknown), ", ".join(sorted(known)))
+
+    def override_for(self, tool: str | None) -> Override | None:
+        if tool is None:
+            return None
+        return self.runtime_overrides.get(tool) or self.file_overrides.get(tool)
 
     def start(self) -> None:
         for replica in self.replicas:
@@ -87,9 +139,19 @@ class ServerPool:
             reasons = "; ".join(f"{r.id}: {r.state} ({r.last_error or 'starting'})" for r in self.replicas)
             raise UpstreamUnavailable(self.name, f"no ready replica ({reasons})")
         candidates = self.health.candidates(ready, route.now)
+        note = None
+        if (self.runtime_overrides or self.file_overrides) and route.method == "tools/call":
+            override = self.override_for(route.name)
+            if override is not None:
+                candidates, note = override.apply(candidates)
         if len(candidates) == 1 and not self.settings.sticky:  # a sticky policy must still pin the session
-            return Decision(candidates[0], self.policy.name, "the only routable replica")
-        return self.policy.choose(candidates, route)
+            decision = Decision(candidates[0], self.policy.name, "the only routable replica")
+        else:
+            decision = self.policy.choose(candidates, route)
+        if note is not None:
+            detail = {**decision.detail, "overrides": note} if decision.detail else {"overrides": note}
+            decision = replace(decision, reason=f"{note['effect']}; {decision.reason}", detail=detail)
+        return decision
 
     async def call(self, method: str, params: dict[str, Any] | None, route: RouteRequest, *,
                    sink: RelatedSink | None = None, timeout: float | None = None, retry_safe: bool = False,
@@ -110,8 +172,11 @@ class ServerPool:
             replica: Replica = decision.replica
             tried += (replica,)
             if record is not None:
+                ready = [r for r in self.replicas if r.ready]
                 record.attempts.append({"replica": replica.id, "policy": decision.policy, "reason": decision.reason,
-                                        "candidates": [r.id for r in self.replicas if r.ready]})
+                                        "candidates": [r.id for r in ready],
+                                        "inflight": {r.id: r.inflight for r in ready},
+                                        "detail": decision.detail})
             try:
                 return await self._attempt(replica, method, params, route, sink, timeout or self.timeout)
             except (UpstreamFailed, UpstreamUnavailable) as exc:

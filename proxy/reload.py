@@ -50,6 +50,7 @@ async def apply(gateway: Gateway, new: Settings) -> dict[str, Any]:
     gateway.pools = {s.name: fresh.get(s.name) or gateway.pools[s.name] for s in new.servers}
     for name in removed:
         gateway.forget_server(name)
+        gateway.overrides.pop(name, None)  # its runtime overrides go with it
     for name in removed + changed:
         gateway.calls.invalidate(name)
     kinds = gateway.catalog.reconfigure([(s.name, s.namespace) for s in new.servers])

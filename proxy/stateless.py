@@ -25,6 +25,7 @@ from only1mcp.errors import (
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
 from only1mcp.proxy.http_front import SSE_HEADERS, Exchange, accepted, event, invalid, respond, rpc_error
 from only1mcp.proxy.sessions import ClientSession
+from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
 
 __all__ = ["Stateless", "STATELESS_VERSION"]
 
@@ -78,6 +79,7 @@ class _Call:
         self.task.add_done_callback(lambda _t: session.changed.set())
         self.asked: set[str] = set()
         self.context: Any = None  # the request event's context, shared by every round of the call
+        self.request_id: str = ""  # the call's request id, shared by every round too
 
     async def outcome(self, parked: dict[str, _Call]) -> dict[str, Any]:
         handed_off = False
@@ -147,7 +149,8 @@ class Stateless:
         method = message["method"]
         if method == "server/discover":
             await respond(send, 200, self._finish(method, {"jsonrpc": "2.0", "id": request_id,
-                                                           "result": self.discover()})[1])
+                                                           "result": self.discover()})[1],
+                          [(REQUEST_ID_HEADER, new_request_id().encode())])
         elif method == "subscriptions/listen":
             await self._listen(message, session, sse, receive, send)
         else:
@@ -216,10 +219,11 @@ class Stateless:
                 return
             call.session.logs, call.session.log_level = session.logs, session.log_level
         else:
-            context = self.gateway.telemetry.begin()  # before _Call makes the task that fills it
+            uid = new_request_id()  # before _Call makes the task that fills it
+            context = self.gateway.telemetry.begin(uid)
             call = _Call(self.gateway, message, session)
-            call.context = context
-        exchange = Exchange(send, sse)
+            call.context, call.request_id = context, uid
+        exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, call.request_id.encode())])
         call.target = exchange.push
 
         def finish(reply: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -19,6 +19,7 @@ from only1mcp.errors import INVALID_REQUEST, PARSE_ERROR
 from only1mcp.proxy.gateway import Gateway, Sink
 from only1mcp.proxy.http_front import invalid, rpc_error
 from only1mcp.proxy.sessions import ClientSession
+from only1mcp.proxy.telemetry import new_request_id
 
 __all__ = ["serve_stdio"]
 
@@ -96,7 +97,7 @@ async def _serve(gateway: Gateway, message: dict[str, Any], session: ClientSessi
     if "id" in message:
         session.calls[message["id"]] = asyncio.current_task()  # type: ignore[assignment]
     started, wall = time.perf_counter(), time.time()
-    context = gateway.telemetry.begin() if "id" in message else None
+    context = gateway.telemetry.begin(new_request_id()) if "id" in message else None
     try:
         reply = await gateway.handle(message, session, Sink(session, write))
     except asyncio.CancelledError:

@@ -17,7 +17,10 @@ from typing import Any
 
 from only1mcp.events import RequestEvent, keyed_hash
 
-__all__ = ["CallContext", "call_context", "Telemetry", "classify"]
+__all__ = ["CallContext", "call_context", "request_uid", "new_request_id", "REQUEST_ID_HEADER", "Telemetry",
+           "classify"]
+
+REQUEST_ID_HEADER = b"only1mcp-request-id"  # Only1MCP-Request-Id: the request id, on every answer to a request
 
 
 @dataclass(slots=True)
@@ -30,9 +33,20 @@ class CallContext:
     attempts: int = 0
     cache_hit: bool = False
     args_hash: str | None = None
+    request_id: str | None = None  # the front's request id: the event's event_id, the explanation's key
+    inflight: int | None = None  # calls in flight on the replica when it was chosen (before this one)
 
 
 call_context: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("only1mcp_call", default=None)
+# The request id of the MCP request being handled (set by the front before the handler task is made).
+request_uid: contextvars.ContextVar[str | None] = contextvars.ContextVar("only1mcp_request_uid", default=None)
+
+
+def new_request_id() -> str:
+    """A new request id (uuid4 hex), made the current one for this context and the tasks it starts."""
+    request_id = uuid.uuid4().hex
+    request_uid.set(request_id)
+    return request_id
 
 _ERROR_CLASS = {-32700: "parse_error", -32600: "invalid_request", -32601: "method_not_found",
                 -32602: "invalid_params", -32603: "internal_error", -32001: "timeout", -32002: "resource_not_found",
@@ -65,10 +79,10 @@ class Telemetry:
         self.proxy_id = proxy_id
         self._session_hashes: dict[str, str] = {}
 
-    def begin(self) -> CallContext | None:
+    def begin(self, request_id: str | None = None) -> CallContext | None:
         if not self.enabled:
             return None
-        context = CallContext()
+        context = CallContext(request_id=request_id)
         call_context.set(context)
         return context
 
@@ -94,10 +108,11 @@ class Telemetry:
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
         tool = context.tool or (params.get("name") if isinstance(params.get("name"), str) else None)
         event = RequestEvent(
-            event_id=uuid.uuid4().hex, ts=started_wall, latency_ms=(time.perf_counter() - started) * 1000.0,
+            event_id=context.request_id or uuid.uuid4().hex, ts=started_wall, latency_ms=(time.perf_counter() - started) * 1000.0,
             method=str(message.get("method")), status=status, proxy_id=self.proxy_id,
             client_id=self.hash(client_id.encode()) if client_id else None, session_id=self._session(session_id),
             tool=tool, server=context.server, replica=context.replica, error_code=code, error_class=error_class,
             request_bytes=request_bytes, response_bytes=response_bytes, args_hash=context.args_hash,
-            cache_hit=context.cache_hit, policy=context.policy, reason=context.reason, attempts=context.attempts)
+            cache_hit=context.cache_hit, policy=context.policy, reason=context.reason, attempts=context.attempts,
+            inflight=context.inflight)
         self.sink.emit(event)
