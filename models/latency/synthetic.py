@@ -23,7 +23,7 @@ __all__ = ["load_sensitive_events"]
 
 
 def load_sensitive_events(n: int = 6000, *, seed: int = 0, replicas: int = 4, tools: int = 5,
-                          rate: float = 20.0, exponent: float = 1.5, sigma: float = 0.25,
+                          rate: float = 25.0, exponent: float = 1.5, sigma: float = 0.25,
                           error_rate: float = 0.01, timeout_ms: float = 10_000.0, start: float = 1_790_000_000.0,
                           server: str = "sim") -> list[dict[str, Any]]:
     """``n`` tools/call events in ``ts`` order (RequestEvent fields), ``rate`` calls/s on average."""
@@ -33,7 +33,7 @@ def load_sensitive_events(n: int = 6000, *, seed: int = 0, replicas: int = 4, to
     running: list[list[float]] = [[] for _ in range(replicas)]  # completion-time heaps
     events, ts = [], start
     for _ in range(n):
-        swing = 1.0 + 0.8 * np.sin((ts - start) / 20.0)  # a 2-minute load cycle, 0.2× … 1.8× the rate
+        swing = 1.0 + 0.6 * np.sin((ts - start) / 20.0)  # a 2-minute load cycle, 0.4× … 1.6× the rate
         ts += float(rng.exponential(1.0 / (rate * swing)))
         r, t = int(rng.integers(replicas)), int(rng.integers(tools))
         heap = running[r]

@@ -1,0 +1,110 @@
+"""``only1mcp train latency``: train the latency model from the offline store (jobs/train_latency.py).
+
+Reads ``tools/call`` rows from ``[store] data_dir`` (optionally ``--since``/``--until``, unix seconds
+or ISO 8601), trains P50/P95 quantile models with a time-based hold-out, exports them to ONNX with a
+parity check, registers the version under ``[learning] registry_dir`` (default
+``<data_dir>/models``) and runs the gate (``--no-promote``: leave it a candidate). A progress bar
+goes to stderr; the metrics table (model vs the EWMA and last-value baselines on the same
+hold-out), parity, sizes and the gate's verdict to stdout (``--json``: the whole report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TextIO
+
+__all__ = ["add_arguments", "run", "ProgressBar"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="train_what", metavar="MODEL")
+    latency = sub.add_parser("latency", help="XGBoost P50/P95 latency model → ONNX → registry → gate",
+                             description="XGBoost P50/P95 latency model → ONNX → registry → gate")
+    from only1mcp.commands.models import _common
+
+    _common(latency)
+    latency.add_argument("--since", metavar="T", help="first call time (unix seconds or ISO 8601, UTC if naive)")
+    latency.add_argument("--until", metavar="T", help="end of the window (exclusive)")
+    latency.add_argument("--no-promote", action="store_true", help="register as a candidate, do not run the gate")
+    latency.add_argument("--min-rows", type=int, default=None, help="refuse to train below this many calls (500)")
+    latency.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+class ProgressBar:
+    """A one-line text bar on ``stream`` (stderr), redrawn at most every ``interval`` seconds."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30, interval: float = 0.1) -> None:
+        self.stream, self.width, self.interval = stream, width, interval
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and done < total:
+            return
+        self._last = now
+        filled = int(self.width * done / max(total, 1))
+        self.stream.write(f"\rtraining {stage:<10} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}  ")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _print_report(report: dict) -> None:
+    from only1mcp.feature_store.registry import format_table
+
+    rows = []
+    for name, label in (("model", "model"), ("ewma", "ewma baseline"), ("last_value", "last-value baseline")):
+        m = report["metrics"][name]
+        rows.append((label, f"{m['mae_p50']:.3f}", f"{m['pinball_50']:.3f}", f"{m['pinball_95']:.3f}",
+                     f"{m['coverage_p95']:.1%}"))
+    print(format_table(rows, ("hold-out", "MAE P50 ms", "pinball 0.5", "pinball 0.95", "coverage P95")))
+    r = report["rows"]
+    print(f"rows: {r['train']} train ({r['validation']} of them validation) / {r['holdout']} hold-out (newest by time)")
+    print(f"P50 MAE vs EWMA baseline: {report['improvement']['mae_p50_vs_ewma']:+.1%} lower")
+    print("parity (ONNX vs native, max relative): "
+          + ", ".join(f"{k} {v:.2g}" for k, v in report["parity"].items()))
+    print("size: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in report["sizes"].items())
+          + f"; onnxruntime batch of 20 p99 {report['predict_batch20_p99_us']:.0f} µs")
+    gate = report["gate"]
+    print(f"version: {report['version']} ({report['status']})")
+    print(f"gate: {'promoted' if gate.get('promoted') else 'not promoted'} — {gate.get('reason')}")
+    print(f"report: {report['report']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.train_what != "latency":
+        print("usage: only1mcp train latency [--config FILE] [--since T] [--until T] [--no-promote] [--json]",
+              file=sys.stderr)
+        return 2
+    from only1mcp.commands.models import resolve_dirs
+    from only1mcp.jobs.train_latency import MIN_ROWS, train_latency
+    from only1mcp.models.errors import ModelError
+
+    data_dir, registry_dir = resolve_dirs(args)
+    bar = ProgressBar()
+    try:
+        report = train_latency(data_dir, registry_dir, since=args.since, until=args.until, progress=bar,
+                               promote=not args.no_promote, min_rows=args.min_rows or MIN_ROWS)
+    except ModelError as exc:
+        bar.close()
+        print(f"only1mcp train latency: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a --since/--until that is not a time
+        bar.close()
+        print(f"only1mcp train latency: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    return 0
