@@ -219,7 +219,8 @@ class DecisionSubscriber:
 
     def _down(self, exc: BaseException) -> None:
         self.connected = False
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        text = str(exc)
+        self.last_error = text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
         self._log("down", f"decisions: broker {self.bootstrap} unavailable ({self.last_error}); routing goes on "
                           f"with the decisions it has, retrying", logging.INFO)
 
