@@ -78,13 +78,23 @@ class Weighted:
             if point < 0:
                 replica, weight = candidate, w
                 break
+        rows = [{"replica": c.id, "weight": table.weights.get(c.id, 0.0),
+                 "probability": max(table.weights.get(c.id, 0.0), 0.0) / total, "predicted_ms": None,
+                 "inflight": getattr(c, "inflight", None)} for c in candidates]
+        detail = {"scope": "server", "tool": None, "model_version": table.model_version, "source": "weighted",
+                  "fallback_reason": None, "candidates": rows}
         return Decision(replica, self.name, f"weighted: {replica.id} weight {weight:g} of {total:g} "
                                             f"(p={weight / total:.2f}) by model {table.model_version}",
-                        model_version=table.model_version)
+                        model_version=table.model_version, detail=detail)
 
     def _fall_back(self, candidates: Sequence[Any], request: RouteRequest, why: str) -> Decision:
         inner = self.fallback.choose(candidates, request)
-        return Decision(inner.replica, self.name, f"{why}; fell back to {self.fallback.name}: {inner.reason}")
+        detail = {"scope": None, "tool": None, "model_version": None, "source": None, "fallback_reason": why,
+                  "fallback": self.fallback.name,
+                  "candidates": [{"replica": c.id, "weight": None, "probability": None, "predicted_ms": None,
+                                  "inflight": getattr(c, "inflight", None)} for c in candidates]}
+        return Decision(inner.replica, self.name, f"{why}; fell back to {self.fallback.name}: {inner.reason}",
+                        detail=detail)
 
 
 POLICIES[Weighted.name] = Weighted

@@ -83,3 +83,12 @@ def test_bad_weights_and_a_self_fallback_are_refused() -> None:
 def test_the_fallback_gets_the_hash_options() -> None:
     policy = weighted(fallback_policy="consistent_hash", hash_key="arguments", hash_load_factor=3.0)
     assert policy.fallback.hash_key == "arguments" and policy.fallback.load_factor == 3.0
+
+
+def test_the_decision_carries_a_structured_detail() -> None:
+    policy = weighted(fallback_policy="round_robin")
+    assert policy.choose(replicas(2), req(now=1.0)).detail["fallback_reason"] == "no weights yet"
+    policy.set_weights({"r0": 1.0, "r1": 3.0}, valid_until=100.0, model_version="v7")
+    detail = policy.choose(replicas(2), req(now=1.0)).detail
+    assert detail["model_version"] == "v7" and detail["fallback_reason"] is None
+    assert [row["probability"] for row in detail["candidates"]] == pytest.approx([0.25, 0.75])
