@@ -37,6 +37,8 @@ async def apply(gateway: Gateway, new: Settings) -> dict[str, Any]:
     changed = [name for name in after if name in before and before[name] != after[name]]
     if old.proxy.listen != new.proxy.listen:
         log.warning("reload: proxy.listen changed to %s; it takes effect only at restart", new.proxy.listen)
+    if old.decisions != new.decisions:
+        log.warning("reload: [decisions] changed; the subscription changes only at restart")
 
     fresh = {name: gateway.make_pool(after[name]) for name in added + changed}
     for pool in fresh.values():
