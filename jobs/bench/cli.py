@@ -24,6 +24,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "only1mcp.jobs.sim.bench",
         "routing policies vs a clairvoyant oracle over simulated replicas (slow, specialised, homogeneous)",
     ),
+    "learning": (
+        "only1mcp.jobs.bench.learning",
+        "what learned routing costs: weight lookup, onnxruntime inference, artefact size, proxy with policy learned",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",

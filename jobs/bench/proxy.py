@@ -38,6 +38,14 @@ listen = "{host}:{port}"
 [[servers]]
 name = "echo"
 namespace = ""
+policy = "{policy}"
+[[servers.replicas]]
+url = "{upstream}"
+"""
+# Policies that route by weights from outside get two replica entries (of the one upstream), so the
+# policy really chooses on every call, and weights posted through the admin API.
+_WEIGHTED = ("weighted", "learned")
+_SECOND_REPLICA = """
 [[servers.replicas]]
 url = "{upstream}"
 """
@@ -54,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds for a server to become ready")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
+    parser.add_argument("--policy", default="p2c_ewma",
+                        help="the Only1MCP arm's routing policy (default %(default)s); weighted and learned get two "
+                             "replica entries of the upstream and weights posted to /admin/weights")
 
 
 def _bars() -> list[Bar]:
@@ -98,10 +109,13 @@ def _loop_factory() -> tuple[Any, str]:
     return uvloop.new_event_loop, "uvloop"
 
 
-def _arm_argv(arm: str, port: int, upstream_url: str, tmp: Path) -> list[str]:
+def _arm_argv(arm: str, port: int, upstream_url: str, tmp: Path, policy: str = "p2c_ewma") -> list[str]:
     if arm == "only1mcp":
         config = tmp / "only1mcp.toml"
-        config.write_text(_ONLY1MCP_CONFIG.format(host=HOST, port=port, upstream=upstream_url))
+        body = _ONLY1MCP_CONFIG.format(host=HOST, port=port, upstream=upstream_url, policy=policy)
+        if policy in _WEIGHTED:
+            body += _SECOND_REPLICA.format(upstream=upstream_url)
+        config.write_text(body)
         return [sys.executable, "-m", "only1mcp.cli", "proxy", "--config", str(config)]
     if arm == "fastmcp":
         module = "only1mcp.jobs.bench._fastmcp_arm"
@@ -132,7 +146,7 @@ async def _bench(args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> di
                 arms[arm] = {"status": "ok", "url": upstream_url, "startup_s": round(upstream_s, 3), **seen[arm]}
             else:
                 urls[arm] = f"http://{HOST}:{port}/mcp"
-                started[arm] = procs.start(arm, _arm_argv(arm, port, upstream_url, tmp))
+                started[arm] = procs.start(arm, _arm_argv(arm, port, upstream_url, tmp, args.policy))
         # Proxy arms start side by side; one that fails is skipped, not fatal.
         probes = {arm: _probe(http, urls[arm], _SERVER_NAMES.get(arm), seen[arm]) for arm in started}
         outcomes = await asyncio.gather(
@@ -147,6 +161,8 @@ async def _bench(args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> di
             else:
                 arms[arm] = {"status": "ok", "url": urls[arm], "startup_s": round(outcome, 3), "argv": proc.argv}
                 arms[arm].update(seen[arm])
+                if arm == "only1mcp" and args.policy in _WEIGHTED:
+                    await _post_weights(http, urls[arm])
         collected, rounds, slice_s = await _measure(args, http, arms, urls, upstream, started)
     for arm, proc in started.items():
         if arms[arm]["status"] == "ok" and not proc.alive():  # its figures are not the proxy's
@@ -154,6 +170,14 @@ async def _bench(args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> di
             arms[arm] = {**arms[arm], "status": "died", "reason": reason, "log_tail": proc.log_tail(lines=20)}
             collected = {cell: v for cell, v in collected.items() if cell[0] != arm}
     return _assemble(args, arms, collected, machine, started_at, rounds, slice_s, PROTOCOL_VERSION)
+
+
+async def _post_weights(http: Any, mcp_url: str) -> None:
+    """Equal weights for the two replica entries, valid for the whole run."""
+    body = {"weights": {"echo/0": 1.0, "echo/1": 1.0}, "valid_until": time.time() + 86_400, "model_version": "bench"}
+    async with http.post(mcp_url.rsplit("/", 1)[0] + "/admin/weights/echo", json=body) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"posting weights failed: {resp.status} {await resp.text()}")
 
 
 def _probe(http: Any, url: str, server_name: str | None, seen: dict[str, Any]) -> Callable[[], Awaitable[None]]:
@@ -271,7 +295,7 @@ def _assemble(
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "settings": {
             "duration_s": args.duration, "warmup_s": args.warmup, "rounds": rounds, "slice_s": round(slice_s, 4),
-            "concurrency": args.concurrency, "arms": args.arms, "tool": TOOL,
+            "concurrency": args.concurrency, "arms": args.arms, "tool": TOOL, "policy": args.policy,
             "protocol_version": protocol_version, "sessions": "one MCP session per concurrent worker",
         },
         "machine": {**machine, "load_average_end": machine_info()["load_average"]},
