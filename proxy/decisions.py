@@ -50,7 +50,7 @@ class DecisionSubscriber:
     """Reads the decision topics with aiokafka and applies each record to the gateway's pools."""
 
     def __init__(self, gateway: Gateway, settings: DecisionSettings, bootstrap: str, *,
-                 discover_interval: float = 2.0, refresh_interval: float = 30.0, fetch_wait_ms: int = 200,
+                 discover_interval: float = 2.0, refresh_interval: float = 5.0, fetch_wait_ms: int = 200,
                  consumer_options: dict[str, Any] | None = None) -> None:
         if not bootstrap:
             raise ValueError("DecisionSubscriber needs a bootstrap address")
@@ -59,7 +59,7 @@ class DecisionSubscriber:
         self.bootstrap = bootstrap
         self.topics = tuple(settings.topics)
         self.discover_interval = discover_interval  # while a topic is missing or nothing is assigned
-        self.refresh_interval = refresh_interval  # otherwise (partitions may be added)
+        self.refresh_interval = refresh_interval  # otherwise (is the broker there? were partitions added?)
         self.fetch_wait_ms = fetch_wait_ms
         self.consumer_options = dict(consumer_options or {})
         self.counts: dict[tuple[str, str], int] = {}
@@ -201,6 +201,8 @@ class DecisionSubscriber:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the broker went away, or a bug: reconnect rather than stop reading
+                if self.connected:  # it had worked: try again soon
+                    backoff = 0.2
                 self._down(exc)
             finally:
                 self.connected = False
@@ -230,13 +232,15 @@ class DecisionSubscriber:
         next_discovery = 0.0
         while True:
             if loop.time() >= next_discovery:
-                wanted = await self._discover(consumer)
+                # Also the liveness check: aiokafka reconnects by itself, silently; a failed metadata
+                # request ends this consumer and the next one starts where this one left off.
+                wanted = await asyncio.wait_for(self._discover(consumer), 10.0)
                 if wanted != assigned:
                     await self._assign(consumer, wanted)
                     assigned = wanted
-                if not self.connected:
-                    log.info("decisions: reading %s from %s (%d partitions)", ", ".join(self.topics), self.bootstrap,
-                             len(assigned))
+                    if assigned:
+                        log.info("decisions: reading %d partitions of %s from %s", len(assigned),
+                                 ", ".join(sorted({tp.topic for tp in assigned})), self.bootstrap)
                 self.connected, self.last_error = True, ""
                 quick = self.missing or not assigned
                 next_discovery = loop.time() + (self.discover_interval if quick else self.refresh_interval)
@@ -277,7 +281,9 @@ class DecisionSubscriber:
 
     async def _assign(self, consumer: Any, wanted: frozenset[Any]) -> None:
         """Assign ``wanted``; each partition resumes where this proxy left it (while the broker still has
-        that offset), else starts ``lookback`` records before its end."""
+        that offset), else starts ``lookback`` records before its end. (A broker restarted with empty
+        memory storage whose new log already passed that offset is not told apart: the records before
+        it are skipped, and the next published decision is read.)"""
         partitions = sorted(wanted, key=lambda tp: (tp.topic, tp.partition))
         consumer.assign(partitions)
         self.assigned = [f"{tp.topic}/{tp.partition}" for tp in partitions]

@@ -84,3 +84,57 @@ def test_no_broker_no_subscriber(tmp_path: Path) -> None:
                     '[[servers.replicas]]\nurl = "http://127.0.0.1:2/mcp"\n')
     gateway = Gateway(load_settings(path))
     assert gateway.subscriber is None and gateway.decision_counts() == {} and gateway.decision_ages() == {}
+
+
+def test_the_subscriber_finds_a_late_topic_and_survives_a_broker_restart(tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from only1mcp.infra.broker import EmbeddedBroker, acreate_topics
+    from only1mcp.proxy.decisions import DecisionSubscriber
+
+    async def publish(bootstrap: str, model: str) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(TOPIC, record(tool=None, model_version=model))
+        finally:
+            await producer.stop()
+
+    async def until(check, timeout: float = 15.0) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.05)
+
+    async def run() -> None:
+        path = tmp_path / "proxy.toml"
+        path.write_text('[proxy]\nlisten = "127.0.0.1:1"\n[[servers]]\nname = "l"\npolicy = "learned"\n'
+                        '[[servers.replicas]]\nurl = "http://127.0.0.1:2/mcp"\n')
+        gateway = Gateway(load_settings(path))
+        learned = gateway.pools["l"].policy
+        broker = await EmbeddedBroker().astart()
+        port = int(broker.bootstrap.rsplit(":", 1)[1])
+        sub = DecisionSubscriber(gateway, gateway.settings.decisions, broker.bootstrap, discover_interval=0.3,
+                                 refresh_interval=0.3)
+        await sub.start()
+        try:
+            await until(lambda: sub.connected and sub.missing == [TOPIC])
+            await acreate_topics(broker.bootstrap, [TOPIC], 2)
+            await until(lambda: len(sub.assigned) == 2)
+            await publish(broker.bootstrap, "before")
+            await until(lambda: learned.entries()[0] is not None and learned.entries()[0].model_version == "before")
+            await broker.astop()
+            await until(lambda: not sub.connected)
+            assert sub.last_error
+            broker = await EmbeddedBroker(port=port).astart()  # memory storage: a new, empty log
+            await acreate_topics(broker.bootstrap, [TOPIC], 2)
+            deadline = time.monotonic() + 20.0
+            while not (sub.connected and learned.entries()[0].model_version == "after"):  # published every
+                assert time.monotonic() < deadline, sub.status()  # 0.3 s, as the learning loop would
+                await publish(broker.bootstrap, "after")
+                await asyncio.sleep(0.3)
+        finally:
+            await sub.stop()
+            await broker.astop()
+
+    asyncio.run(run())
