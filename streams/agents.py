@@ -83,6 +83,7 @@ class FeatureWorker:
         self.lock = asyncio.Lock()
         self.started: float | None = None  # first record folded: the rate counts from there
         self.acked, self.last_report = 0, 0.0
+        self.routing: Any = None  # the routing agent (streams/routing.py), fed every valid record
 
     # -- folding -------------------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class FeatureWorker:
     async def fold(self, messages: list[Any]) -> None:
         if self.started is None:
             self.started = time.monotonic()
+        valid: list[dict[str, Any]] = []
         for message in messages:
             self.next_offset[message.tp] = message.offset + 1
             try:
@@ -110,11 +112,14 @@ class FeatureWorker:
                     t_ms = math.floor(record["ts"] * 1000)
                     if t_ms > self.max_ms.get(message.tp, -(1 << 62)):
                         self.max_ms[message.tp] = t_ms
+                    valid.append(record)
                     continue
                 except Exception as exc:  # never let one record stop the agent
                     log.exception("processing failed for %s[%d]@%d", message.topic, message.partition, message.offset)
                     reason = f"processing failed: {type(exc).__name__}: {exc}"
             await self.dead_letter(message, reason)
+        if self.routing is not None and valid:
+            self.routing.observe(valid)  # never raises
 
     async def dead_letter(self, message: Any, reason: str) -> None:
         raw = message.value
@@ -286,6 +291,10 @@ def install(app: WorkerApp, settings: Settings, **kwargs: Any) -> FeatureWorker:
     worker.dead_topic = app.topic(TOPICS["dead_letter"], key_type=bytes, value_type=bytes, key_serializer="raw",
                                   value_serializer="raw", partitions=partitions)
     app.batch_topic(source, worker.on_batch)
+    if settings.learning.enabled:
+        from only1mcp.streams.routing import install as install_routing
+
+        worker.routing = install_routing(app, settings)
 
     @app.timer(min(worker.online_interval, worker.flush_interval))
     async def idle_flush() -> None:  # windows close and acks go out even when no record arrives

@@ -85,6 +85,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     import time
 
     names = [TOPICS["requests"], TOPICS["dead_letter"]]
+    if settings.learning.enabled:
+        names.append(settings.learning.topic)  # the routing agent publishes there (streams/routing.py)
     deadline = time.monotonic() + _BROKER_WAIT_S  # in compose, the broker may still be starting
     while True:
         try:

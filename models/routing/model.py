@@ -21,6 +21,7 @@ from only1mcp.models.routing.weights import Curves
 __all__ = ["ModelRouting", "Design"]
 
 Key = tuple[str, "str | None", str]  # (server, tool, replica)
+_BYTES_ALPHA = 0.1
 
 
 class Design:
@@ -43,7 +44,7 @@ class ModelRouting:
         self.features = features  # a CausalFeatures (learn_one / features)
         self.levels, self.min_samples, self.ttl_s = int(levels), int(min_samples), float(ttl_s)
         self.model = model
-        self._keys: dict[Key, list[float]] = {}  # (server, tool, replica) → [calls, last ts]
+        self._keys: dict[Key, list[float]] = {}  # (server, tool, replica) → [calls, last ts, request bytes EWMA]
 
     @property
     def version(self) -> str:
@@ -55,41 +56,50 @@ class ModelRouting:
         if counts(event):
             key = (event["server"], event.get("tool"), event["replica"])
             entry = self._keys.get(key)
-            ts = float(event.get("ts") or 0.0)
+            ts, size = float(event.get("ts") or 0.0), float(event.get("request_bytes") or 0)
             if entry is None:
-                self._keys[key] = [1, ts]
+                self._keys[key] = [1, ts, size]
             else:
                 entry[0] += 1
                 if ts > entry[1]:
                     entry[1] = ts
+                entry[2] += _BYTES_ALPHA * (size - entry[2])
 
     def known(self) -> list[Key]:
         """The keys with at least ``min_samples`` calls."""
-        return [key for key, (n, _) in self._keys.items() if n >= self.min_samples]
+        return [key for key, entry in self._keys.items() if entry[0] >= self.min_samples]
+
+    def calls(self, key: Key) -> int:
+        """Calls seen for a key (since this predictor started learning)."""
+        entry = self._keys.get(key)
+        return int(entry[0]) if entry is not None else 0
 
     def prune(self, now: float) -> int:
         cutoff = now - self.ttl_s
-        stale = [key for key, (_, ts) in self._keys.items() if ts < cutoff]
+        stale = [key for key, entry in self._keys.items() if entry[1] < cutoff]
         for key in stale:
             del self._keys[key]
         return len(stale)
 
     def design(self, now: float) -> Design:
-        """One matrix: every known key at inflight 0 … levels-1, features as of ``now``."""
+        """One matrix: every known key at inflight 0 … levels-1, features as of ``now`` (the request
+        size: the key's recent average, the typical call)."""
         keys, levels = self.known(), self.levels
         rows: list[list[float]] = []
         features = self.features.features
-        for _server, tool, replica in keys:
+        for key in keys:
+            _server, tool, replica = key
+            size = self._keys[key][2]
             for inflight in range(levels):
-                rows.append(features(replica, tool, inflight, now))
+                rows.append(features(replica, tool, inflight, now, size))
         width = len(rows[0]) if rows else 0
         X = np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
         return Design(keys, levels, X)
 
     @staticmethod
-    def curves_of(design: Design, predictions: Any) -> tuple[Curves, dict[Key, list[float]]]:
+    def curves_of(design: Design, predictions: Any, keep: Any = None) -> tuple[Curves, dict[Key, list[float]]]:
         """A model's ``(p50, p95)`` over ``design`` → (P95 curves per (server, tool) and replica,
-        P50 curve per key)."""
+        P50 curve per key); ``keep(key)`` False leaves a key out of the P95 curves."""
         p50, p95 = (np.asarray(p, dtype=np.float64).reshape(-1) for p in predictions)
         n = len(design.keys) * design.levels
         if p50.shape[0] != n or p95.shape[0] != n:
@@ -100,7 +110,8 @@ class ModelRouting:
         for i, key in enumerate(design.keys):
             server, tool, replica = key
             lo, hi = i * levels, (i + 1) * levels
-            curves.setdefault((server, tool), {})[replica] = p95[lo:hi].tolist()
+            if keep is None or keep(key):
+                curves.setdefault((server, tool), {})[replica] = p95[lo:hi].tolist()
             medians[key] = p50[lo:hi].tolist()
         return curves, medians
 

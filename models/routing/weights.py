@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from only1mcp.events import RoutingWeights
 
-__all__ = ["Curves", "softmax_weights", "error_adjusted", "clean_curve", "server_curves", "decisions_for",
+__all__ = ["Curves", "softmax_weights", "error_adjusted", "clean_curve", "server_curves", "decisions_for", "split",
            "MIN_SUCCESS", "FLOOR_MS"]
 
 Curves = dict[tuple[str, "str | None"], dict[str, list[float]]]  # (server, tool) → replica → ms per inflight
@@ -83,11 +83,12 @@ def server_curves(curves: Curves, server: str) -> dict[str, list[float]]:
 
 
 def decisions_for(curves: Curves, *, now: float, valid_for: float, temperature: float, model_version: str,
-                  source: str, min_replicas: int = 2, server_wide: bool = True) -> list[RoutingWeights]:
-    """One record per (server, tool) with at least ``min_replicas`` replicas predicted, plus one
-    server-wide record (``tool`` None) per server from the per-replica means of its tools' curves
-    (when ``server_wide`` and it has ``min_replicas`` replicas). Weights at inflight 0, curves as
-    ``predicted_ms``, ``valid_until = now + valid_for``."""
+                  source: str, min_replicas: int = 2, server_wide: bool = True,
+                  per_tool: bool = True) -> list[RoutingWeights]:
+    """One record per (server, tool) with at least ``min_replicas`` replicas predicted (when
+    ``per_tool``), plus one server-wide record (``tool`` None) per server from the per-replica means
+    of its tools' curves (when ``server_wide`` and it has ``min_replicas`` replicas). Weights at
+    inflight 0, curves as ``predicted_ms``, ``valid_until = now + valid_for``."""
     records: list[RoutingWeights] = []
     cleaned: Curves = {}
     for key, replicas in curves.items():
@@ -95,7 +96,7 @@ def decisions_for(curves: Curves, *, now: float, valid_for: float, temperature: 
         if good:
             cleaned[key] = good
     for (server, tool), replicas in sorted(cleaned.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        if tool is not None and len(replicas) >= min_replicas:
+        if per_tool and tool is not None and len(replicas) >= min_replicas:
             records.append(_record(server, tool, replicas, now, valid_for, temperature, model_version, source))
     if server_wide:
         for server in sorted({server for server, _ in cleaned}):
@@ -111,3 +112,15 @@ def _record(server: str, tool: str | None, replicas: dict[str, list[float]], now
     return RoutingWeights(decision_id=uuid.uuid4().hex, ts=now, valid_until=now + valid_for, server=server,
                           tool=tool, weights=weights, predicted_ms={rid: list(c) for rid, c in replicas.items()},
                           model_version=model_version, source=source)
+
+
+def split(model: Curves, baseline: Curves) -> tuple[Curves, Curves, set[str]]:
+    """Who decides what when a model and the baseline both predict: the model takes a (server, tool)
+    only where it predicts every replica the baseline knows there (a replica it left out would get
+    no weight), the baseline keeps the rest. Returns (the model's part, the baseline's part, the
+    servers whose every tool the model decides: their server-wide record is the model's too)."""
+    mine = {key: replicas for key, replicas in model.items()
+            if key[1] is not None and len(replicas) >= 2 and set(replicas) >= set(baseline.get(key, {}))}
+    rest = {key: replicas for key, replicas in baseline.items() if key not in mine}
+    servers = {server for server, _ in mine} - {server for server, _ in rest}
+    return mine, rest, servers

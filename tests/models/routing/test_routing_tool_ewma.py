@@ -130,3 +130,15 @@ def test_server_curves_pads_shorter_curves() -> None:
     curves = {("s", "A"): {"r0": [10.0, 20.0, 30.0]}, ("s", "B"): {"r0": [2.0]}}
     assert server_curves(curves, "s") == {"r0": [6.0, 11.0, 16.0]}
     assert server_curves(curves, "nope") == {}
+
+
+def test_split_gives_the_model_only_what_it_fully_covers() -> None:
+    from only1mcp.models.routing.weights import split
+
+    baseline = {("s", "A"): {"r0": [1.0], "r1": [2.0]}, ("s", "B"): {"r0": [1.0], "r1": [2.0]},
+                ("t", "X"): {"q0": [1.0], "q1": [2.0]}}
+    model = {("s", "A"): {"r0": [1.0, 2.0], "r1": [3.0, 4.0]}, ("s", "B"): {"r0": [1.0, 2.0]},  # B lacks r1
+             ("t", "X"): {"q0": [1.0], "q1": [1.0]}}
+    mine, rest, servers = split(model, baseline)
+    assert set(mine) == {("s", "A"), ("t", "X")} and set(rest) == {("s", "B")} and servers == {"t"}
+    assert split({}, baseline) == ({}, baseline, set())

@@ -1,0 +1,646 @@
+"""The routing agent: learns from every request event in the worker and publishes routing weights.
+
+It lives in the worker process beside the feature agent: ``FeatureWorker.fold`` hands it every
+valid ``mcp.requests`` record (already decoded to a dict) once per fold (:meth:`RoutingAgent.observe`,
+a few dict updates per record), and a task of the Faust app (:meth:`RoutingAgent.run`) ticks every
+``[learning] publish_interval``:
+
+1. **Which predictor publishes.** The specialisation learner (models/routing/tool_ewma.py) needs
+   only ``min_samples`` calls per replica × tool, so weights go out within seconds of the first
+   traffic. When the registry (``[learning] registry_dir``, or ``<[store] data_dir>/models``) has a
+   live version that loads, the latency model takes over every (server, tool) where it is warm: it
+   scores every known (server, tool, replica) at inflight ``0 … inflight_levels-1`` in ONE batch
+   (onnxruntime, models/routing/model.py) and publishes P95 curves for the keys with
+   ``_WARM_CALLS`` calls, taking a (server, tool) only where it predicts every replica the learner
+   knows (``weights.split``); the learner keeps the rest. If loading or scoring raises, that tick
+   is the learner's (logged, counted, never fatal).
+   The causal features the model reads cost ~10 µs an event (a heap push, then the window and EWMA
+   updates at the next tick), several times the learner's ~2 µs; they are fed only once a model
+   (live or shadow) exists in the registry, and the model publishes ``_WARMUP_S`` after that.
+2. **Shadow and challenger.** A registry shadow version is scored on the same batch; a river online
+   regressor (models/latency/online.py) learns from the same causal feature vectors (computed
+   before the call is learned; at most ``_RIVER_PER_S`` calls a second: river costs tens of µs per
+   call) and is scored on the same batch. Neither is acted on.
+3. **Live error.** For each predictor (live model, the learner as the baseline, shadow, river), an
+   EWMA of the absolute error of its P50 prediction on completed calls: the prediction from the last
+   tick's curves at the call's own inflight. A live model doing worse than the baseline for
+   ``rollback_after`` seconds is rolled back in the registry (or, with no previous version, benched:
+   the learner publishes until a new version is live); logged and counted.
+4. **Retraining.** Every ``retrain_interval``, once the offline store holds ``min_train_calls``
+   calls, ``jobs/train_latency.train_latency`` runs in a subprocess (niced; it registers and gates
+   the candidate itself), then the live model is reloaded.
+
+Records go to ``[learning] topic`` keyed by server, through the agent's own aiokafka producer, from
+a background send: with the broker away a tick is dropped (logged once, counted) and the worker
+goes on folding; the next tick after it is back publishes again.
+
+Known limit: with several workers in one consumer group each sees only the replicas of its
+partitions (``mcp.requests`` is keyed by replica), so each would publish partial records. One
+worker per group (the embedded default) is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from only1mcp.events import RoutingWeights
+from only1mcp.models.routing.tool_ewma import ToolEwma, counts
+from only1mcp.models.routing.weights import Curves, decisions_for, split
+from only1mcp.settings import Settings
+
+__all__ = ["RoutingAgent", "DecisionPublisher", "install", "registry_root"]
+
+log = logging.getLogger(__name__)
+
+_STATUS_EVERY_S = 30.0
+_RELOAD_EVERY_S = 5.0  # how often the registry is asked whether the live version changed
+_ERROR_ALPHA = 0.02  # weight of the newest call in the live-error EWMAs (~50 calls)
+_MIN_COMPARED = 50  # calls each side must have been judged on before a rollback can happen
+_WARMUP_S = 10.0  # after the first model shows up, its features' windows (10 s) fill before it publishes
+_WARM_CALLS = 30  # and a (server, tool, replica) needs this many calls since then (the EWMAs, the counts)
+_RIVER_PER_S = 200  # river learns at most this many calls per second (token bucket)
+_PRODUCER_TIMEOUT_MS = 5000
+PREDICTORS = ("live", "baseline", "shadow", "river")
+
+
+def registry_root(settings: Settings) -> Path:
+    return Path(settings.learning.registry_dir or Path(settings.store.data_dir) / "models")
+
+
+class DecisionPublisher:
+    """Sends decision records with its own aiokafka producer, never blocking the caller: each
+    :meth:`publish` starts a background send; while one is still under way (the broker is slow or
+    gone) the next ticks are dropped and counted. Failures are logged once per outage."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.producer: Any = None
+        self.pending: asyncio.Task[None] | None = None
+        self.sent = self.dropped = self.failed = 0
+        self.down_since: float | None = None
+
+    def publish(self, records: list[RoutingWeights]) -> bool:
+        """Start sending ``records``; False (dropped) while the previous send is not done."""
+        if self.pending is not None and not self.pending.done():
+            self.dropped += 1
+            return False
+        self.pending = asyncio.ensure_future(self._send(records))
+        return True
+
+    async def _send(self, records: list[RoutingWeights]) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        try:
+            if self.producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, request_timeout_ms=_PRODUCER_TIMEOUT_MS,
+                                            linger_ms=5, acks=1, client_id="only1mcp-routing")
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self.producer = producer
+            sends = [await self.producer.send(self.topic, r.to_json(), key=r.server.encode()) for r in records]
+            if sends:
+                await asyncio.gather(*sends)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed += 1
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                log.warning("routing weights not delivered (%s: %s); dropping ticks until Kafka at %s answers",
+                            type(exc).__name__, exc, self.bootstrap)
+            return
+        self.sent += len(records)
+        if self.down_since is not None:
+            log.info("routing weights delivered again after %.1f s (%d ticks failed, %d dropped so far)",
+                     time.monotonic() - self.down_since, self.failed, self.dropped)
+            self.down_since = None
+
+    async def close(self) -> None:
+        if self.pending is not None and not self.pending.done():
+            self.pending.cancel()
+            try:
+                await self.pending
+            except BaseException:
+                pass
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            try:
+                await asyncio.wait_for(producer.stop(), 5.0)
+            except Exception:
+                pass
+
+
+class _Errors:
+    """EWMA of a predictor's absolute P50 error on completed calls."""
+
+    __slots__ = ("value", "n")
+
+    def __init__(self) -> None:
+        self.value, self.n = 0.0, 0
+
+    def add(self, err: float) -> None:
+        if self.n == 0:
+            self.value = err
+        else:
+            self.value += _ERROR_ALPHA * (err - self.value)
+        self.n += 1
+
+
+class RoutingAgent:
+    """Specialisation learner, latency model serving, live-error tracking, rollback and retraining."""
+
+    def __init__(self, settings: Settings, *, publisher: DecisionPublisher | None = None,
+                 registry: Any = None) -> None:
+        self.settings, learning = settings, settings.learning
+        self.learning = learning
+        self.tool_ewma = ToolEwma(learning.ewma_alpha, learning.min_samples)
+        self.publisher = publisher or DecisionPublisher(settings.worker.bootstrap, learning.topic)
+        self.registry_dir = registry_root(settings)
+        self._registry = registry
+        self.model_side: Any = None  # ModelRouting, when models.latency imports
+        self.river: Any = None
+        try:
+            from only1mcp.models.latency.features import CausalFeatures
+            from only1mcp.models.routing.model import ModelRouting
+
+            # The training job's feature parameters (training_frame's defaults): a model only means what it
+            # learned on features computed the same way.
+            self.model_side = ModelRouting(CausalFeatures(), learning.inflight_levels, learning.min_samples)
+        except Exception as exc:  # the latency side is optional: the learner alone still publishes
+            log.info("latency model unavailable (%s: %s): the specialisation learner publishes alone",
+                     type(exc).__name__, exc)
+        if self.model_side is not None:
+            try:
+                from only1mcp.models.latency.online import RiverLatency
+
+                self.river = RiverLatency()
+            except Exception as exc:
+                log.info("river challenger unavailable (%s: %s)", type(exc).__name__, exc)
+        self.armed_at: float | None = None  # when a model first showed up: the causal features are fed since
+        self.live: Any = None  # the loaded live LatencyModel
+        self.live_version: str | None = None
+        self.shadow: Any = None
+        self.shadow_version: str | None = None
+        self.benched: set[str] = set()  # live versions rolled back with no previous one to go to
+        # (server, tool, replica) → P50 curve, per predictor, from the last tick
+        self.p50: dict[str, dict[tuple[Any, ...], list[float]]] = {name: {} for name in PREDICTORS}
+        self.live_error = {name: _Errors() for name in PREDICTORS}
+        self.counters: dict[str, Any] = {
+            "events": 0, "calls": 0, "ticks": 0, "published": 0, "records": 0, "rollbacks": 0, "benched": 0,
+            "fallback_ticks": 0, "retrains": 0, "retrain_failures": 0, "model_loads": 0, "river_learned": 0,
+            "errors": {"latency_model": 0, "shadow": 0, "river": 0, "tool_ewma": 0, "load": 0},
+        }
+        self.source: str | None = None
+        self.model_version: str | None = None
+        self.worse_since: float | None = None
+        self._river_tokens, self._river_at = float(_RIVER_PER_S), time.monotonic()
+        self._last_reload = -math.inf
+        self._generation = 0
+        self._last_status = time.monotonic()
+        self._reloading: asyncio.Future[Any] | None = None
+        self._retrain: asyncio.Task[Any] | None = None
+        self._next_retrain = time.monotonic() + min(learning.retrain_interval, 60.0)
+        self._store_short: int | None = None  # calls the offline store lacked at the last try
+        self._calls_at_check = 0  # calls seen then
+        self._logged: set[str] = set()
+
+    # -- per event (the worker's hot path) -------------------------------------------------------
+
+    def observe(self, records: list[dict[str, Any]]) -> None:
+        """Learn from a fold's valid records (RequestEvent dicts). Never raises."""
+        try:
+            self._observe(records)
+        except Exception:  # the feature worker must not stop for the learner
+            self.counters["errors"]["tool_ewma"] += 1
+            self._log_once("observe", "routing agent failed to learn from a batch", exc_info=True)
+
+    def _observe(self, records: list[dict[str, Any]]) -> None:
+        learn, model_side = self.tool_ewma.learn_counted, self.model_side
+        if self.armed_at is None:  # no model yet: nothing to compare, and the features would cost ~10 µs/event
+            model_side, tables = None, []
+        else:
+            tables = [(self.p50[name], self.live_error[name]) for name in PREDICTORS if self.p50[name]]
+        river_on = self.river is not None and model_side is not None
+        if river_on:
+            now = time.monotonic()
+            self._river_tokens = min(float(_RIVER_PER_S), self._river_tokens + (now - self._river_at) * _RIVER_PER_S)
+            self._river_at = now
+        calls = 0
+        for record in records:
+            if counts(record):
+                calls += 1
+                if tables and record["status"] == "ok":
+                    key = (record["server"], record.get("tool"), record["replica"])
+                    inflight, latency = record.get("inflight") or 0, record["latency_ms"]
+                    for table, errors in tables:
+                        curve = table.get(key)
+                        if curve is not None:
+                            errors.add(abs(curve[inflight if inflight < len(curve) else -1] - latency))
+                learn(record)
+                if river_on and self._river_tokens >= 1.0:
+                    self._river_tokens -= 1.0
+                    self._river_learn(record)
+            if model_side is not None:
+                model_side.learn_one(record)
+        self.counters["events"] += len(records)
+        self.counters["calls"] += calls
+
+    def _river_learn(self, record: dict[str, Any]) -> None:
+        """One causal example for the online challenger: features before the call is learned."""
+        try:
+            x = self.model_side.features.features(record["replica"], record.get("tool"), record.get("inflight"),
+                                                  record["ts"], record.get("request_bytes"))
+            self.river.learn_one(x, float(record["latency_ms"]))
+            self.counters["river_learned"] += 1
+        except Exception:
+            self.counters["errors"]["river"] += 1
+            self._log_once("river-learn", "river challenger failed to learn", exc_info=True)
+
+    # -- ticks -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick every publish_interval until cancelled (the Faust app's task)."""
+        interval = self.learning.publish_interval
+        log.info("routing agent: publishing to %s every %gs (registry %s)", self.learning.topic, interval,
+                 self.registry_dir)
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self._log_once("tick", "routing tick failed", exc_info=True)
+                await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+        finally:
+            await self.close()
+
+    async def tick(self) -> list[RoutingWeights]:
+        """Decide, publish (in the background) and return this tick's records."""
+        now = time.time()
+        self.counters["ticks"] += 1
+        self._maybe_reload()
+        self._maybe_retrain()
+        self.tool_ewma.prune(now)
+        self.p50["baseline"] = self.tool_ewma.p50()
+        records = self._decide(now)
+        await self._check_rollback(time.monotonic())
+        if records:
+            if self.publisher.publish(records):
+                self.counters["published"] += 1
+                self.counters["records"] += len(records)
+        self._maybe_status()
+        return records
+
+    def _decide(self, now: float) -> list[RoutingWeights]:
+        """The live model's records where it is warm and predicts every replica, the learner's elsewhere."""
+        learning, ewma = self.learning, self.tool_ewma
+        baseline = ewma.curves(now)
+        model = self._model_curves(now)
+        common = {"now": now, "valid_for": learning.valid_for, "temperature": learning.temperature}
+        if not model:
+            if self.live is not None:
+                self.counters["fallback_ticks"] += 1
+            self.source, self.model_version = ewma.source, ewma.version
+            return decisions_for(baseline, model_version=ewma.version, source=ewma.source, **common)
+        mine, rest, servers = split(model, baseline)
+        version, source = f"latency_model:{self.live_version}", self.model_side.source
+        records = decisions_for(mine, model_version=version, source=source, server_wide=False, **common)
+        records += decisions_for(rest, model_version=ewma.version, source=ewma.source, server_wide=False, **common)
+        records += decisions_for({k: v for k, v in mine.items() if k[0] in servers}, model_version=version,
+                                 source=source, per_tool=False, **common)
+        records += decisions_for({k: v for k, v in baseline.items() if k[0] not in servers},
+                                 model_version=ewma.version, source=ewma.source, per_tool=False, **common)
+        self.source = source if not rest else f"{source}+{ewma.source}"
+        self.model_version = version
+        return records
+
+    def _model_curves(self, now: float) -> Curves | None:
+        """Score live, shadow and river on one batch; the live model's P95 curves of the keys it is
+        warm for, or None (the learner decides alone)."""
+        side = self.model_side
+        if side is None or self.armed_at is None:
+            return None
+        try:
+            side.prune(now)
+            design = side.design(now)
+        except Exception:
+            self.counters["errors"]["latency_model"] += 1
+            self._log_once("design", "routing: building the feature batch failed", exc_info=True)
+            return None
+        if not design.keys:
+            return None
+        for name, model in (("shadow", self.shadow), ("river", self.river)):
+            if model is None:
+                continue
+            try:
+                self.p50[name] = side.curves_of(design, model.predict(design.X))[1]
+            except Exception:
+                self.counters["errors"][name] += 1
+                self.p50[name] = {}
+                self._log_once(f"score-{name}", f"routing: scoring the {name} model failed", exc_info=True)
+        if self.live is None:
+            return None
+        warm = max(self.learning.min_samples, _WARM_CALLS)
+        try:
+            curves, medians = side.curves_of(design, self.live.predict(design.X), lambda k: side.calls(k) >= warm)
+        except Exception:
+            self.counters["errors"]["latency_model"] += 1
+            self.p50["live"] = {}
+            self._log_once("score-live", "routing: scoring the live model failed; the learner publishes this tick",
+                           exc_info=True)
+            return None
+        self.p50["live"] = medians
+        if time.monotonic() - self.armed_at < _WARMUP_S:
+            return None  # the windows are still filling: the learner publishes meanwhile
+        return curves
+
+    # -- the registry: reload, rollback ---------------------------------------------------------
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from only1mcp.models.registry import ModelRegistry
+
+            self._registry = ModelRegistry(self.registry_dir)
+        return self._registry
+
+    def _maybe_reload(self, force: bool = False) -> None:
+        """Every few seconds (in a thread): whether the live or shadow version changed; load it."""
+        if self.model_side is None:
+            return
+        now = time.monotonic()
+        if self._reloading is not None and not self._reloading.done():
+            return
+        if not force and now - self._last_reload < _RELOAD_EVERY_S:
+            return
+        self._last_reload = now
+        self._reloading = asyncio.ensure_future(asyncio.to_thread(self._load_models))
+        self._reloading.add_done_callback(functools.partial(self._loaded, self._generation))
+
+    def _load_models(self) -> tuple[Any, Any]:
+        """(live, shadow): each (version, model) — model None if it is not there — or an exception."""
+        registry = self.registry
+        out: list[Any] = []
+        for which in ("live", "shadow"):
+            try:
+                version = _version_of(getattr(registry, which)())
+                if version is None or version in self.benched:
+                    out.append((None, None))
+                elif version == (self.live_version if which == "live" else self.shadow_version):
+                    out.append((version, self.live if which == "live" else self.shadow))  # unchanged
+                elif which == "live":
+                    out.append((version, registry.load_live()))
+                else:
+                    out.append((version, _load_version(registry, version)))
+            except Exception as exc:
+                out.append(exc)
+        return out[0], out[1]
+
+    def _loaded(self, generation: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        if generation != self._generation:  # a rollback happened meanwhile: this answer is stale
+            self._last_reload = -math.inf
+            return
+        if future.exception() is not None:
+            self.counters["errors"]["load"] += 1
+            self._log_once("load", f"routing: reading the model registry failed: {future.exception()!r}")
+            return
+        for which, result in zip(("live", "shadow"), future.result()):
+            if isinstance(result, Exception):
+                self.counters["errors"]["load"] += 1
+                if which == "live" and self.live is not None:
+                    log.warning("routing: the live model no longer loads (%s); the learner publishes", result)
+                    self.live, self.live_version = None, None
+                self._log_once(f"load-{which}-{result}", f"routing: {which} model not loaded: {result}")
+                continue
+            version, model = result
+            if model is not None and self.armed_at is None:
+                self.armed_at = time.monotonic()
+                log.info("routing: a latency model is registered; feeding its causal features (the model "
+                         "publishes after a %g s warm-up)", _WARMUP_S)
+            if which == "live":
+                if model is not self.live:
+                    if model is not None:
+                        self.counters["model_loads"] += 1
+                        log.info("routing: live latency model %s loaded; it publishes from now on", version)
+                    elif self.live is not None:
+                        log.info("routing: no live latency model any more; the learner publishes")
+                    self.live_error["live"] = _Errors()
+                    self.p50["live"] = {}
+                    self.worse_since = None
+                self.live, self.live_version = model, (version if model is not None else None)
+            else:
+                if model is not self.shadow:
+                    self.live_error["shadow"] = _Errors()
+                    self.p50["shadow"] = {}
+                    if model is not None:
+                        log.info("routing: shadow latency model %s loaded (scored, not acted on)", version)
+                self.shadow, self.shadow_version = model, (version if model is not None else None)
+
+    async def _check_rollback(self, now: float) -> None:
+        """Roll the live model back once it has done worse than the baseline for rollback_after s."""
+        live, base = self.live_error["live"], self.live_error["baseline"]
+        if self.live is None or live.n < _MIN_COMPARED or base.n < _MIN_COMPARED or live.value <= base.value:
+            self.worse_since = None
+            return
+        if self.worse_since is None:
+            self.worse_since = now
+            return
+        if now - self.worse_since < self.learning.rollback_after:
+            return
+        version = self.live_version
+        self.counters["rollbacks"] += 1
+        log.warning("routing: live model %s has done worse than the baseline for %.0f s (P50 error %.1f ms vs "
+                    "%.1f ms): rolling back", version, now - self.worse_since, live.value, base.value)
+        self._generation += 1  # a load already under way must not bring the rolled-back model back
+        try:
+            await asyncio.to_thread(self.registry.rollback, f"live P50 error {live.value:.1f} ms > baseline {base.value:.1f} ms for "
+                                    f"{now - self.worse_since:.0f} s")
+        except Exception as exc:  # no previous version (or the registry refuses): bench this one
+            self.counters["benched"] += 1
+            if version is not None:
+                self.benched.add(version)
+            log.warning("routing: no rollback for %s (%s); the learner publishes until a new version is live",
+                        version, exc)
+        self.live, self.live_version, self.worse_since = None, None, None
+        self.live_error["live"], self.p50["live"] = _Errors(), {}
+        self._maybe_reload(force=True)
+
+    # -- retraining -------------------------------------------------------------------------------
+
+    def _maybe_retrain(self) -> None:
+        """Start a retraining every retrain_interval; while the store had too few calls at the last
+        try, as soon as enough new calls came by (and not before)."""
+        learning = self.learning
+        if self.model_side is None or learning.retrain_interval <= 0:
+            return
+        if self._retrain is not None and not self._retrain.done():
+            return
+        now = time.monotonic()
+        if now < self._next_retrain:
+            return
+        if self._store_short is not None and self.counters["calls"] - self._calls_at_check < self._store_short:
+            return
+        self._next_retrain = now + learning.retrain_interval
+        self._retrain = asyncio.ensure_future(self._run_retrain())
+
+    async def _run_retrain(self) -> None:
+        argv = [sys.executable, "-m", "only1mcp.streams.routing", "retrain", str(self.settings.store.data_dir),
+                str(self.registry_dir), str(self.learning.min_train_calls)]
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.counters["retrain_failures"] += 1
+            log.warning("routing: could not start retraining: %r", exc)
+            return
+        lines = out.decode(errors="replace").strip().splitlines()
+        try:
+            result = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            result = {}
+        if proc.returncode != 0 or "error" in result:
+            self.counters["retrain_failures"] += 1
+            tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
+            log.warning("routing: retraining failed (exit %s): %s %s", proc.returncode, result.get("error", ""), tail)
+            return
+        if result.get("skipped"):
+            self._calls_at_check = self.counters["calls"]
+            self._store_short = max(1, self.learning.min_train_calls - int(result.get("rows", 0)))
+            self._next_retrain = time.monotonic()  # again as soon as that many more calls came by
+            log.info("routing: %s calls in the offline store, %d needed before training", result.get("rows"),
+                     self.learning.min_train_calls)
+            return
+        self._store_short = None
+        self.counters["retrains"] += 1
+        log.info("routing: retrained: %s", {k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+        self._maybe_reload(force=True)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            **{k: v for k, v in c.items() if k != "errors"},
+            "errors": dict(c["errors"]),
+            "source": self.source, "model_version": self.model_version,
+            "live_version": self.live_version, "shadow_version": self.shadow_version,
+            "benched_versions": sorted(self.benched),
+            "ticks_dropped": self.publisher.dropped, "publish_failures": self.publisher.failed,
+            "records_sent": self.publisher.sent,
+            "live_error_ms": {name: (round(e.value, 3) if e.n else None) for name, e in self.live_error.items()},
+            "live_error_n": {name: e.n for name, e in self.live_error.items()},
+        }
+
+    def _maybe_status(self) -> None:
+        now = time.monotonic()
+        if now - self._last_status < _STATUS_EVERY_S:
+            return
+        self._last_status = now
+        s = self.status()
+        log.info("routing: source=%s version=%s ticks=%d published=%d records=%d dropped=%d failed=%d rollbacks=%d "
+                 "calls=%d live_error_ms=%s", s["source"], s["model_version"], s["ticks"], s["published"],
+                 s["records"], s["ticks_dropped"], s["publish_failures"], s["rollbacks"], s["calls"],
+                 s["live_error_ms"])
+
+    def _log_once(self, key: str, message: str, exc_info: bool = False) -> None:
+        if key in self._logged:
+            log.debug(message, exc_info=exc_info)
+            return
+        self._logged.add(key)
+        log.warning(message, exc_info=exc_info)
+
+    async def close(self) -> None:
+        if self._retrain is not None and not self._retrain.done():
+            self._retrain.cancel()
+        await self.publisher.close()
+
+
+def _version_of(entry: Any) -> str | None:
+    """A registry entry (metadata object, dict, or a version string) → its version, or None."""
+    if entry is None:
+        return None
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        return str(entry.get("version")) if entry.get("version") is not None else None
+    version = getattr(entry, "version", None)
+    return None if version is None else str(version)
+
+
+def _load_version(registry: Any, version: str) -> Any:
+    for name in ("load_shadow", "load"):
+        method = getattr(registry, name, None)
+        if method is not None:
+            return method() if name == "load_shadow" else method(version)
+    return None
+
+
+def install(app: Any, settings: Settings) -> RoutingAgent:
+    """Create the routing agent and run its ticks as a task of the Faust app."""
+    agent = RoutingAgent(settings)
+
+    @app.task
+    async def routing_weights() -> None:
+        await agent.run()
+
+    return agent
+
+
+# -- retraining in a subprocess ------------------------------------------------------------------
+
+def _retrain_main(data_dir: str, registry_dir: str, min_calls: int) -> dict[str, Any]:
+    try:
+        os.nice(10)  # the worker on the same cores comes first
+    except OSError:
+        pass
+    from only1mcp.feature_store.offline.duckdb import connect
+
+    con = connect(data_dir)  # a count first: cheaper than loading the rows to learn there are too few
+    try:
+        rows = int(con.sql("SELECT count(*) FROM requests WHERE method = 'tools/call' AND NOT coalesce(cache_hit, "
+                           "false) AND replica IS NOT NULL").fetchall()[0][0])
+    except Exception:  # no data yet: the views do not exist
+        rows = 0
+    finally:
+        con.close()
+    if rows < min_calls:
+        return {"skipped": True, "rows": rows}
+    from only1mcp.jobs.train_latency import train_latency
+    from only1mcp.models.errors import InsufficientData
+
+    try:
+        result = train_latency(data_dir, registry_dir, min_rows=min_calls)
+    except InsufficientData as exc:
+        return {"skipped": True, "rows": rows, "reason": str(exc)}
+    return result if isinstance(result, dict) else {"result": repr(result)}
+
+
+if __name__ == "__main__":  # python -m only1mcp.streams.routing retrain DATA_DIR REGISTRY_DIR MIN_CALLS
+    logging.basicConfig(level=logging.WARNING)
+    if len(sys.argv) != 5 or sys.argv[1] != "retrain":
+        print("usage: python -m only1mcp.streams.routing retrain DATA_DIR REGISTRY_DIR MIN_CALLS", file=sys.stderr)
+        sys.exit(2)
+    try:
+        answer = _retrain_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    except Exception as exc:  # the gate refusing is a normal answer of train_latency, not this
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(answer, default=str))
