@@ -43,6 +43,7 @@ import numpy as np
 
 from only1mcp.models.errors import ModelError
 from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES, FEATURE_VERSION
+from only1mcp.models.latency.metrics import quantile_metrics
 from only1mcp.models.latency.onnx import FILES, LatencyModel, check_compatible, sha256
 
 __all__ = ["ModelRegistry", "ModelEntry", "GateVerdict", "ModelError", "gate", "STATUSES", "GATE_METRICS", "HOLDOUT_FILE",
@@ -95,8 +96,6 @@ def _json_default(obj: Any) -> Any:
 
 
 def _metrics(y: np.ndarray, p50: np.ndarray, p95: np.ndarray) -> dict[str, float]:
-    from only1mcp.models.latency.train import quantile_metrics  # xgboost only when the gate runs
-
     return quantile_metrics(y, p50, p95)
 
 

@@ -80,8 +80,12 @@ class RiverLatency:
     def predict(self, X: np.ndarray | Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
         """``(p50, p95)`` in ms, float64 [n] each; P95 ≥ P50. Before any learning: zeros."""
         rows = np.asarray(X, dtype=np.float64)
+        if rows.size == 0:
+            return np.zeros(0), np.zeros(0)
         if rows.ndim == 1:
             rows = rows.reshape(1, -1)
+        if rows.ndim != 2:
+            raise ValueError(f"expected rows of {len(self.feature_names)} features, got shape {rows.shape}")
         z = np.array([self._p50.predict_one(self._row(x)) for x in rows], dtype=np.float64)
         spread = max(float(self._residual_q95.get() or 0.0), 0.0)
         p50 = _expm1(z)

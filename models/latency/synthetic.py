@@ -23,10 +23,13 @@ __all__ = ["load_sensitive_events"]
 
 
 def load_sensitive_events(n: int = 6000, *, seed: int = 0, replicas: int = 4, tools: int = 5,
-                          rate: float = 25.0, exponent: float = 1.5, sigma: float = 0.25,
+                          rate: float | None = None, exponent: float = 1.5, sigma: float = 0.25,
                           error_rate: float = 0.01, timeout_ms: float = 10_000.0, start: float = 1_790_000_000.0,
                           server: str = "sim") -> list[dict[str, Any]]:
-    """``n`` tools/call events in ``ts`` order (RequestEvent fields), ``rate`` calls/s on average."""
+    """``n`` tools/call events in ``ts`` order (RequestEvent fields), ``rate`` calls/s on average
+    (default 6.25 per replica: busy enough that calls queue, far enough from the point where a
+    replica's throughput peaks — past it the queue runs away to the timeout)."""
+    rate = 6.25 * replicas if rate is None else rate
     rng = np.random.default_rng(seed)
     base = rng.uniform(5.0, 40.0, size=(tools, replicas))  # ms; tool specialisation across replicas
     names = [f"{server}/{r}" for r in range(replicas)]

@@ -27,6 +27,7 @@ import xgboost as xgb
 
 from only1mcp.models.errors import InsufficientData
 from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES, LAST_FEATURE
+from only1mcp.models.latency.metrics import pinball, quantile_metrics
 
 __all__ = ["DEFAULT_PARAMS", "QUANTILES", "TrainResult", "train", "quantile_metrics", "pinball",
            "predict_native", "Progress"]
@@ -50,23 +51,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 #: ``progress(stage, done, total)``: stage is "p50", "p95", "p50 refit", "p95 refit".
 Progress = Callable[[str, int, int], None]
-
-
-def pinball(y: np.ndarray, q: np.ndarray, alpha: float) -> float:
-    """Mean pinball (quantile) loss of predictions ``q`` of the ``alpha`` quantile."""
-    diff = np.asarray(y, dtype=np.float64) - np.asarray(q, dtype=np.float64)
-    return float(np.mean(np.maximum(alpha * diff, (alpha - 1.0) * diff)))
-
-
-def quantile_metrics(y: np.ndarray, p50: np.ndarray, p95: np.ndarray) -> dict[str, float]:
-    """MAE of P50, pinball at 0.5 and 0.95, and P95 coverage (share of y ≤ predicted P95)."""
-    y = np.asarray(y, dtype=np.float64)
-    return {
-        "mae_p50": float(np.mean(np.abs(y - p50))),
-        "pinball_50": pinball(y, p50, 0.5),
-        "pinball_95": pinball(y, p95, 0.95),
-        "coverage_p95": float(np.mean(y <= p95)),
-    }
 
 
 @dataclass
