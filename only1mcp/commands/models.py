@@ -43,16 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="models_action", metavar="ACTION")
     listing = sub.add_parser("list", help="list model versions", description="list model versions")
     show = sub.add_parser("show", help="print a version's metadata", description="print a version's metadata")
-    show.add_argument("version")
+    show.add_argument("model_version", metavar="VERSION")
     promote = sub.add_parser("promote", help="make a version live if it passes the gate",
                              description="make a version live if it beats the baseline and the live model")
-    promote.add_argument("version")
+    promote.add_argument("model_version", metavar="VERSION")
     promote.add_argument("--force", action="store_true", help="skip the metric gate (integrity checks still apply)")
     rollback = sub.add_parser("rollback", help="make the previous live version live again",
                               description="make the previous live version live again")
     shadow = sub.add_parser("shadow", help="score a version beside the live model (not acted on)",
                             description="score a version beside the live model (not acted on)")
-    shadow.add_argument("version", nargs="?")
+    shadow.add_argument("model_version", metavar="VERSION", nargs="?")
     shadow.add_argument("--clear", action="store_true", help="no shadow model")
     for action in (listing, show, promote, rollback, shadow):
         _common(action, default=argparse.SUPPRESS)
@@ -87,7 +87,7 @@ def _list(registry, args: argparse.Namespace) -> int:  # noqa: ANN001 - ModelReg
 
 
 def _show(registry, args: argparse.Namespace) -> int:  # noqa: ANN001
-    entry = registry.show(args.version)
+    entry = registry.show(args.model_version)
     data = entry.to_dict()
     if not args.json:
         data.pop("feature_importance", None)
@@ -96,11 +96,11 @@ def _show(registry, args: argparse.Namespace) -> int:  # noqa: ANN001
 
 
 def _promote(registry, args: argparse.Namespace) -> int:  # noqa: ANN001
-    verdict = registry.promote(args.version, force=args.force)
+    verdict = registry.promote(args.model_version, force=args.force)
     if args.json:
         print(json.dumps(verdict.to_dict(), indent=2))
     else:
-        print(f"{args.version}: {'promoted' if verdict.promoted else 'refused'} — {verdict.reason}")
+        print(f"{args.model_version}: {'promoted' if verdict.promoted else 'refused'} — {verdict.reason}")
     return 0 if verdict.promoted else 1
 
 
@@ -111,10 +111,10 @@ def _rollback(registry, args: argparse.Namespace) -> int:  # noqa: ANN001
 
 
 def _shadow(registry, args: argparse.Namespace) -> int:  # noqa: ANN001
-    if not args.clear and not args.version:
+    if not args.clear and not args.model_version:
         print("only1mcp models shadow: give a VERSION or --clear", file=sys.stderr)
         return 2
-    registry.set_shadow(None if args.clear else args.version)
+    registry.set_shadow(None if args.clear else args.model_version)
     current = registry.shadow()
     print(json.dumps({"shadow": current.version if current else None}) if args.json
           else f"shadow: {current.version if current else 'none'}")
