@@ -67,6 +67,10 @@ _ERROR_ALPHA = 0.02  # weight of the newest call in the live-error EWMAs (~50 ca
 _MIN_COMPARED = 50  # calls each side must have been judged on before a rollback can happen
 _WARMUP_S = 10.0  # after the first model shows up, its features' windows (10 s) fill before it publishes
 _WARM_CALLS = 30  # and a (server, tool, replica) needs this many calls since then (the EWMAs, the counts)
+_HISTORY_S = 600.0  # on arming, the causal features start from the store's calls of the last 10 minutes
+_HISTORY_ROWS = 50_000  # (at most this many, the newest)
+_HISTORY_COLUMNS = ("event_id", "ts", "latency_ms", "method", "status", "server", "replica", "tool", "cache_hit",
+                    "request_bytes", "inflight")
 _RIVER_PER_S = 200  # river learns at most this many calls per second (token bucket)
 _PRODUCER_TIMEOUT_MS = 5000
 PREDICTORS = ("live", "baseline", "shadow", "river")
@@ -172,12 +176,7 @@ class RoutingAgent:
         self.model_side: Any = None  # ModelRouting, when models.latency imports
         self.river: Any = None
         try:
-            from only1mcp.models.latency.features import CausalFeatures
-            from only1mcp.models.routing.model import ModelRouting
-
-            # The training job's feature parameters (training_frame's defaults): a model only means what it
-            # learned on features computed the same way.
-            self.model_side = ModelRouting(CausalFeatures(), learning.inflight_levels, learning.min_samples)
+            self.model_side = self._new_side()
         except Exception as exc:  # the latency side is optional: the learner alone still publishes
             log.info("latency model unavailable (%s: %s): the specialisation learner publishes alone",
                      type(exc).__name__, exc)
@@ -189,6 +188,7 @@ class RoutingAgent:
             except Exception as exc:
                 log.info("river challenger unavailable (%s: %s)", type(exc).__name__, exc)
         self.armed_at: float | None = None  # when a model first showed up: the causal features are fed since
+        self._warm_buffer: list[dict[str, Any]] | None = None  # records seen while the store is read
         self.live: Any = None  # the loaded live LatencyModel
         self.live_version: str | None = None
         self.shadow: Any = None
@@ -228,6 +228,8 @@ class RoutingAgent:
 
     def _observe(self, records: list[dict[str, Any]]) -> None:
         learn, model_side = self.tool_ewma.learn_counted, self.model_side
+        if self._warm_buffer is not None:  # the features are being built from the store: keep these for them
+            self._warm_buffer.extend(records)
         if self.armed_at is None:  # no model yet: nothing to compare, and the features would cost ~10 µs/event
             model_side, tables = None, []
         else:
@@ -429,10 +431,8 @@ class RoutingAgent:
                 self._log_once(f"load-{which}-{result}", f"routing: {which} model not loaded: {result}")
                 continue
             version, model = result
-            if model is not None and self.armed_at is None:
-                self.armed_at = time.monotonic()
-                log.info("routing: a latency model is registered; feeding its causal features (the model "
-                         "publishes after a %g s warm-up)", _WARMUP_S)
+            if model is not None:
+                self._arm()
             if which == "live":
                 if model is not self.live:
                     if model is not None:
@@ -451,6 +451,73 @@ class RoutingAgent:
                     if model is not None:
                         log.info("routing: shadow latency model %s loaded (scored, not acted on)", version)
                 self.shadow, self.shadow_version = model, (version if model is not None else None)
+
+    # -- arming: causal features from the offline store ----------------------------------------
+
+    def _new_side(self) -> Any:
+        from only1mcp.models.latency.features import CausalFeatures
+        from only1mcp.models.routing.model import ModelRouting
+
+        # The training job's feature parameters (training_frame's defaults): a model only means what it
+        # learned on features computed the same way.
+        return ModelRouting(CausalFeatures(), self.learning.inflight_levels, self.learning.min_samples)
+
+    def _arm(self) -> None:
+        """A model exists: build the causal features from the offline store's recent calls (in a
+        thread), then feed them every event. Records seen meanwhile are kept and applied after."""
+        if self.armed_at is not None or self._warm_buffer is not None or self.model_side is None:
+            return
+        self._warm_buffer = []
+        until = time.time()
+        future = asyncio.ensure_future(asyncio.to_thread(self._side_from_store, until))
+        future.add_done_callback(self._armed)
+
+    def _side_from_store(self, until: float) -> tuple[Any, set[str], float]:
+        """(a predictor fed with the store's calls of the last ``_HISTORY_S`` before ``until`` — at
+        most ``_HISTORY_ROWS`` —, their event ids, the seconds they span)."""
+        from only1mcp.feature_store.offline.duckdb import connect
+
+        side = self._new_side()
+        if not any(Path(self.settings.store.data_dir).glob("requests/**/*.parquet")):
+            return side, set(), 0.0
+        con = connect(self.settings.store.data_dir)
+        try:
+            present = {row[0] for row in con.execute("DESCRIBE requests").fetchall()}
+            select = ", ".join(c if c in present else f"NULL AS {c}" for c in _HISTORY_COLUMNS)
+            rows = con.execute(
+                f"SELECT {select} FROM requests WHERE ts >= ? AND ts < ? AND method = 'tools/call' "
+                "AND NOT coalesce(cache_hit, false) AND replica IS NOT NULL AND latency_ms IS NOT NULL "
+                "ORDER BY ts DESC LIMIT ?", [until - _HISTORY_S, until, _HISTORY_ROWS]).fetchall()
+        finally:
+            con.close()
+        rows.reverse()
+        ids: set[str] = set()
+        for row in rows:
+            event = dict(zip(_HISTORY_COLUMNS, row))
+            side.learn_one(event)
+            ids.add(event["event_id"])
+        side.design(until)  # applies the pending calls here, not on the worker's loop at the first tick
+        span = rows[-1][1] - rows[0][1] if rows else 0.0
+        return side, ids, float(span)
+
+    def _armed(self, future: asyncio.Future[Any]) -> None:
+        buffer, self._warm_buffer = self._warm_buffer or [], None
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self._log_once("history", f"routing: reading recent calls from the store failed "
+                                      f"({future.exception()!r}); the features start empty")
+            side, ids, span = self._new_side(), set(), 0.0
+        else:
+            side, ids, span = future.result()
+        for record in buffer:
+            if record.get("event_id") not in ids:
+                side.learn_one(record)
+        self.model_side = side
+        warm = span >= _WARMUP_S
+        self.armed_at = time.monotonic() - (_WARMUP_S if warm else 0.0)
+        log.info("routing: a latency model is registered; its causal features start from %d stored calls "
+                 "(%.0f s)%s", len(ids), span, "" if warm else f"; the model publishes after {_WARMUP_S:g} s")
 
     async def _check_rollback(self, now: float) -> None:
         """Roll the live model back once it has done worse than the baseline for rollback_after s."""

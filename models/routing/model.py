@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from only1mcp.models.latency.features import is_training_row
 from only1mcp.models.routing.tool_ewma import counts
 from only1mcp.models.routing.weights import Curves
 
@@ -22,6 +23,7 @@ __all__ = ["ModelRouting", "Design"]
 
 Key = tuple[str, "str | None", str]  # (server, tool, replica)
 _BYTES_ALPHA = 0.1
+
 
 
 class Design:
@@ -51,8 +53,11 @@ class ModelRouting:
         return str(getattr(self.model, "version", "") or "")
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
-        """Every event goes to the features (they decide what they use); routed calls also index their key."""
-        self.features.learn_one(event)
+        """The calls the training job learns from (``is_training_row``: tools/call, upstream, a replica)
+        go to the features, so live vectors are computed from what training rows were; routed calls
+        with a server also index their key."""
+        if is_training_row(event):
+            self.features.learn_one(event)
         if counts(event):
             key = (event["server"], event.get("tool"), event["replica"])
             entry = self._keys.get(key)

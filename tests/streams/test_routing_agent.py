@@ -91,11 +91,11 @@ def agent_for(tmp: Path, registry_dir: Path, **learning: Any) -> RoutingAgent:
 
 
 async def settle(agent: RoutingAgent) -> None:
-    """Let a registry reload that the last tick started finish."""
-    for _ in range(200):
-        if agent._reloading is None or agent._reloading.done():
+    """Let a registry reload that the last tick started finish (and the arming it may start)."""
+    for _ in range(500):
+        await asyncio.sleep(0.02)  # first: done callbacks run
+        if (agent._reloading is None or agent._reloading.done()) and agent._warm_buffer is None:
             return
-        await asyncio.sleep(0.02)
 
 
 async def run_ticks(agent: RoutingAgent, rng: random.Random, ticks: int, per_tick: int = 60) -> list[RoutingWeights]:
@@ -227,5 +227,34 @@ def test_retraining_waits_for_enough_calls_then_trains_and_loads(tmp_path: Path)
         await settle(agent)
         live = ModelRegistry(tmp_path / "models").live()
         assert live is not None and agent.live_version == live.version
+
+    asyncio.run(scenario())
+
+
+def test_armed_from_the_store_the_model_publishes_without_waiting(tmp_path: Path, registries: dict[str, Any],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker (re)started beside a live model reads the store's recent calls into the causal
+    features: the model decides from the first tick, not after minutes of fresh traffic."""
+    from only1mcp.feature_store.offline.parquet import write_requests
+
+    monkeypatch.setattr(routing, "_WARMUP_S", 10.0)
+    monkeypatch.setattr(routing, "_WARM_CALLS", 30)
+    history = calls(1200, random.Random(6), time.time() - 60, 0.04)  # the last minute, 200 calls per key
+    write_requests(tmp_path / "data", [{**DEFAULTS, **e} for e in history])
+
+    async def scenario() -> None:
+        agent = agent_for(tmp_path, registries["root"] / "good")
+        agent._maybe_reload()  # what the first tick does
+        await settle(agent)
+        for _ in range(100):  # the store is read in a thread
+            if agent.armed_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert agent.armed_at is not None and agent.model_side.calls(("s", "s.A", "r1")) == 200
+        agent.tool_ewma.learn_many(history)  # the learner is in-memory only: give it the same calls
+        records = await agent.tick()
+        assert {r.source for r in records} == {"latency_model"}, [(r.tool, r.source) for r in records]
+        a = by_tool(records)["s.A"]
+        assert a.weights["r1"] < 0.5 * min(a.weights["r0"], a.weights["r2"])
 
     asyncio.run(scenario())
