@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument("--until", metavar="T", help="end of the window (exclusive)")
     latency.add_argument("--no-promote", action="store_true", help="register as a candidate, do not run the gate")
     latency.add_argument("--min-rows", type=int, default=None, help="refuse to train below this many calls (500)")
+    latency.add_argument("--max-rows", type=int, default=None,
+                         help="train on the newest N calls of the window (default 300000; 0 = all)")
     latency.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -86,14 +88,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     from only1mcp.commands.models import resolve_dirs
-    from only1mcp.jobs.train_latency import MIN_ROWS, train_latency
+    from only1mcp.jobs.train_latency import MAX_ROWS, MIN_ROWS, train_latency
     from only1mcp.models.errors import ModelError
 
     data_dir, registry_dir = resolve_dirs(args)
     bar = ProgressBar()
     try:
         report = train_latency(data_dir, registry_dir, since=args.since, until=args.until, progress=bar,
-                               promote=not args.no_promote, min_rows=args.min_rows or MIN_ROWS)
+                               promote=not args.no_promote, min_rows=args.min_rows or MIN_ROWS,
+                               max_rows=MAX_ROWS if args.max_rows is None else (args.max_rows or None))
     except ModelError as exc:
         bar.close()
         print(f"only1mcp train latency: {exc}", file=sys.stderr)

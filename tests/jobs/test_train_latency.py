@@ -127,3 +127,9 @@ def test_cli_train_and_models(store, tmp_path: Path) -> None:  # noqa: ANN001
     empty.write_text(f'[store]\ndata_dir = "{tmp_path / "nothing"}"\n')
     refused = _cli("train", "latency", "--config", str(empty))
     assert refused.returncode == 1 and "at least 500" in refused.stderr
+
+
+def test_max_rows_keeps_the_newest_calls(store) -> None:  # noqa: ANN001
+    data, events = store
+    rows = load_rows(data, max_rows=1000)
+    assert [r["ts"] for r in rows] == [e["ts"] for e in events[-1000:]]
