@@ -231,9 +231,10 @@ class RoutingAgent:
         if self._warm_buffer is not None:  # the features are being built from the store: keep these for them
             self._warm_buffer.extend(records)
         if self.armed_at is None:  # no model yet: nothing to compare, and the features would cost ~10 µs/event
-            model_side, tables = None, []
-        else:
-            tables = [(self.p50[name], self.live_error[name]) for name in PREDICTORS if self.p50[name]]
+            self.counters["calls"] += self.tool_ewma.learn_many(records)
+            self.counters["events"] += len(records)
+            return
+        tables = [(self.p50[name], self.live_error[name]) for name in PREDICTORS if self.p50[name]]
         river_on = self.river is not None and model_side is not None
         if river_on:
             now = time.monotonic()

@@ -85,9 +85,36 @@ class ToolEwma:
                 entry[3] = ts
         self.learned += 1
 
-    def learn_many(self, events: Iterable[Mapping[str, Any]]) -> None:
+    def learn_many(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """:meth:`learn_one` over many events, inlined (the worker's hot path); returns how many counted."""
+        state, a, counted_statuses, error_statuses = self._state, self.alpha, COUNTED_STATUSES, ERROR_STATUSES
+        n = 0
         for event in events:
-            self.learn_one(event)
+            get = event.get
+            status = get("status")
+            if (get("method") != "tools/call" or get("cache_hit") or status not in counted_statuses):
+                continue
+            server, replica = get("server"), get("replica")
+            if not server or not replica:
+                continue
+            latency, ts = float(event["latency_ms"]), float(get("ts") or 0.0)
+            err = 1.0 if status in error_statuses else 0.0
+            key = (server, get("tool"))
+            replicas = state.get(key)
+            if replicas is None:
+                replicas = state[key] = {}
+            entry = replicas.get(replica)
+            if entry is None:
+                replicas[replica] = [latency, err, 1, ts]
+            else:
+                entry[0] += a * (latency - entry[0])
+                entry[1] += a * (err - entry[1])
+                entry[2] += 1
+                if ts > entry[3]:
+                    entry[3] = ts
+            n += 1
+        self.learned += n
+        return n
 
     def predict(self, server: str, tool: str | None) -> dict[str, tuple[float, float, int]]:
         """replica → (latency EMA ms, error EMA, calls), for the replicas with ≥ min_samples calls."""

@@ -142,3 +142,15 @@ def test_split_gives_the_model_only_what_it_fully_covers() -> None:
     mine, rest, servers = split(model, baseline)
     assert set(mine) == {("s", "A"), ("t", "X")} and set(rest) == {("s", "B")} and servers == {"t"}
     assert split({}, baseline) == ({}, baseline, set())
+
+
+def test_learn_many_is_learn_one_inlined() -> None:
+    events = [call(f"r{i % 3}", float(i % 17), tool=f"t{i % 2}", status=("ok", "error", "timeout")[i % 3], ts=1000.0 + i)
+              for i in range(300)]
+    events += [{**call("r0", 1.0), "method": "tools/list"}, call("r0", 1.0, cache_hit=True),
+               call("r0", 1.0, status="cancelled"), {**call("r0", 1.0), "replica": ""}]
+    one, many = ToolEwma(0.3, 2), ToolEwma(0.3, 2)
+    for event in events:
+        one.learn_one(event)
+    assert many.learn_many(events) == 300
+    assert one.state_to_bytes() == many.state_to_bytes()
