@@ -235,7 +235,7 @@ class ModelRegistry:
         metadata: dict[str, Any] = {
             "kind": _KIND,
             "version": version,
-            "created": created.isoformat(timespec="seconds"),
+            "created": created.isoformat(timespec="milliseconds"),
             "status": "candidate",
             "status_reason": None,
             "feature_names": list(FEATURE_NAMES),
@@ -455,8 +455,12 @@ class ModelRegistry:
             if version == self._read_pointer("LIVE"):
                 raise ModelError(f"{version} is live, it cannot also be the shadow")
         self._write_pointer("SHADOW", version)
-        if old and old != version and self.show(old).status == "shadow":
-            self._set_status(old, "candidate", "no longer the shadow")
+        if old and old != version:
+            try:
+                if self.show(old).status == "shadow":
+                    self._set_status(old, "candidate", "no longer the shadow")
+            except ModelError:
+                pass  # the old shadow's folder is gone: nothing to mark
         if version is not None:
             self._set_status(version, "shadow", "scored beside the live model")
         self._record(history, "shadow", version)

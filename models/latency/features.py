@@ -164,12 +164,15 @@ class CausalFeatures:
     def learn_one(self, event: Mapping[str, Any]) -> None:
         """Record a finished call (``ts``, ``latency_ms``, ``replica``, ``tool``, ``status``, ``inflight``).
 
-        It becomes visible to ``features`` only for instants after its completion. Calls without
-        a replica or a latency are ignored. The heap key is the whole record, so calls that tie on
-        completion time are applied in the same order whatever order they arrived in.
+        It becomes visible to ``features`` only for instants after its completion. Only training
+        rows count (:func:`is_training_row`: an upstream ``tools/call``; an event without a
+        ``method`` is taken for one), so a live instance fed every event learns exactly what the
+        training job's rows teach the offline one. The heap key is the whole record, so calls that
+        tie on completion time are applied in the same order whatever order they arrived in.
         """
         replica, latency = event.get("replica"), event.get("latency_ms")
-        if replica is None or latency is None:
+        if replica is None or latency is None or event.get("cache_hit") \
+                or event.get("method", "tools/call") != "tools/call":
             return
         ts, latency = float(event["ts"]), max(float(latency), 0.0)
         error = 0.0 if event.get("status", "ok") == "ok" else 1.0
@@ -260,9 +263,11 @@ class FrameMeta:
 def training_frame(events_sorted: Iterable[Mapping[str, Any]], alpha: float = 0.1,
                    window_s: float = 10.0) -> tuple[np.ndarray, np.ndarray, FrameMeta]:
     """Replay calls in ``ts`` order: each row's features (and baselines) as of its routing time,
-    computed *before* the row is learned. Returns ``(X float32 [n, len(FEATURE_NAMES)],
+    computed *before* the row is learned. Events that are not training rows are dropped (as
+    ``learn_one`` drops them). Returns ``(X float32 [n, len(FEATURE_NAMES)],
     y float64 latency ms, meta)``. Input not in ``ts`` order is sorted (stably) first."""
-    events = [e for e in events_sorted if e.get("replica") is not None and e.get("latency_ms") is not None]
+    events = [e for e in events_sorted if e.get("replica") is not None and e.get("latency_ms") is not None
+              and not e.get("cache_hit") and e.get("method", "tools/call") == "tools/call"]
     if any(events[i]["ts"] > events[i + 1]["ts"] for i in range(len(events) - 1)):
         events.sort(key=lambda e: e["ts"])
     cf = CausalFeatures(alpha, window_s)

@@ -71,7 +71,9 @@ def _print_report(report: dict) -> None:
     print(format_table(rows, ("hold-out", "MAE P50 ms", "pinball 0.5", "pinball 0.95", "coverage P95")))
     r = report["rows"]
     print(f"rows: {r['train']} train ({r['validation']} of them validation) / {r['holdout']} hold-out (newest by time)")
-    print(f"P50 MAE vs EWMA baseline: {report['improvement']['mae_p50_vs_ewma']:+.1%} lower")
+    gain = report["improvement"]["mae_p50_vs_ewma"]
+    print(f"P50 MAE vs the EWMA baseline: {gain:.1%} lower" if gain >= 0
+          else f"P50 MAE vs the EWMA baseline: {-gain:.1%} HIGHER (the model loses to the baseline)")
     print("parity (ONNX vs native, max relative): "
           + ", ".join(f"{k} {v:.2g}" for k, v in report["parity"].items()))
     print("size: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in report["sizes"].items())

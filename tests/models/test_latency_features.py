@@ -45,6 +45,18 @@ def test_a_call_still_running_at_routing_time_is_not_seen() -> None:
     assert later[COL["rt_count"]] == 1 and later[COL["rt_latency_ewma_ms"]] == 5000.0
 
 
+def test_only_upstream_tool_calls_are_learned() -> None:
+    cf = CausalFeatures()
+    cf.learn_one({**call(0.0, 100.0), "method": "tools/list"})
+    cf.learn_one({**call(0.0, 100.0), "cache_hit": True})
+    cf.learn_one({**call(0.0, 100.0), "replica": None})
+    assert cf.features("s/0", "t", 0, 10.0)[COL["replica_count"]] == 0
+    cf.learn_one(call(0.0, 100.0))
+    assert cf.features("s/0", "t", 0, 10.0)[COL["replica_count"]] == 1
+    X, _, _ = training_frame([{**call(0.0, 1.0), "cache_hit": True}, call(1.0, 1.0)])
+    assert X.shape == (1, len(FEATURE_NAMES))
+
+
 def test_out_of_order_completions_are_applied_in_completion_order() -> None:
     cf = CausalFeatures(alpha=0.5)
     cf.learn_one(call(0.0, 3000.0))  # completes at 3
