@@ -9,6 +9,8 @@ Layout under ``root`` (``[learning] registry_dir``, default ``<[store] data_dir>
                                          window, rows, metrics and baseline metrics, sizes, sha256
                                          checksums, training params, parity, status (+ reason)
         report.html  report.png          written by the training job
+    latency-river-…/                     the online challenger (RiverLatency): state.bin instead of
+                                         the ONNX files, same hold-out, metadata and gate
     LIVE                                 the live version's name (one line)
     SHADOW                               the shadow version's name, if any
     history.json                         the stack of versions that were live, and every action
@@ -27,6 +29,7 @@ new, never half; one writer at a time is assumed (the training job or the CLI).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -47,7 +50,7 @@ from only1mcp.models.latency.metrics import quantile_metrics
 from only1mcp.models.latency.onnx import FILES, LatencyModel, check_compatible, sha256
 
 __all__ = ["ModelRegistry", "ModelEntry", "GateVerdict", "ModelError", "gate", "STATUSES", "GATE_METRICS", "HOLDOUT_FILE",
-           "HOLDOUT_MAX_ROWS"]
+           "HOLDOUT_MAX_ROWS", "RIVER_FILE"]
 
 log = logging.getLogger("only1mcp.models.registry")
 
@@ -56,6 +59,8 @@ GATE_METRICS = ("mae_p50", "pinball_95")  # both must be strictly lower than the
 HOLDOUT_FILE = "holdout.npz"
 HOLDOUT_MAX_ROWS = 50_000  # ≈ 4 MB of float32 features at most; larger hold-outs are thinned evenly
 _KIND = "latency"
+_RIVER_KIND = "latency-river"  # the online challenger: RiverLatency state instead of ONNX
+RIVER_FILE = "state.bin"
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -203,6 +208,45 @@ class ModelRegistry:
 
     # -- adding --------------------------------------------------------------------------------
 
+    def _new_version(self, kind: str, digest: str, created: datetime) -> str:
+        version = f"{kind}-{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+        suffix = 1
+        while (self.root / version).exists():
+            suffix += 1
+            version = f"{kind}-{created:%Y%m%dT%H%M%SZ}-{digest[:8]}-{suffix}"
+        return version
+
+    @staticmethod
+    def _holdout_bytes(X: np.ndarray, y: np.ndarray, ts: np.ndarray) -> tuple[bytes, int]:
+        if len(y) > HOLDOUT_MAX_ROWS:
+            keep = np.linspace(0, len(y) - 1, HOLDOUT_MAX_ROWS).astype(int)
+            X, y, ts = X[keep], y[keep], ts[keep]
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, X=np.asarray(X, dtype=np.float32), y=np.asarray(y, dtype=np.float64),
+                            ts=np.asarray(ts, dtype=np.float64))
+        return buffer.getvalue(), int(len(y))
+
+    def _write_version(self, version: str, files: Mapping[str, bytes], metadata: dict[str, Any]) -> str:
+        """Stage the folder under a temp name, fsync, rename: it appears whole or not at all."""
+        metadata["files"] = {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in files.items()}
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
+        try:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+            (staging / "metadata.json").write_bytes(_json_bytes(metadata))
+            for path in staging.iterdir():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.rename(staging, self.root / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(self.root)
+        self._record(self._history(), "add", version)
+        log.info("registered %s model %s (%s rows)", metadata["kind"], version, metadata.get("rows"))
+        return version
+
     def add(self, result: Any, onnx: Mapping[str, bytes | str | Path], window: Mapping[str, Any] | None = None,
             *, parity: Mapping[str, float] | None = None, extra: Mapping[str, Any] | None = None) -> str:
         """Register a trained result (models.latency.train.TrainResult) with its ONNX models
@@ -214,23 +258,9 @@ class ModelRegistry:
         if set(blobs) != set(FILES):
             raise ModelError(f"expected ONNX models {sorted(FILES)}, got {sorted(blobs)}")
         created = datetime.now(timezone.utc)
-        digest = sha256(blobs["p50"] + blobs["p95"])[:8]
-        version = f"{_KIND}-{created:%Y%m%dT%H%M%SZ}-{digest}"
-        suffix = 1
-        while (self.root / version).exists():
-            suffix += 1
-            version = f"{_KIND}-{created:%Y%m%dT%H%M%SZ}-{digest}-{suffix}"
-
-        X, y, ts = result.X_holdout, result.y_holdout, result.ts_holdout
-        if len(y) > HOLDOUT_MAX_ROWS:
-            keep = np.linspace(0, len(y) - 1, HOLDOUT_MAX_ROWS).astype(int)
-            X, y, ts = X[keep], y[keep], ts[keep]
-        import io
-
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, X=np.asarray(X, dtype=np.float32), y=np.asarray(y, dtype=np.float64),
-                            ts=np.asarray(ts, dtype=np.float64))
-        files = {FILES["p50"]: blobs["p50"], FILES["p95"]: blobs["p95"], HOLDOUT_FILE: buffer.getvalue()}
+        version = self._new_version(_KIND, sha256(blobs["p50"] + blobs["p95"]), created)
+        holdout, stored = self._holdout_bytes(result.X_holdout, result.y_holdout, result.ts_holdout)
+        files = {FILES["p50"]: blobs["p50"], FILES["p95"]: blobs["p95"], HOLDOUT_FILE: holdout}
         window = dict(window or {})
         metadata: dict[str, Any] = {
             "kind": _KIND,
@@ -252,32 +282,62 @@ class ModelRegistry:
             "rounds": dict(result.rounds),
             "parity": dict(parity or {}),
             "feature_importance": result.feature_importance,
-            "files": {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in files.items()},
-            "holdout_rows_stored": int(len(y)),
+            "holdout_rows_stored": stored,
             **dict(extra or {}),
         }
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
-        try:
-            for name, data in files.items():
-                (staging / name).write_bytes(data)
-            (staging / "metadata.json").write_bytes(_json_bytes(metadata))
-            for path in staging.iterdir():
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
-            os.rename(staging, self.root / version)  # the whole folder appears at once
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        _fsync_dir(self.root)
-        history = self._history()
-        self._record(history, "add", version)
-        log.info("registered latency model %s (%s rows)", version, metadata["rows"])
-        return version
+        return self._write_version(version, files, metadata)
+
+    def add_online(self, model: Any, X_holdout: np.ndarray, y_holdout: np.ndarray, ts_holdout: np.ndarray,
+                   *, baseline_p95_factor: float | None = None, extra: Mapping[str, Any] | None = None) -> str:
+        """Register the river challenger (models.latency.online.RiverLatency) as a *candidate*, with
+        the calls it is to be judged on (rows it has **not** learned from yet: score, then learn),
+        so it reaches live only through the same gate as a trained model.
+
+        The EWMA baseline's P95 factor should come from calls before the hold-out; without one it
+        is fitted on the hold-out itself, which can only flatter the baseline (the gate errs on
+        the side of refusing the challenger)."""
+        from only1mcp.models.latency.features import LAST_FEATURE
+
+        state = model.to_bytes()
+        X = np.asarray(X_holdout, dtype=np.float32)
+        y, ts = np.asarray(y_holdout, dtype=np.float64), np.asarray(ts_holdout, dtype=np.float64)
+        if len(y) < 20 or X.shape != (len(y), len(FEATURE_NAMES)) or len(ts) != len(y):
+            raise ModelError(f"a hold-out of at least 20 rows of {len(FEATURE_NAMES)} features is needed, "
+                             f"got X {X.shape}, y {y.shape}")
+        metrics = {"model": _metrics(y, *model.predict(X))}
+        ewma = X[:, FEATURE_NAMES.index(EWMA_FEATURE)].astype(np.float64)
+        warm = ewma > 0
+        if baseline_p95_factor is None:
+            baseline_p95_factor = float(np.quantile(y[warm] / ewma[warm], 0.95)) if warm.any() else 1.0
+        metrics["ewma"] = _metrics(y, ewma, ewma * baseline_p95_factor)
+        last = X[:, FEATURE_NAMES.index(LAST_FEATURE)].astype(np.float64)
+        metrics["last_value"] = _metrics(y, last, last * baseline_p95_factor)
+        created = datetime.now(timezone.utc)
+        version = self._new_version(_RIVER_KIND, sha256(state), created)
+        holdout, stored = self._holdout_bytes(X, y, ts)
+        metadata: dict[str, Any] = {
+            "kind": _RIVER_KIND,
+            "version": version,
+            "created": created.isoformat(timespec="milliseconds"),
+            "status": "candidate",
+            "status_reason": None,
+            "feature_names": list(FEATURE_NAMES),
+            "feature_version": FEATURE_VERSION,
+            "window": {"data_since": None, "data_until": float(ts.max()), "holdout_since": float(ts.min())},
+            "rows": {"train": int(getattr(model, "n", 0)), "validation": 0, "holdout": int(len(y))},
+            "metrics": metrics,
+            "improvement": {"mae_p50_vs_ewma": 1.0 - metrics["model"]["mae_p50"] / metrics["ewma"]["mae_p50"]
+                            if metrics["ewma"]["mae_p50"] else 0.0},
+            "baseline_p95_factor": {"ewma": baseline_p95_factor, "last_value": baseline_p95_factor},
+            "params": {"lr": getattr(model, "lr", None), "window": getattr(model, "window", None)},
+            "holdout_rows_stored": stored,
+            **dict(extra or {}),
+        }
+        return self._write_version(version, {RIVER_FILE: state, HOLDOUT_FILE: holdout}, metadata)
 
     def write_file(self, version: str, name: str, data: bytes) -> Path:
         """Add a side file (a report) to a version's folder, atomically; model files are refused."""
-        if name in (*FILES.values(), HOLDOUT_FILE, "metadata.json") or "/" in name:
+        if name in (*FILES.values(), HOLDOUT_FILE, RIVER_FILE, "metadata.json") or "/" in name:
             raise ModelError(f"{name!r} cannot be replaced")
         path = self._dir(version) / name
         _write_atomic(path, data)
@@ -318,12 +378,32 @@ class ModelRegistry:
     def history(self) -> list[dict[str, Any]]:
         return self._history()["events"]
 
-    def load(self, version: str) -> LatencyModel:
-        """A version's model, every check applied (checksums, features); ModelError otherwise."""
-        return LatencyModel.load(self._dir(version))
+    def load(self, version: str) -> Any:
+        """A version's predictor, every check applied (checksums, features); ModelError otherwise:
+        a :class:`LatencyModel` (ONNX), or a ``RiverLatency`` for the online challenger's versions.
+        Either answers ``predict(X) -> (p50, p95)`` and has ``.version``."""
+        folder = self._dir(version)
+        meta = self.show(version).metadata
+        if meta.get("kind", _KIND) == _KIND:
+            return LatencyModel.load(folder)
+        if meta.get("kind") != _RIVER_KIND:
+            raise ModelError(f"{version}: unknown model kind {meta.get('kind')!r}, refused")
+        check_compatible(meta, f"model {version}")
+        from only1mcp.models.latency.online import RiverLatency
 
-    def load_live(self) -> LatencyModel | None:
-        """The live model, or None when nothing is live. A corrupt or incompatible artefact raises
+        try:
+            data = (folder / RIVER_FILE).read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{folder / RIVER_FILE}: cannot read: {exc}") from exc
+        expected = meta.get("files", {}).get(RIVER_FILE, {}).get("sha256")
+        if expected != sha256(data):
+            raise ModelError(f"{folder / RIVER_FILE}: checksum mismatch: the file is corrupt or was replaced, refused")
+        model = RiverLatency.from_bytes(data)
+        model.version = version
+        return model
+
+    def load_live(self) -> Any:
+        """The live predictor (see :meth:`load`), or None when nothing is live. A corrupt or incompatible artefact raises
         :class:`ModelError` (and is logged): the caller keeps serving with the model it has."""
         version = self._read_pointer("LIVE")
         if version is None:

@@ -58,6 +58,7 @@ class RiverLatency:
         from river import stats
 
         self.lr, self.window = lr, window
+        self.version = "river-unregistered"  # the registry sets its version when it loads one
         self.feature_names: tuple[str, ...] = FEATURE_NAMES
         self.feature_version = FEATURE_VERSION
         self.n = 0

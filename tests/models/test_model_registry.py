@@ -170,3 +170,34 @@ def test_gate_rule() -> None:
     assert not gate(better, worse, better)[0]  # a tie loses
     ok, reason = gate({"mae_p50": 1.0, "pinball_95": 3.0}, worse, None)
     assert not ok and "pinball_95" in reason and "mae_p50" not in reason.split("does not beat:")[1]
+
+
+def test_the_river_challenger_goes_through_the_same_gate(registry, trained, onnx_blobs) -> None:  # noqa: ANN001
+    from only1mcp.models.latency.online import RiverLatency
+
+    X, y, ts = trained.X_holdout, trained.y_holdout, trained.ts_holdout
+    half = len(y) // 2
+    river = RiverLatency()
+    for x, target in zip(X[:half], y[:half]):  # learns the first half, judged on the second
+        river.learn_one(x, target)
+    challenger = registry.add_online(river, X[half:], y[half:], ts[half:],
+                                     baseline_p95_factor=trained.baseline_p95_factor["ewma"])
+    assert challenger.startswith("latency-river-")
+    entry = registry.show(challenger)
+    assert entry.metadata["kind"] == "latency-river" and entry.metrics["model"]["mae_p50"] > 0
+    loaded = registry.load(challenger)
+    assert isinstance(loaded, RiverLatency) and loaded.version == challenger
+    np.testing.assert_array_equal(loaded.predict(X[:5])[0], river.predict(X[:5])[0])
+    registry.set_shadow(challenger)
+    assert registry.shadow().version == challenger
+
+    live = registry.add(trained, onnx_blobs[0])
+    assert registry.promote(live).promoted
+    verdict = registry.promote(challenger)  # the XGBoost model is better on the challenger's rows
+    assert not verdict.promoted and "live model" in verdict.reason
+    assert verdict.scores["live"]["mae_p50"] < verdict.scores["candidate"]["mae_p50"]
+    assert registry.live().version == live
+
+    (registry.root / challenger / "state.bin").write_bytes(b"only1mcp-river-latency\n" + b"\x80garbage")
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        registry.load(challenger)
