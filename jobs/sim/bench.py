@@ -12,6 +12,14 @@ A policy the proxy does not know yet (it exits at start-up) is reported as
 "not available" and the run goes on. Results: a table per scenario, JSON and a
 PNG (``report.py``), and the bar: p2c_ewma p99 <= 0.5 x round_robin p99 when one
 replica is slow.
+
+``--with-learned`` runs the learning loop too (``learned.py``): rows ``round_robin``,
+``p2c_ewma``, ``tool_ewma`` (policy learned on the specialisation learner's weights),
+``learned`` (policy learned with a trained latency model live) and ``oracle``, over the
+classic three scenarios plus ``drift`` and ``load-sensitive``; the same measured schedule
+for every row, and the same warm-up schedule (seed + 1000) for both learning rows. For
+``drift`` every row's rolling p95 over time goes into the JSON and ``routing-drift.png``,
+with the time the learned row takes to come back within 20 % of the oracle's after the flip.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any
 
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, StartError, free_ports, run_interruptibly
 from only1mcp.jobs.bench._report import machine_info
-from only1mcp.jobs.sim.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario, build_scenario
+from only1mcp.jobs.sim.scenarios import DEFAULT_SCENARIOS, LEARNED_SCENARIOS, SCENARIOS, Scenario, build_scenario
 
 __all__ = ["POLICIES", "DEFAULT_OUT", "add_arguments", "run"]
 
@@ -38,6 +46,11 @@ DEFAULT_OUT = "bench-results"
 HOST = "127.0.0.1"
 # (duration s, sessions): full keeps 15 runs under ~5 min on 2 cores, quick under a minute.
 _FULL, _QUICK = (12.0, 32), (1.0, 16)
+# --with-learned: (duration s, drift duration s, warm-up s, sessions); full ~25 min on 2 cores,
+# quick (one scenario) one to two minutes. Drift flips a third of the way in (>= 60 s after it in full).
+_LEARNED_FULL, _LEARNED_QUICK = (20.0, 120.0, 30.0, 32), (5.0, 30.0, 15.0, 16)
+CLASSIC_WITH_LEARNED = ("round_robin", "p2c_ewma")
+BUCKET_S = 5.0  # rolling p95 buckets (drift)
 _FAULT_LEAD_S = 3.0  # start-up budget before a faulty fleet's clock starts
 
 _PROXY_CONFIG = """\
@@ -58,22 +71,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute in all), for tests")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder for routing.json and routing.png (default %(default)s)")
     parser.add_argument("--seed", default="1", help="seed of the schedule and of the replicas' draws (default 1)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds of load per run (default 12, quick 1)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of load per run (default 12, quick 1; --with-learned 20, quick 5)")
     parser.add_argument("--sessions", type=int, default=None, help="client MCP sessions (default 32, quick 16)")
     parser.add_argument("--utilisation", type=float, default=0.65, help="offered load / fleet capacity (default 0.65)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds: a slower call is a failure (default 1)")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(DEFAULT_SCENARIOS), metavar="S",
-                        help="of: %(choices)s (default: the first three)")
-    parser.add_argument("--policies", nargs="+", default=list(POLICIES), metavar="P", help="default: %(default)s")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=None, metavar="S",
+                        help="of: %(choices)s (default: the first three; with --with-learned the first three, "
+                             "drift and load-sensitive)")
+    parser.add_argument("--policies", nargs="*", default=None, metavar="P",
+                        help=f"classic policies (default: {' '.join(POLICIES)}; with --with-learned "
+                             f"{' '.join(CLASSIC_WITH_LEARNED)})")
+    learned = parser.add_argument_group("the learning loop (--with-learned)")
+    learned.add_argument("--with-learned", action="store_true",
+                         help="add rows tool_ewma and learned: proxy, broker, worker and weights running")
+    learned.add_argument("--learning-rows", nargs="*", choices=("tool_ewma", "learned"), default=None,
+                         metavar="ROW", help="which learning rows (default: tool_ewma learned)")
+    learned.add_argument("--work-dir", default=None,
+                         help="keep every run's folder (configs, logs, Parquet data, models) here, not in a temp dir")
+    learned.add_argument("--drift-duration", type=float, default=None,
+                         help="seconds of load in the drift scenario (default 120, quick 30; flip at a third)")
+    learned.add_argument("--warmup", type=float, default=None,
+                         help="seconds of warm-up traffic before a learning row is measured (default 30, quick 15)")
+    learned.add_argument("--train-timeout", type=float, default=300.0, help="seconds for `train latency`")
+    learned.add_argument("--weights-timeout", type=float, default=60.0,
+                         help="seconds to wait for the wanted weights to be published and applied (default 60)")
+    learned.add_argument("--model-coverage", type=float, default=0.9,
+                         help="wait until the latency model publishes for the tools of this share of the traffic "
+                              "(default 0.9)")
+    learned.add_argument("--coverage-timeout", type=float, default=None,
+                         help="... but at most this many seconds after its first weights (default 45, quick 15)")
+    learned.add_argument("--min-samples", type=int, default=10, help="[learning] min_samples (default 10)")
+    learned.add_argument("--min-train-calls", type=int, default=None,
+                         help="[learning] min_train_calls and `train latency --min-rows` (default: half the "
+                              "warm-up's calls, at least 50)")
+    learned.add_argument("--valid-for", type=float, default=10.0, help="[learning] valid_for seconds (default 10)")
+    learned.add_argument("--exploration", type=float, default=None, help="[[servers]] exploration (default: its own)")
+    learned.add_argument("--temperature", type=float, default=None, help="[[servers]] temperature (default: its own)")
     parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds for a server to become ready")
     parser.add_argument("--keep-calls", action="store_true", help="also write every run's calls as JSONL under --out")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless the bar passes")
 
 
 def run(args: argparse.Namespace) -> int:
-    full_duration, full_sessions = _QUICK if args.quick else _FULL
+    with_learned = getattr(args, "with_learned", False)
+    if with_learned:
+        full_duration, drift_duration, warmup, full_sessions = _LEARNED_QUICK if args.quick else _LEARNED_FULL
+        args.drift_duration = args.drift_duration or drift_duration
+        args.warmup = args.warmup or warmup
+        args.coverage_timeout = args.coverage_timeout or (15.0 if args.quick else 45.0)
+    else:
+        (full_duration, full_sessions), args.drift_duration = (_QUICK if args.quick else _FULL), None
+        args.warmup = None
     args.duration = args.duration or full_duration
     args.sessions = args.sessions or full_sessions
+    args.scenarios = args.scenarios or list(LEARNED_SCENARIOS if with_learned else DEFAULT_SCENARIOS)
+    if args.policies is None:
+        args.policies = list(CLASSIC_WITH_LEARNED if with_learned else POLICIES)
+    if args.learning_rows is None:
+        args.learning_rows = ["tool_ewma", "learned"] if with_learned else []
+    if with_learned and (args.drift_duration <= 0 or args.warmup <= 0):
+        print("error: --drift-duration and --warmup must be > 0", file=sys.stderr)
+        return 2
     if args.duration <= 0 or args.sessions < 1 or args.timeout <= 0 or not 0 < args.utilisation < 2:
         print("error: --duration, --timeout > 0, --sessions >= 1, 0 < --utilisation < 2", file=sys.stderr)
         return 2
@@ -82,8 +140,13 @@ def run(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(prefix="only1mcp-routing-") as tmp:
-            result = run_interruptibly(_bench(args, Path(tmp)), _uvloop())
+        if getattr(args, "work_dir", None):
+            work = Path(args.work_dir).resolve() / time.strftime("routing-%Y%m%dT%H%M%S")
+            work.mkdir(parents=True)
+            result = run_interruptibly(_bench(args, work), _uvloop())
+        else:
+            with tempfile.TemporaryDirectory(prefix="only1mcp-routing-") as tmp:
+                result = run_interruptibly(_bench(args, Path(tmp)), _uvloop())
     except KeyboardInterrupt:
         print("interrupted: benchmark servers stopped", file=sys.stderr)
         return 130
@@ -95,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     json_path = rep.write_json(out / "routing.json", result)
     png = rep.plot(result, out / "routing.png")
     print(f"\nresults: {json_path}" + (f"\nplot: {png}" if png else "\nplot: skipped (matplotlib not installed)"))
+    drift_png = rep.plot_drift(result, out / "routing-drift.png")
+    if drift_png:
+        print(f"drift plot: {drift_png}")
     return 1 if args.strict and any(bar.status != "PASS" for bar in bars) else 0
 
 
@@ -107,40 +173,26 @@ def _uvloop() -> Any:
 
 
 async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from only1mcp.jobs.sim.loadgen import summarize_calls
-    from only1mcp.jobs.sim.oracle import simulate
-    from only1mcp.jobs.sim.workload import DEFAULT_WORKLOAD, Workload, open_loop_schedule
+    from only1mcp.jobs.sim.workload import DEFAULT_WORKLOAD, Workload
 
     started_at = datetime.datetime.now(datetime.timezone.utc)
     workload = Workload.from_dict(DEFAULT_WORKLOAD)
     mix = workload.stationary_mix()
     unavailable: dict[str, str] = {}  # a policy missing once is missing everywhere: no need to retry
     scenarios: dict[str, Any] = {}
-    for name in args.scenarios:
-        scenario = build_scenario(name, args.duration)
-        cap = scenario.capacity(mix)
-        rate = args.utilisation * cap
-        schedule = open_loop_schedule(workload, args.seed, args.sessions, rate, args.duration)
-        rows: dict[str, Any] = {}
-        for policy in args.policies:
-            if policy in unavailable:
-                rows[policy] = {"status": "not available", "reason": unavailable[policy]}
-                continue
-            print(f"routing: {name} / {policy}: {len(schedule)} calls at {rate:.1f}/s ...", file=sys.stderr)
-            began = time.perf_counter()
-            rows[policy] = await _run_policy(args, scenario, policy, schedule, tmp / f"{name}-{policy}")
-            rows[policy]["wall_s"] = round(time.perf_counter() - began, 2)
-            if rows[policy]["status"] == "not available":
-                unavailable[policy] = rows[policy]["reason"]
-        profiles = scenario.profiles()
-        oracle = simulate(schedule, profiles, args.seed, "oracle")
-        rows["oracle"] = {"status": "ok", "summary": summarize_calls(oracle, args.timeout)}
-        model_rr = summarize_calls(simulate(schedule, profiles, args.seed, "round_robin"), args.timeout)
-        scenarios[name] = {
-            "description": scenario.description, "capacity_calls_per_s": round(cap, 2), "rate": round(rate, 2),
-            "calls": len(schedule), "replicas": dict(scenario.replicas), "rows": rows,
-            "model_round_robin": model_rr,  # the model's own round robin: how close the real stack is to it
-        }
+    with_learned = getattr(args, "with_learned", False)
+    infra = None
+    if with_learned:
+        from only1mcp.jobs.sim.learned import LoopInfra
+
+        print("routing: starting the embedded broker and Redis for the learning rows ...", file=sys.stderr)
+        infra = await LoopInfra(args.startup_timeout).start()
+    try:
+        for name in args.scenarios:
+            scenarios[name] = await _scenario(args, name, workload, mix, unavailable, infra, tmp)
+    finally:
+        if infra is not None:
+            await infra.stop()
     try:
         from only1mcp.proxy.routing import POLICIES as registered
         available = sorted(registered)
@@ -151,7 +203,10 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "settings": {
             "seed": args.seed, "quick": args.quick, "duration_s": args.duration, "sessions": args.sessions,
+            "with_learned": with_learned, "drift_duration_s": args.drift_duration, "warmup_s": args.warmup,
+            "warmup_seed": _warmup_seed(args.seed) if with_learned else None, "bucket_s": BUCKET_S,
             "utilisation": args.utilisation, "timeout_s": args.timeout, "policies": list(args.policies),
+            "learning_rows": list(args.learning_rows),
             "scenarios": list(args.scenarios), "workload": DEFAULT_WORKLOAD, "tool_mix": mix,
             "latency": "ms over all calls, each censored at the timeout; success = ok reply within the timeout",
         },
@@ -159,6 +214,78 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "proxy_policies_registered": available,
         "scenarios": scenarios,
     }
+
+
+def _warmup_seed(seed: Any) -> Any:
+    return seed + 1000 if isinstance(seed, int) else f"{seed}+1000"
+
+
+async def _scenario(args: argparse.Namespace, name: str, workload: Any, mix: dict[str, float],
+                    unavailable: dict[str, str], infra: Any, tmp: Path) -> dict[str, Any]:
+    """Every row of one scenario on the same schedule, then the oracle; the drift timeline if it flips."""
+    from only1mcp.jobs.sim import report as rep
+    from only1mcp.jobs.sim.loadgen import summarize_calls
+    from only1mcp.jobs.sim.oracle import simulate
+    from only1mcp.jobs.sim.workload import open_loop_schedule
+
+    duration = args.drift_duration if name == "drift" and args.drift_duration else args.duration
+    scenario = build_scenario(name, duration)
+    cap = scenario.capacity(mix)
+    rate = args.utilisation * cap
+    schedule = open_loop_schedule(workload, args.seed, args.sessions, rate, duration)
+    learning = tuple(args.learning_rows) if infra is not None else ()
+    rows: dict[str, Any] = {}
+    records: dict[str, list[Any]] = {}
+    extra: dict[str, Any] = {}
+    if learning:
+        warm_schedule = open_loop_schedule(workload, _warmup_seed(args.seed), args.sessions, rate, args.warmup)
+        extra["warmup_calls"] = len(warm_schedule)
+    for policy in args.policies:
+        if policy in unavailable:
+            rows[policy] = {"status": "not available", "reason": unavailable[policy]}
+            continue
+        print(f"routing: {name} / {policy}: {len(schedule)} calls at {rate:.1f}/s ...", file=sys.stderr)
+        began = time.perf_counter()
+        row = await _run_policy(args, scenario, policy, schedule, tmp / f"{name}-{policy}")
+        _add_row(rows, records, name, policy, row, began)
+        if row["status"] == "not available":
+            unavailable[policy] = row["reason"]
+    if learning:
+        from only1mcp.jobs.sim.learned import run_learning_rows
+
+        print(f"routing: {name} / {' + '.join(learning)}: the loop, warm-up {len(warm_schedule)} calls, then "
+              f"{len(schedule)} calls at {rate:.1f}/s each ...", file=sys.stderr)
+        ns = argparse.Namespace(**vars(args))
+        ns.min_train_calls = args.min_train_calls or max(50, len(warm_schedule) // 2)
+        began = time.perf_counter()
+        got = await run_learning_rows(ns, scenario, list(learning), schedule, warm_schedule, tmp / f"{name}-loop",
+                                      infra, settle_seed=_warmup_seed(_warmup_seed(args.seed)), mix=mix)
+        for policy in learning:
+            _add_row(rows, records, name, policy, got.get(policy, {"status": "failed", "reason": "not run"}), began)
+    profiles = scenario.profiles()
+    oracle = simulate(schedule, profiles, args.seed, "oracle")
+    records["oracle"] = oracle
+    rows["oracle"] = {"status": "ok", "summary": summarize_calls(oracle, args.timeout)}
+    model_rr = summarize_calls(simulate(schedule, profiles, args.seed, "round_robin"), args.timeout)
+    out = {
+        "description": scenario.description, "capacity_calls_per_s": round(cap, 2), "rate": round(rate, 2),
+        "calls": len(schedule), "duration_s": duration, "replicas": dict(scenario.replicas), "rows": rows,
+        "model_round_robin": model_rr,  # the model's own round robin: how close the real stack is to it
+        **extra,
+    }
+    if scenario.flip_s is not None:
+        out["drift"] = rep.drift_timeline(records, scenario.flip_s, duration, BUCKET_S, args.timeout)
+    return out
+
+
+def _add_row(rows: dict[str, Any], records: dict[str, Any], scenario: str, policy: str, row: dict[str, Any],
+             began: float) -> None:
+    row["wall_s"] = round(time.perf_counter() - began, 2)
+    if "records" in row:
+        records[policy] = row.pop("records")
+    rows[policy] = row
+    print(f"routing: {scenario} / {policy}: {row['status']} after {row['wall_s']:.0f}s"
+          + (f" - {row.get('reason')}" if row["status"] != "ok" else ""), file=sys.stderr)
 
 
 async def _run_policy(args: argparse.Namespace, scenario: Scenario, policy: str, schedule: list[Any],
@@ -219,7 +346,8 @@ async def _run_policy(args: argparse.Namespace, scenario: Scenario, policy: str,
                     "log_tail": proxy.log_tail(20)}
     if args.keep_calls:
         write_jsonl(Path(args.out) / "routing-calls" / f"{run_dir.name}.jsonl", records)
-    return {"status": "ok", "summary": summarize_calls(records, args.timeout), "cpu_pct_of_one_core": cpu,
+    return {"status": "ok", "summary": summarize_calls(records, args.timeout), "records": records,
+            "cpu_pct_of_one_core": cpu,
             "upstream": upstream, "restarts": restarts, "startup": startup, "load_s": round(elapsed, 2),
             "proxy_argv": proxy.argv}
 
