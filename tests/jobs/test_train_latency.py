@@ -133,3 +133,12 @@ def test_max_rows_keeps_the_newest_calls(store) -> None:  # noqa: ANN001
     data, events = store
     rows = load_rows(data, max_rows=1000)
     assert [r["ts"] for r in rows] == [e["ts"] for e in events[-1000:]]
+
+
+def test_a_store_without_inflight_still_trains(tmp_path: Path) -> None:
+    """Events written before RequestEvent.inflight existed: the column is null (or absent)."""
+    events = [{k: v for k, v in e.items() if k != "inflight"} for e in load_sensitive_events(800, seed=9)]
+    write_requests(tmp_path / "data", events)
+    report = train_latency(tmp_path / "data", tmp_path / "models", promote=False,
+                           params={"n_estimators": 20})
+    assert report["rows"]["train"] + report["rows"]["holdout"] == 800 and report["status"] == "candidate"
