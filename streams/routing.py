@@ -34,9 +34,12 @@ Records go to ``[learning] topic`` keyed by server, through the agent's own aiok
 a background send: with the broker away a tick is dropped (logged once, counted) and the worker
 goes on folding; the next tick after it is back publishes again.
 
-Known limit: with several workers in one consumer group each sees only the replicas of its
-partitions (``mcp.requests`` is keyed by replica), so each would publish partial records. One
-worker per group (the embedded default) is exact.
+Several workers in one consumer group (compose): each folds only the replicas of its partitions
+(``mcp.requests`` is keyed by replica), and partial views would publish conflicting records. So the
+agent of the worker holding partition 0 reads every partition itself (its own aiokafka consumer, no
+group, from the end: a second decode of every event, on that worker only) and publishes and
+retrains; the others stay passive. One worker holding every partition (``only1mcp up``) learns
+from what it folds.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from only1mcp.events import RoutingWeights
+from only1mcp.events import TOPICS, RoutingWeights
 from only1mcp.models.routing.tool_ewma import ToolEwma, counts
 from only1mcp.models.routing.weights import Curves, decisions_for, split
 from only1mcp.settings import Settings
@@ -166,8 +170,12 @@ class RoutingAgent:
     """Specialisation learner, latency model serving, live-error tracking, rollback and retraining."""
 
     def __init__(self, settings: Settings, *, publisher: DecisionPublisher | None = None,
-                 registry: Any = None) -> None:
+                 registry: Any = None, assignment: Callable[[], set[int] | None] | None = None) -> None:
         self.settings, learning = settings, settings.learning
+        # The partitions of mcp.requests this worker's group gave it (None: unknown, as if all)
+        self.assignment = assignment or (lambda: None)
+        self.mode = "fold"  # fold: fed by the feature agent | own: reads every partition itself | passive
+        self._own: asyncio.Task[None] | None = None
         self.learning = learning
         self.tool_ewma = ToolEwma(learning.ewma_alpha, learning.min_samples)
         self.publisher = publisher or DecisionPublisher(settings.worker.bootstrap, learning.topic)
@@ -199,7 +207,7 @@ class RoutingAgent:
         self.live_error = {name: _Errors() for name in PREDICTORS}
         self.counters: dict[str, Any] = {
             "events": 0, "calls": 0, "ticks": 0, "published": 0, "records": 0, "rollbacks": 0, "benched": 0,
-            "fallback_ticks": 0, "retrains": 0, "retrain_failures": 0, "model_loads": 0, "river_learned": 0,
+            "fallback_ticks": 0, "own_read": 0, "retrains": 0, "promotions": 0, "retrain_failures": 0, "model_loads": 0, "river_learned": 0,
             "errors": {"latency_model": 0, "shadow": 0, "river": 0, "tool_ewma": 0, "load": 0},
         }
         self.source: str | None = None
@@ -220,6 +228,8 @@ class RoutingAgent:
 
     def observe(self, records: list[dict[str, Any]]) -> None:
         """Learn from a fold's valid records (RequestEvent dicts). Never raises."""
+        if self.mode != "fold":  # another worker's partitions are missing here: the own reader feeds it
+            return
         try:
             self._observe(records)
         except Exception:  # the feature worker must not stop for the learner
@@ -295,6 +305,10 @@ class RoutingAgent:
         """Decide, publish (in the background) and return this tick's records."""
         now = time.time()
         self.counters["ticks"] += 1
+        self._update_mode()
+        if self.mode == "passive":  # another worker of the group learns and publishes
+            self._maybe_status()
+            return []
         self._maybe_reload()
         self._maybe_retrain()
         self.tool_ewma.prune(now)
@@ -327,7 +341,7 @@ class RoutingAgent:
                                  source=source, per_tool=False, **common)
         records += decisions_for({k: v for k, v in baseline.items() if k[0] not in servers},
                                  model_version=ewma.version, source=ewma.source, per_tool=False, **common)
-        self.source = source if not rest else f"{source}+{ewma.source}"
+        self.source = source if not rest else f"{source}+{ewma.source}" if mine else ewma.source
         self.model_version = version
         return records
 
@@ -599,6 +613,8 @@ class RoutingAgent:
             return
         self._store_short = None
         self.counters["retrains"] += 1
+        if result.get("promoted"):
+            self.counters["promotions"] += 1
         log.info("routing: retrained: %s", {k: v for k, v in result.items() if not isinstance(v, (dict, list))})
         self._maybe_reload(force=True)
 
@@ -639,7 +655,91 @@ class RoutingAgent:
     async def close(self) -> None:
         if self._retrain is not None and not self._retrain.done():
             self._retrain.cancel()
+        await self._stop_own()
         await self.publisher.close()
+
+    # -- several workers in one group -------------------------------------------------------------
+
+    def _update_mode(self) -> None:
+        """One worker holding every partition of mcp.requests learns from what it folds (exact). In a
+        group of several, each folds only some replicas' events (the topic is keyed by replica), so
+        partial views would publish conflicting records: the worker holding partition 0 reads every
+        partition itself (its own consumer, no group) and publishes; the others stay passive."""
+        try:
+            parts = self.assignment()
+        except Exception:
+            parts = None
+        total = self.settings.worker.partitions
+        mode = "fold" if parts is None or len(parts) >= total else "own" if 0 in parts else "passive"
+        if mode == self.mode:
+            return
+        log.info("routing: %s (mcp.requests partitions here: %s of %d)", {
+            "fold": "learning from the events this worker folds",
+            "own": "another worker folds some partitions: reading every partition of mcp.requests for routing",
+            "passive": "another worker of the group learns and publishes routing weights"}[mode],
+            "all" if parts is None else sorted(parts), total)
+        self.mode = mode
+        if mode == "own" and (self._own is None or self._own.done()):
+            self._own = asyncio.ensure_future(self._read_all())
+        elif mode != "own" and self._own is not None:
+            task, self._own = self._own, None
+            task.cancel()
+
+    async def _stop_own(self) -> None:
+        if self._own is not None:
+            task, self._own = self._own, None
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+
+    async def _read_all(self) -> None:
+        """Every partition of mcp.requests, from their end, decoded as the feature agent decodes."""
+        from aiokafka import AIOKafkaConsumer
+
+        from only1mcp.events import EventDecodeError, RequestEvent
+        from only1mcp.streams.agents import _check
+
+        consumer = AIOKafkaConsumer(TOPICS["requests"], bootstrap_servers=self.settings.worker.bootstrap,
+                                    group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
+                                    request_timeout_ms=_PRODUCER_TIMEOUT_MS, client_id="only1mcp-routing")
+        try:
+            while True:
+                try:
+                    await consumer.start()
+                    break
+                except Exception as exc:
+                    self._log_once("own-start", f"routing: cannot read mcp.requests yet ({exc!r}); retrying")
+                    await asyncio.sleep(1.0)
+            decode = RequestEvent.fields_from_json
+            while True:
+                try:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                except Exception as exc:  # the broker away: aiokafka reconnects by itself
+                    self._log_once("own-read", f"routing: reading mcp.requests failed ({exc!r}); retrying")
+                    await asyncio.sleep(0.5)
+                    continue
+                records = []
+                for batch in batches.values():
+                    for message in batch:
+                        try:
+                            record = decode(message.value)
+                        except (EventDecodeError, TypeError, ValueError):
+                            continue  # the feature agent dead-letters it
+                        if _check(record) is None:
+                            records.append(record)
+                if records:
+                    try:
+                        self._observe(records)
+                    except Exception:
+                        self._log_once("observe", "routing agent failed to learn from a batch", exc_info=True)
+                self.counters["own_read"] += len(records)
+        finally:
+            try:
+                await consumer.stop()
+            except Exception:
+                pass
 
 
 def _version_of(entry: Any) -> str | None:
@@ -664,7 +764,16 @@ def _load_version(registry: Any, version: str) -> Any:
 
 def install(app: Any, settings: Settings) -> RoutingAgent:
     """Create the routing agent and run its ticks as a task of the Faust app."""
-    agent = RoutingAgent(settings)
+    source = TOPICS["requests"]
+
+    def assignment() -> set[int] | None:
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:  # not started yet
+            return None
+        return {tp.partition for tp in assigned if tp.topic == source}
+
+    agent = RoutingAgent(settings, assignment=assignment)
 
     @app.task
     async def routing_weights() -> None:

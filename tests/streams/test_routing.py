@@ -8,6 +8,7 @@ others, on ``s.B`` it is the fastest."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import sys
 import time
@@ -243,7 +244,7 @@ def test_the_live_latency_model_publishes_p95_curves(broker: EmbeddedBroker, red
             await until(lambda: decisions.latest("s.A", "tool_ewma"), worker, "tool_ewma weights first",
                         timeout=45, traffic=traffic)
             await until(lambda: all(decisions.latest(t, "latency_model") for t in ("s.A", "s.B", None)), worker,
-                        "latency_model weights", timeout=45, traffic=traffic)
+                        "latency_model weights", timeout=60, traffic=traffic)
             a, b, wide = assert_specialised(decisions, "latency_model")
             for record in (a, b, wide):
                 assert record.model_version == f"latency_model:{version}"
@@ -254,3 +255,44 @@ def test_the_live_latency_model_publishes_p95_curves(broker: EmbeddedBroker, red
     asyncio.run(scenario())
     log_text = worker.log_path.read_text(errors="replace")
     assert f"live latency model {version} loaded" in log_text
+
+
+def test_in_a_group_of_workers_the_one_with_partition_0_reads_everything(broker: EmbeddedBroker,
+                                                                         tmp_path: Path) -> None:
+    """Two workers would each fold only some replicas' events: the agent of the worker holding
+    partition 0 reads every partition itself and publishes; the other stays passive."""
+    from only1mcp.settings import Settings
+    from only1mcp.streaming import LearningSettings, StoreSettings, WorkerSettings
+    from only1mcp.streams.routing import RoutingAgent
+
+    def settings() -> Settings:
+        return Settings(worker=WorkerSettings(bootstrap=broker.bootstrap, partitions=PARTITIONS),
+                        store=StoreSettings(data_dir=str(tmp_path / "data")),
+                        learning=LearningSettings(publish_interval=0.3, min_samples=5, retrain_interval=0,
+                                                  registry_dir=str(tmp_path / "models")))
+
+    rng = random.Random(2)
+
+    async def scenario() -> None:
+        leader = RoutingAgent(settings(), assignment=lambda: {0})
+        other = RoutingAgent(settings(), assignment=lambda: {1})
+        tasks = [asyncio.ensure_future(agent.run()) for agent in (leader, other)]
+        try:
+            async with Decisions(broker.bootstrap) as decisions:
+                await asyncio.sleep(1.5)  # the leader's reader starts at the end of the topic
+                assert leader.mode == "own" and other.mode == "passive"
+                other.observe([dataclasses.asdict(e) for e in events(60, rng)])  # a fold feed: ignored
+                deadline = time.monotonic() + 30
+                while not all(decisions.latest(t, "tool_ewma") for t in ("s.A", "s.B", None)):
+                    assert time.monotonic() < deadline, (leader.status(), other.status())
+                    await produce(broker.bootstrap, events(30, rng))
+                    await asyncio.sleep(0.3)
+                assert_specialised(decisions, "tool_ewma")
+                assert leader.counters["own_read"] >= 60 and other.counters["calls"] == 0
+                assert other.status()["published"] == 0
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(scenario())
