@@ -258,3 +258,29 @@ def test_armed_from_the_store_the_model_publishes_without_waiting(tmp_path: Path
         assert a.weights["r1"] < 0.5 * min(a.weights["r0"], a.weights["r2"])
 
     asyncio.run(scenario())
+
+
+def test_a_shadow_version_is_scored_beside_the_live_one(tmp_path: Path, registries: dict[str, Any]) -> None:
+    import shutil
+
+    from only1mcp.models.registry import ModelRegistry
+
+    root = tmp_path / "models"
+    shutil.copytree(registries["root"] / "bad_over_good", root)  # live: bad, previous: first
+    registry = ModelRegistry(root)
+    if registry.live().version != registries["first"]:  # (the rollback test may have done it already)
+        registry.rollback("test")  # live: first; bad is retired and may be the shadow
+    registry.set_shadow(registries["bad"])
+
+    async def scenario() -> None:
+        agent = agent_for(tmp_path, root)
+        rng = random.Random(8)
+        records = await run_ticks(agent, rng, 5)
+        assert agent.live_version == registries["first"] and agent.shadow_version == registries["bad"]
+        assert {r.source for r in records} == {"latency_model"}
+        assert all(r.model_version == f"latency_model:{registries['first']}" for r in records)  # not acted on
+        errors = agent.status()["live_error_ms"]
+        assert agent.status()["live_error_n"]["shadow"] > 0
+        assert errors["shadow"] > 2 * errors["live"]  # the 10× wrong model is seen to be wrong
+
+    asyncio.run(scenario())
