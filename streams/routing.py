@@ -207,7 +207,8 @@ class RoutingAgent:
         self.live_error = {name: _Errors() for name in PREDICTORS}
         self.counters: dict[str, Any] = {
             "events": 0, "calls": 0, "ticks": 0, "published": 0, "records": 0, "rollbacks": 0, "benched": 0,
-            "fallback_ticks": 0, "own_read": 0, "retrains": 0, "promotions": 0, "retrain_failures": 0, "model_loads": 0, "river_learned": 0,
+            "fallback_ticks": 0, "own_read": 0, "retrains": 0, "promotions": 0, "retrain_failures": 0,
+            "model_loads": 0, "river_learned": 0,
             "errors": {"latency_model": 0, "shadow": 0, "river": 0, "tool_ewma": 0, "load": 0},
         }
         self.source: str | None = None
@@ -551,8 +552,9 @@ class RoutingAgent:
                     "%.1f ms): rolling back", version, now - self.worse_since, live.value, base.value)
         self._generation += 1  # a load already under way must not bring the rolled-back model back
         try:
-            await asyncio.to_thread(self.registry.rollback, f"live P50 error {live.value:.1f} ms > baseline {base.value:.1f} ms for "
-                                    f"{now - self.worse_since:.0f} s")
+            reason = (f"live P50 error {live.value:.1f} ms > baseline {base.value:.1f} ms for "
+                      f"{now - self.worse_since:.0f} s")
+            await asyncio.to_thread(self.registry.rollback, reason)
         except Exception as exc:  # no previous version (or the registry refuses): bench this one
             self.counters["benched"] += 1
             if version is not None:
@@ -625,7 +627,7 @@ class RoutingAgent:
         return {
             **{k: v for k, v in c.items() if k != "errors"},
             "errors": dict(c["errors"]),
-            "source": self.source, "model_version": self.model_version,
+            "mode": self.mode, "source": self.source, "model_version": self.model_version,
             "live_version": self.live_version, "shadow_version": self.shadow_version,
             "benched_versions": sorted(self.benched),
             "ticks_dropped": self.publisher.dropped, "publish_failures": self.publisher.failed,

@@ -195,8 +195,8 @@ def test_tool_ewma_weights_published_and_survive_a_broker_outage(broker: Embedde
             resumed = time.time()
             await produce(broker.bootstrap, events(60, rng))
             await until(lambda: stored(tmp_path / "data") >= 120, worker, "the events after the outage in Parquet")
-            await until(lambda: all(decisions.latest(t, "tool_ewma", since=resumed + 1.0) for t in ("s.A", "s.B", None)),
-                        worker, "weights published again after the outage")
+            await until(lambda: all(decisions.latest(t, "tool_ewma", since=resumed + 1.0)
+                                    for t in ("s.A", "s.B", None)), worker, "weights published again after the outage")
             fresh = [r for t, r in decisions.records if t >= resumed + 1.0]
             assert fresh and all(r.ts >= paused_at for r in fresh)
             assert_specialised(decisions, "tool_ewma", since=resumed + 1.0)

@@ -145,7 +145,8 @@ def test_split_gives_the_model_only_what_it_fully_covers() -> None:
 
 
 def test_learn_many_is_learn_one_inlined() -> None:
-    events = [call(f"r{i % 3}", float(i % 17), tool=f"t{i % 2}", status=("ok", "error", "timeout")[i % 3], ts=1000.0 + i)
+    statuses = ("ok", "error", "timeout")
+    events = [call(f"r{i % 3}", float(i % 17), tool=f"t{i % 2}", status=statuses[i % 3], ts=1000.0 + i)
               for i in range(300)]
     events += [{**call("r0", 1.0), "method": "tools/list"}, call("r0", 1.0, cache_hit=True),
                call("r0", 1.0, status="cancelled"), {**call("r0", 1.0), "replica": ""}]
