@@ -169,11 +169,17 @@ def test_tool_ewma_weights_published_and_survive_a_broker_outage(broker: Embedde
 
     async def scenario() -> None:
         async with Decisions(broker.bootstrap) as decisions:
+            # Another server's traffic first, to see the worker running (its group join takes seconds).
+            warm = [dataclasses.replace(e, server="w", replica=f"w{i % 2}") for i, e in enumerate(events(20, rng))]
+            await produce(broker.bootstrap, warm)
+            await until(lambda: any(r.server == "w" for _, r in decisions.records), worker, "the worker running",
+                        timeout=45)
             started = time.time()
             await produce(broker.bootstrap, events(60, rng))  # 10 calls per replica × tool
             await until(lambda: all(decisions.latest(t, "tool_ewma") for t in ("s.A", "s.B", None)), worker,
-                        "tool_ewma weights for s.A, s.B and the server", timeout=45)
-            first = min(t for t, _ in decisions.records)
+                        "tool_ewma weights for s.A, s.B and the server", timeout=20)
+            first = min(t for t, r in decisions.records if r.server == "s")
+            assert first - started < 3.0  # publish_interval 0.5 s: within seconds of the first traffic
             a, _, wide = assert_specialised(decisions, "tool_ewma")
             assert len(a.predicted_ms["r1"]) == 1  # the EMA knows nothing of load: one value
             assert a.predicted_ms["r1"][0] == pytest.approx(5 * a.predicted_ms["r0"][0], rel=0.4)
@@ -194,7 +200,7 @@ def test_tool_ewma_weights_published_and_survive_a_broker_outage(broker: Embedde
                 broker.resume()
             resumed = time.time()
             await produce(broker.bootstrap, events(60, rng))
-            await until(lambda: stored(tmp_path / "data") >= 120, worker, "the events after the outage in Parquet")
+            await until(lambda: stored(tmp_path / "data") >= 140, worker, "the events after the outage in Parquet")
             await until(lambda: all(decisions.latest(t, "tool_ewma", since=resumed + 1.0)
                                     for t in ("s.A", "s.B", None)), worker, "weights published again after the outage")
             fresh = [r for t, r in decisions.records if t >= resumed + 1.0]
