@@ -607,9 +607,14 @@ class RoutingAgent:
             log.warning("routing: retraining failed (exit %s): %s %s", proc.returncode, result.get("error", ""), tail)
             return
         if result.get("skipped"):
+            short = self.learning.min_train_calls - int(result.get("rows", 0))
+            if short <= 0:  # enough calls, yet the training job found too few in some part: next interval
+                log.info("routing: retraining skipped: %s", result.get("reason", "too few calls"))
+                return
             self._calls_at_check = self.counters["calls"]
-            self._store_short = max(1, self.learning.min_train_calls - int(result.get("rows", 0)))
-            self._next_retrain = time.monotonic()  # again as soon as that many more calls came by
+            self._store_short = short
+            # again as soon as that many more calls came by (and not within 10 s: each try starts a process)
+            self._next_retrain = time.monotonic() + min(10.0, self.learning.retrain_interval)
             log.info("routing: %s calls in the offline store, %d needed before training", result.get("rows"),
                      self.learning.min_train_calls)
             return
