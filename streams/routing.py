@@ -27,8 +27,9 @@ a few dict updates per record), and a task of the Faust app (:meth:`RoutingAgent
    ``rollback_after`` seconds is rolled back in the registry (or, with no previous version, benched:
    the learner publishes until a new version is live); logged and counted.
 4. **Retraining.** Every ``retrain_interval``, once the offline store holds ``min_train_calls``
-   calls, ``jobs/train_latency.train_latency`` runs in a subprocess (niced; it registers and gates
-   the candidate itself), then the live model is reloaded.
+   calls of the last ``_TRAIN_WINDOW_S`` (an hour), ``jobs/train_latency.train_latency`` runs on
+   them in a subprocess (niced; it registers and gates the candidate itself), then the live model
+   is reloaded.
 
 Records go to ``[learning] topic`` keyed by server, through the agent's own aiokafka producer, from
 a background send: with the broker away a tick is dropped (logged once, counted) and the worker
@@ -75,6 +76,7 @@ _HISTORY_S = 600.0  # on arming, the causal features start from the store's call
 _HISTORY_ROWS = 50_000  # (at most this many, the newest)
 _HISTORY_COLUMNS = ("event_id", "ts", "latency_ms", "method", "status", "server", "replica", "tool", "cache_hit",
                     "request_bytes", "inflight")
+_TRAIN_WINDOW_S = 3600.0  # retraining learns from the last hour of calls (recent behaviour, bounded cost)
 _RIVER_PER_S = 200  # river learns at most this many calls per second (token bucket)
 _PRODUCER_TIMEOUT_MS = 5000
 PREDICTORS = ("live", "baseline", "shadow", "river")
@@ -798,10 +800,11 @@ def _retrain_main(data_dir: str, registry_dir: str, min_calls: int) -> dict[str,
         pass
     from only1mcp.feature_store.offline.duckdb import connect
 
+    since = time.time() - _TRAIN_WINDOW_S
     con = connect(data_dir)  # a count first: cheaper than loading the rows to learn there are too few
     try:
-        rows = int(con.sql("SELECT count(*) FROM requests WHERE method = 'tools/call' AND NOT coalesce(cache_hit, "
-                           "false) AND replica IS NOT NULL").fetchall()[0][0])
+        rows = int(con.execute("SELECT count(*) FROM requests WHERE method = 'tools/call' AND NOT coalesce("
+                               "cache_hit, false) AND replica IS NOT NULL AND ts >= ?", [since]).fetchall()[0][0])
     except Exception:  # no data yet: the views do not exist
         rows = 0
     finally:
@@ -812,7 +815,7 @@ def _retrain_main(data_dir: str, registry_dir: str, min_calls: int) -> dict[str,
     from only1mcp.models.errors import InsufficientData
 
     try:
-        result = train_latency(data_dir, registry_dir, min_rows=min_calls)
+        result = train_latency(data_dir, registry_dir, since=since, min_rows=min_calls)
     except InsufficientData as exc:
         return {"skipped": True, "rows": rows, "reason": str(exc)}
     return result if isinstance(result, dict) else {"result": repr(result)}
