@@ -254,8 +254,10 @@ class RoutingAgent:
             self._river_tokens = min(float(_RIVER_PER_S), self._river_tokens + (now - self._river_at) * _RIVER_PER_S)
             self._river_at = now
         calls = 0
+        side_learn = model_side.learn if model_side is not None else None
         for record in records:
-            if counts(record):
+            counted = counts(record)
+            if counted:
                 calls += 1
                 if tables and record["status"] == "ok":
                     key = (record["server"], record.get("tool"), record["replica"])
@@ -268,8 +270,8 @@ class RoutingAgent:
                 if river_on and self._river_tokens >= 1.0:
                     self._river_tokens -= 1.0
                     self._river_learn(record)
-            if model_side is not None:
-                model_side.learn_one(record)
+            if side_learn is not None:
+                side_learn(record, counted)
         self.counters["events"] += len(records)
         self.counters["calls"] += calls
 

@@ -56,9 +56,13 @@ class ModelRouting:
         """The calls the training job learns from (``is_training_row``: tools/call, upstream, a replica)
         go to the features, so live vectors are computed from what training rows were; routed calls
         with a server also index their key."""
-        if is_training_row(event):
+        self.learn(event, counts(event))
+
+    def learn(self, event: Mapping[str, Any], counted: bool) -> None:
+        """:meth:`learn_one` when ``counted = counts(event)`` is known already (the worker's hot path)."""
+        if counted or is_training_row(event):  # a counted call is a training row
             self.features.learn_one(event)
-        if counts(event):
+        if counted:
             key = (event["server"], event.get("tool"), event["replica"])
             entry = self._keys.get(key)
             ts, size = float(event.get("ts") or 0.0), float(event.get("request_bytes") or 0)
