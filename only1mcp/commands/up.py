@@ -285,7 +285,9 @@ class Up:
         names = {s.get("name") for s in servers if isinstance(s, dict)}
         if demo_ports:
             name = SIM_SERVER if SIM_SERVER not in names else "demo-sim"
-            servers.append({"name": name, "namespace": "", "policy": "p2c_ewma", "timeout": 10.0,
+            # Learned routing, so the demo shows the whole loop: p2c_ewma decides until weights arrive.
+            servers.append({"name": name, "namespace": "", "policy": "learned", "fallback_policy": "p2c_ewma",
+                            "timeout": 10.0,
                             "replicas": [{"url": f"http://{HOST}:{p}/mcp"} for p in demo_ports]})
             raw.setdefault("cache", {}).setdefault("default_ttl", 5.0)  # the sim's read-only tools get cached
         if fixture_port:
