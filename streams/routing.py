@@ -20,7 +20,10 @@ a few dict updates per record), and a task of the Faust app (:meth:`RoutingAgent
 2. **Shadow and challenger.** A registry shadow version is scored on the same batch; a river online
    regressor (models/latency/online.py) learns from the same causal feature vectors (computed
    before the call is learned; at most ``_RIVER_PER_S`` calls a second: river costs tens of µs per
-   call) and is scored on the same batch. Neither is acted on.
+   call) and is scored on the same batch. Neither is acted on. Every ``retrain_interval`` a
+   snapshot of river is registered (``ModelRegistry.add_online``) with the ``_RIVER_HOLDOUT``
+   newest calls it has not learned yet as its hold-out, and the registry's gate decides whether it
+   goes live.
 3. **Live error.** For each predictor (live model, the learner as the baseline, shadow, river), an
    EWMA of the absolute error of its P50 prediction on completed calls: the prediction from the last
    tick's curves at the call's own inflight. A live model doing worse than the baseline for
@@ -46,6 +49,7 @@ from what it folds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import logging
@@ -77,7 +81,8 @@ _HISTORY_ROWS = 50_000  # (at most this many, the newest)
 _HISTORY_COLUMNS = ("event_id", "ts", "latency_ms", "method", "status", "server", "replica", "tool", "cache_hit",
                     "request_bytes", "inflight")
 _TRAIN_WINDOW_S = 3600.0  # retraining learns from the last hour of calls (recent behaviour, bounded cost)
-_RIVER_PER_S = 200  # river learns at most this many calls per second (token bucket)
+_RIVER_PER_S = 200
+_RIVER_HOLDOUT = 1000  # river learns each example this many examples late (its unseen hold-out for the gate)  # river learns at most this many calls per second (token bucket)
 _PRODUCER_TIMEOUT_MS = 5000
 PREDICTORS = ("live", "baseline", "shadow", "river")
 
@@ -210,13 +215,16 @@ class RoutingAgent:
         self.counters: dict[str, Any] = {
             "events": 0, "calls": 0, "ticks": 0, "published": 0, "records": 0, "rollbacks": 0, "benched": 0,
             "fallback_ticks": 0, "own_read": 0, "retrains": 0, "promotions": 0, "retrain_failures": 0,
-            "model_loads": 0, "river_learned": 0,
+            "model_loads": 0, "river_learned": 0, "river_registered": 0,
             "errors": {"latency_model": 0, "shadow": 0, "river": 0, "tool_ewma": 0, "load": 0},
         }
         self.source: str | None = None
         self.model_version: str | None = None
         self.worse_since: float | None = None
         self._river_tokens, self._river_at = float(_RIVER_PER_S), time.monotonic()
+        self._river_pending: collections.deque[tuple[list[float], float, float]] = collections.deque()
+        self._river_gate: asyncio.Future[Any] | None = None
+        self._next_river_gate = time.monotonic() + learning.retrain_interval
         self._last_reload = -math.inf
         self._generation = 0
         self._last_status = time.monotonic()
@@ -280,8 +288,14 @@ class RoutingAgent:
         try:
             x = self.model_side.features.features(record["replica"], record.get("tool"), record.get("inflight"),
                                                   record["ts"], record.get("request_bytes"))
-            self.river.learn_one(x, float(record["latency_ms"]))
-            self.counters["river_learned"] += 1
+            # Learned _RIVER_HOLDOUT examples late: the newest ones stay unseen, the hold-out the gate
+            # judges the challenger on when it is registered (score, then learn).
+            pending = self._river_pending
+            pending.append((x, float(record["latency_ms"]), float(record["ts"])))
+            if len(pending) > _RIVER_HOLDOUT:
+                old_x, old_y, _ = pending.popleft()
+                self.river.learn_one(old_x, old_y)
+                self.counters["river_learned"] += 1
         except Exception:
             self.counters["errors"]["river"] += 1
             self._log_once("river-learn", "river challenger failed to learn", exc_info=True)
@@ -316,6 +330,7 @@ class RoutingAgent:
             return []
         self._maybe_reload()
         self._maybe_retrain()
+        self._maybe_gate_river()
         self.tool_ewma.prune(now)
         self.p50["baseline"] = self.tool_ewma.p50()
         records = self._decide(now)
@@ -570,6 +585,57 @@ class RoutingAgent:
         self._maybe_reload(force=True)
 
     # -- retraining -------------------------------------------------------------------------------
+
+    def _maybe_gate_river(self) -> None:
+        """Every retrain_interval, once river has learned min_train_calls calls: register a snapshot
+        of it with the calls it has not learned yet as its hold-out, and let the registry's gate
+        decide (in a thread). Promoted, it is loaded as the live model like any other version."""
+        learning = self.learning
+        if self.river is None or self.armed_at is None or learning.retrain_interval <= 0:
+            return
+        if self._river_gate is not None and not self._river_gate.done():
+            return
+        now = time.monotonic()
+        if now < self._next_river_gate or self.counters["river_learned"] < learning.min_train_calls \
+                or len(self._river_pending) < _RIVER_HOLDOUT:
+            return
+        self._next_river_gate = now + learning.retrain_interval
+        try:  # a copy, taken here: the loop keeps teaching the original while the thread judges it
+            snapshot = type(self.river).from_bytes(self.river.to_bytes())
+            rows = list(self._river_pending)
+        except Exception:
+            self.counters["errors"]["river"] += 1
+            self._log_once("river-snapshot", "routing: snapshotting the river challenger failed", exc_info=True)
+            return
+        self._river_gate = asyncio.ensure_future(asyncio.to_thread(self._gate_river, snapshot, rows))
+        self._river_gate.add_done_callback(self._river_gated)
+
+    def _gate_river(self, snapshot: Any, rows: list[tuple[list[float], float, float]]) -> dict[str, Any]:
+        import numpy as np
+
+        X = np.asarray([r[0] for r in rows], dtype=np.float32)
+        y = np.asarray([r[1] for r in rows], dtype=np.float64)
+        ts = np.asarray([r[2] for r in rows], dtype=np.float64)
+        registry = self.registry
+        version = registry.add_online(snapshot, X, y, ts, extra={"registered_by": "routing agent (worker)"})
+        verdict = registry.promote(version)
+        return {"version": version, "promoted": verdict.promoted, "reason": verdict.reason}
+
+    def _river_gated(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self.counters["errors"]["river"] += 1
+            log.warning("routing: registering the river challenger failed: %r", future.exception())
+            return
+        result = future.result()
+        self.counters["river_registered"] += 1
+        if result["promoted"]:
+            self.counters["promotions"] += 1
+            log.info("routing: river challenger %s promoted by the gate: %s", result["version"], result["reason"])
+            self._maybe_reload(force=True)
+        else:
+            log.info("routing: river challenger %s refused by the gate: %s", result["version"], result["reason"])
 
     def _maybe_retrain(self) -> None:
         """Start a retraining every retrain_interval; while the store had too few calls at the last
