@@ -68,6 +68,16 @@ class Stack:
         self.group.stop(proc)
 
 
+@pytest.fixture(scope="session")
+def shared_redis() -> Iterator[str]:
+    """A Redis URL (database 15) for the whole session: the machine's own on 6379 when it answers, else
+    the bundled redis-server started once here (so no test skips for want of Redis)."""
+    from only1mcp.infra.redis import ensure_redis
+
+    with ensure_redis("redis://127.0.0.1:6379/15") as handle:
+        yield handle.url
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with ProcessGroup(tmp_path) as group:

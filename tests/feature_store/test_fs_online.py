@@ -13,9 +13,8 @@ import redis
 
 from only1mcp.feature_store.compute import compute
 from only1mcp.feature_store.online.redis import OnlineStoreUnavailable, RedisOnlineStore, backoff_policy
-from only1mcp.infra.redis import ensure_redis, ping
+from only1mcp.infra.redis import ensure_redis
 
-SHARED = "redis://127.0.0.1:6379/15"
 
 
 def rows_for(replicas: list[str], start: float = 1_700_000_000.0) -> list[dict]:
@@ -26,19 +25,17 @@ def rows_for(replicas: list[str], start: float = 1_700_000_000.0) -> list[dict]:
 
 
 @pytest.fixture
-def store() -> Iterator[RedisOnlineStore]:
-    if not ping(SHARED):
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    online = RedisOnlineStore(SHARED, prefix=f"test-{uuid.uuid4().hex[:8]}", ttl=60)
+def store(shared_redis: str) -> Iterator[RedisOnlineStore]:
+    online = RedisOnlineStore(shared_redis, prefix=f"test-{uuid.uuid4().hex[:8]}", ttl=60)
     yield online
     online.delete_all()
     online.close()
 
 
-def test_rows_become_hashes_with_the_documented_key_and_a_ttl(store: RedisOnlineStore) -> None:
+def test_rows_become_hashes_with_the_documented_key_and_a_ttl(store: RedisOnlineStore, shared_redis: str) -> None:
     rows = rows_for(["r:1", "r2"])
     assert store.write_rows(rows, updated_at=123.0) == 2
-    raw = redis.Redis.from_url(SHARED, decode_responses=True)
+    raw = redis.Redis.from_url(shared_redis, decode_responses=True)
     key = f"{store.prefix}:f:replica:r:1:10s"  # entity ids may hold ':'; the window is the last part
     assert sorted(raw.keys(f"{store.prefix}:*")) == sorted([key, f"{store.prefix}:f:replica:r2:10s"])
     fields = raw.hgetall(key)

@@ -7,16 +7,14 @@ import redis
 
 from only1mcp.infra.redis import RedisError, ensure_redis, ping, redis_server_binary
 
-LOCAL = "redis://127.0.0.1:6379/0"
 UNREACHABLE = "redis://127.0.0.1:1/2"  # port 1: nothing listens there
 
 
-@pytest.mark.skipif(not ping(LOCAL), reason="no Redis at 127.0.0.1:6379")
-def test_a_running_redis_is_used_and_left_running() -> None:
-    handle = ensure_redis(LOCAL)
-    assert handle.url == LOCAL and not handle.started and handle.alive()
+def test_a_running_redis_is_used_and_left_running(shared_redis: str) -> None:
+    handle = ensure_redis(shared_redis)  # the session's Redis (the machine's, or one started for the tests)
+    assert handle.url == shared_redis and not handle.started and handle.alive()
     handle.stop()  # not ours: untouched
-    assert ping(LOCAL)
+    assert ping(shared_redis)
 
 
 def test_an_unreachable_url_starts_the_bundled_server() -> None:

@@ -20,12 +20,11 @@ from only1mcp.feature_store.compute import compute
 from only1mcp.feature_store.offline.duckdb import arrow_table, connect
 from only1mcp.feature_store.online.redis import RedisOnlineStore
 from only1mcp.infra.broker import EmbeddedBroker
-from only1mcp.infra.redis import ensure_redis, ping
+from only1mcp.infra.redis import ensure_redis
 from only1mcp.streams.sinks import load_closed_until
 from only1mcp.jobs.bench._procs import Managed
 
 PARTITIONS = 2
-SHARED_REDIS = "redis://127.0.0.1:6379/15"
 FEATURES = ["count@10s", "latency_p95_ms@60s/10s", "error_rate@60s"]
 
 
@@ -112,9 +111,8 @@ def dead_letters(bootstrap: str, expected: int, timeout: float = 20.0) -> list[D
 
 
 def test_worker_stores_every_event_once_and_dead_letters_poison(broker: EmbeddedBroker, stack,  # noqa: ANN001
-                                                                   tmp_path: Path) -> None:
-    if not ping(SHARED_REDIS):
-        pytest.skip("no Redis at 127.0.0.1:6379")
+                                                                   tmp_path: Path, shared_redis: str) -> None:
+    SHARED_REDIS = shared_redis
     prefix = f"test-worker-{uuid.uuid4().hex[:8]}"
     online = RedisOnlineStore(SHARED_REDIS, prefix=prefix)
     first, second = request_events(1500, ["r0", "r1", "r2"]), request_events(1500, ["r0", "r1", "r2"], offset=3)
@@ -211,11 +209,11 @@ def features_match_batch(data_dir: Path, windows: list[str]) -> None:
         con.close()
 
 
-def test_a_killed_worker_replays_without_counting_twice(broker: EmbeddedBroker, stack, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_killed_worker_replays_without_counting_twice(broker: EmbeddedBroker, stack, tmp_path: Path,  # noqa: ANN001
+                                                       shared_redis: str) -> None:
     """kill -9 with windows open: the restarted worker replays uncommitted events; raw rows are
     deduplicated, closed windows are not recomputed from partial replays, open ones are rebuilt."""
-    if not ping(SHARED_REDIS):
-        pytest.skip("no Redis at 127.0.0.1:6379")
+    SHARED_REDIS = shared_redis
     windows = ["1s", "2s/1s"]
     config = write_config(tmp_path, broker.bootstrap, SHARED_REDIS, f"test-replay-{uuid.uuid4().hex[:8]}",
                           windows='tumbling = ["1s"]\nhopping = ["2s/1s"]')
