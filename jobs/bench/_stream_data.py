@@ -133,7 +133,8 @@ def _event(d: _Draws, i: int, event_id: str, ts: float | None = None) -> tuple[b
         "request_bytes": int(d.request_bytes[i]), "response_bytes": int(d.response_bytes[i]) if status == "ok" else 120,
         "args_hash": f"{t + 1:04x}{int(d.args[i]):028x}" if t >= 0 else None, "cache_hit": bool(d.cache_hit[i]),
         "prefetch_hit": False, "policy": "p2c_latency" if replica else None, "reason": "lowest ewma" if replica else None,
-        "attempts": 0 if d.cache_hit[i] or t < 0 else 1 + int(s == 3), "schema_version": 1, "type": "request",
+        "attempts": 0 if d.cache_hit[i] or t < 0 else 1 + int(s == 3),
+        "inflight": int(d.args[i]) % 4 if replica else None, "schema_version": 1, "type": "request",
     }
     return (replica.encode() if replica else None), event
 
@@ -215,6 +216,7 @@ def _table(draws: _Draws, rng: np.random.Generator, schema: pa.Schema) -> pa.Tab
         "policy": _strings(["p2c_latency", None], (rep_i < 0).astype(np.int8)),
         "reason": _strings(["lowest ewma", None], (rep_i < 0).astype(np.int8)),
         "attempts": pa.array(np.where(draws.cache_hit | (tool_i < 0), 0, 1 + (status == 3)).astype(np.int64)),
+        "inflight": pa.array(np.where(rep_i < 0, 0, draws.args % 4).astype(np.int64), pa.int64(), mask=rep_i < 0),
         "schema_version": pa.array(np.ones(n, dtype=np.int64)),
         "type": _strings(["request"], np.zeros(n, dtype=np.int8)),
     }
