@@ -58,7 +58,7 @@ HOST = "127.0.0.1"
 PARTITIONS = 2  # of every topic: one worker on the embedded broker, little traffic
 SERVER = "sim"
 _FAR_FUTURE_S = 1e6  # a warm-up fleet's fault clock starts this far ahead: no scripted fault fires
-_FAULT_LEAD_S = 3.0
+_FAULT_LEAD_S = 5.0  # fleet restart and the proxy reconnecting all replicas fit in it
 
 _CONFIG = """\
 [proxy]
@@ -225,21 +225,31 @@ class WeightsWatcher:
 
 
 def classify_decision(policy: str | None, reason: str | None) -> tuple[str, str | None]:
-    """(``learned`` | ``fallback`` | ``other``, source) of one call's routing, from its event.
+    """(``learned`` | ``fallback`` | ``health`` | ``other``, source) of one call's routing, from its event.
 
     The learned policy names itself in ``policy``; when it falls back its reason says so
-    ("fell back to p2c_ewma: …", as ``weighted`` does); the weights' source (tool_ewma,
-    latency_model) shows in the reason when the weights decided.
+    ("…; fell back to p2c_ewma: …"); when its weights decide, the reason has
+    "learned (tool|server): … by model M (SOURCE)", possibly after why the tool's own entry
+    was not used ("weights for tool X … stale …; learned (server): …"). "the only routable
+    replica" is health deciding (every other replica ejected or its breaker open): no policy chose.
     """
-    text = (reason or "").lower()
+    text = reason or ""
     if policy is None:
         return "other", None
-    if "fell back" in text or "fall back" in text or "fallback" in text or policy not in ("learned", "weighted"):
+    if "fell back" in text:
         return "fallback", None
-    for source in ("latency_model", "tool_ewma"):
-        if source in text:
-            return "learned", source
-    return "learned", None
+    at = text.find("learned (")
+    if at >= 0 and policy in ("learned", "weighted"):
+        part = text[at:]
+        for source in ("latency_model", "tool_ewma"):
+            if f"({source})" in part or f"by model {source}" in part:
+                return "learned", source
+        return "learned", None
+    if "routable" in text:
+        return "health", None
+    if policy not in ("learned", "weighted"):
+        return "fallback", None  # a classic policy's own reason
+    return "other", None
 
 
 def _fallback_reason(reason: str | None) -> str:
@@ -279,6 +289,14 @@ async def run_learning_rows(args: Any, scenario: Any, rows: list[str], schedule:
             for result in out.values():
                 result.setdefault("warmup", warm)
             await loop.routing_shares(out)
+    except Exception as exc:  # the loop broke (the broker, a topic, Parquet): the rows say so, the run goes on
+        import traceback
+
+        reason = f"the loop failed: {type(exc).__name__}: {exc}"[:300]
+        for row in rows:
+            if out.get(row, {}).get("status") != "ok":
+                out[row] = {**loop.common, "status": "failed", "reason": reason,
+                            "traceback": traceback.format_exc()[-2000:]}
     finally:
         await loop.close()
     return out
@@ -397,8 +415,11 @@ class _Loop:
         self.warmup = {"calls": len(warm), "seconds": round(time.perf_counter() - began, 2),
                        "summary": summarize_calls(warm, self.args.timeout)}
 
-    async def measure_row(self, row: str, schedule: list[Any]) -> dict[str, Any]:
-        """Wait for ``row``'s weights, give a faulty fleet its clock, play the schedule, read what decided."""
+    async def measure_row(self, row: str, schedule: list[Any], fresh: bool = True) -> dict[str, Any]:
+        """Wait for ``row``'s weights; restart the fleet and the proxy (``fresh``), so queues, breakers and
+        ejections left by the warm-up do not carry over, as every classic row starts fresh (the worker keeps
+        what it learned; the new proxy reads the newest weights at start); give a faulty fleet its clock
+        (it starts with the measured schedule, as the oracle assumes); play the schedule."""
         from only1mcp.jobs.sim import bench as b
         from only1mcp.jobs.sim.loadgen import run_open_loop, summarize_calls, write_jsonl
 
@@ -414,13 +435,27 @@ class _Loop:
         if waited["status"] != "ok":
             return {**result, "status": "not available", "reason": waited["reason"],
                     "log_tail": self.worker.log_tail(20)}
+        # Fresh replicas and a fresh proxy for the measured run, as every classic row gets: queues,
+        # breakers and ejections left by the warm-up do not carry over (the worker keeps what it learned,
+        # and the new proxy reads the newest weights at start). A faulty fleet's scripted clock starts
+        # with the measured schedule, as the oracle assumes.
+        t = time.perf_counter()
+        if fresh:
+            for proc in (self.proxy, self.fleet[0]):
+                self.procs.stop(proc)
+            self.proxy = None  # type: ignore[assignment]
+            failed = await self._start_fleet_and_proxy(time.time() + (_FAR_FUTURE_S if self.faulty else 0.0))
+            if failed:
+                return {**result, **failed}
+        result["fresh_proxy_shows_weights"] = await self._wait_shown(source, budget_s=15.0)
         epoch = None
-        if self.faulty:  # the scripted clock starts with the measured schedule, as the oracle assumes
+        if self.faulty:
             self.procs.stop(self.fleet[0])
             epoch = time.time() + _FAULT_LEAD_S
             failed = await self._start_fleet_and_proxy(epoch)
             if failed:
                 return {**result, **failed}
+        phases["fresh_proxy_s"] = time.perf_counter() - t
         meters = {"proxy": self.proxy.cpu_seconds, "worker": self.worker.cpu_seconds,
                   "sim-servers": self.fleet[0].cpu_seconds, "loadgen": time.process_time}
         cpu_before = {k: f() for k, f in meters.items()}
@@ -465,7 +500,7 @@ class _Loop:
             return {**self.common, **failed, "training": training}
         await _wait_group(self.infra.bootstrap, self.group, self.worker, self.args.startup_timeout)
         restart_s = round(time.perf_counter() - restart, 2)
-        result = await self.measure_row("learned", schedule)
+        result = await self.measure_row("learned", schedule, fresh=False)  # fresh already
         result["training"] = training
         result.setdefault("phases_s", {}).update({"train_s": training["wall_with_wait_s"], "restart_s": restart_s})
         return result
@@ -513,6 +548,15 @@ class _Loop:
             rounds += 1  # a short round of settle traffic at the scenario's rate, then look again
             schedule = open_loop_schedule(workload, f"{self.settle_seed}:{rounds}", args.sessions, rate, 3.0)
             await run_open_loop(self.proxy_url, schedule, args.sessions, args.timeout + 1.0)
+
+    async def _wait_shown(self, source: str, budget_s: float) -> bool:
+        """Until the (new) proxy's /admin/upstreams names ``source`` (bounded); whether it did."""
+        deadline = time.perf_counter() + budget_s
+        while time.perf_counter() < deadline:
+            if source in json.dumps(await _admin_upstreams(self.proxy_url)):
+                return True
+            await asyncio.sleep(0.2)
+        return False
 
     def _coverage(self, source: str, since: float) -> float:
         """Share of the traffic (by the workload's tool mix) whose tool ``source`` published weights for."""
@@ -614,6 +658,7 @@ def _routing_share(data_dir: Path, since: float, until: float) -> dict[str, Any]
     kinds: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     fallbacks: Counter[str] = Counter()
+    others: Counter[str] = Counter()
     for policy, reason in rows:
         kind, source = classify_decision(policy, reason)
         kinds[kind] += 1
@@ -621,10 +666,13 @@ def _routing_share(data_dir: Path, since: float, until: float) -> dict[str, Any]
             sources[source or "unnamed"] += 1
         elif kind == "fallback":
             fallbacks[_fallback_reason(reason)] += 1
+        else:
+            others[_fallback_reason(reason)] += 1
     n = len(rows)
-    return {"events": n, "learned": kinds["learned"], "fallback": kinds["fallback"], "other": kinds["other"],
-            "learned_share": round(kinds["learned"] / n, 4) if n else None,
+    return {"events": n, "learned": kinds["learned"], "fallback": kinds["fallback"], "health": kinds["health"],
+            "other": kinds["other"], "learned_share": round(kinds["learned"] / n, 4) if n else None,
             "by_source": dict(sources), "fallback_reasons": dict(fallbacks.most_common(5)),
+            "health_or_other_reasons": dict(others.most_common(5)),
             "example_reason": next((r for _, r in rows if r), None)}
 
 

@@ -205,7 +205,8 @@ def _share_line(entry: dict[str, Any]) -> str:
         return "routing share unknown (no request events in the offline store for the run)"
     line = (f"{r['learned']} of {r['events']} calls routed by the learned weights "
             f"({', '.join(f'{k} {v}' for k, v in r.get('by_source', {}).items()) or 'source unnamed'}), "
-            f"{r['fallback']} by the fallback")
+            f"{r['fallback']} by the fallback" + (f", {r['health']} by health alone (the only routable replica)"
+                                                  if r.get("health") else ""))
     if r.get("fallback_reasons"):
         top = next(iter(r["fallback_reasons"]))
         line += f" (most: {top!r})"

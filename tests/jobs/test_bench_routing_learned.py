@@ -102,6 +102,12 @@ def test_classify_decision() -> None:
         "learned", "latency_model")
     assert classify_decision("learned", "no weights yet; fell back to p2c_ewma: p2c: sim/1")[0] == "fallback"
     assert classify_decision("p2c_ewma", "p2c: sim/1 cost 1ms")[0] == "fallback"
+    assert classify_decision("learned", "weights for tool search of model latency_model:v1 stale since 23:00:00Z "
+                                        "(1.0s ago); learned (server): sim/0 p=0.5 by model tool_ewma:a (tool_ewma)"
+                             ) == ("learned", "tool_ewma")
+    assert classify_decision("learned", "weights for tool search of model m stale since x; fell back to p2c_ewma: "
+                                        "p2c: sim/1")[0] == "fallback"
+    assert classify_decision("learned", "the only routable replica")[0] == "health"
     assert classify_decision(None, None)[0] == "other"
 
 
@@ -158,7 +164,7 @@ def test_bench_routing_with_learned_quick(quick_run: dict[str, Any]) -> None:
         if row["status"] == "ok":
             share = row["routing_share"]
             assert share["events"] >= 0.9 * scenario["calls"], share
-            assert share["learned"] + share["fallback"] + share["other"] == share["events"]
+            assert share["learned"] + share["fallback"] + share["health"] + share["other"] == share["events"]
             assert row["warmup"]["calls"] == scenario["warmup_calls"]
     learned = rows["learned"]
     if learned["status"] == "ok" or learned.get("training", {}).get("status") == "ok":
