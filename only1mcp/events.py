@@ -128,7 +128,7 @@ class RoutingWeights:
     weights: dict[str, float]  # replica id → weight ≥ 0 (relative; a replica left out gets none)
     tool: str | None = None  # the exposed (namespaced) tool name, as in RequestEvent.tool; null = the server
     # replica id → predicted latency (ms) of a call routed with 0, 1, 2, … calls already in flight on it
-    # (the last value holds beyond); with it the proxy weighs replicas by their load at the moment of the call
+    # (past the last level it grows in proportion to the calls in flight, as a queue); with it the proxy weighs replicas by their load at the moment of the call
     predicted_ms: dict[str, list[float]] = field(default_factory=dict)
     model_version: str = ""  # the model (or learner) and version that made it
     source: str = ""  # tool_ewma (the specialisation learner) | latency_model

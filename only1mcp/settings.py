@@ -58,7 +58,7 @@ class ServerSettings:
     upstream_sessions: int = 4  # MCP sessions per HTTP replica; stateless calls spread over them
     fallback_policy: str = "p2c_ewma"  # what "weighted" and "learned" use while weights are stale or missing
     exploration: float = 0.05  # learned: every routable replica keeps at least this share of the calls
-    temperature: float = 0.3  # learned: softmax temperature over predicted latency, relative to the best
+    temperature: float = 0.1  # learned: softmax temperature over predicted latency, relative to the best
     sticky: bool = False  # keep each client session on one replica while it is healthy
     hash_key: str = "session"  # consistent_hash: by client session or by the call's argument hash
     hash_load_factor: float = 1.25  # consistent_hash bounded load: at most this × the mean load per replica
@@ -254,7 +254,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     if isinstance(exploration, bool) or not isinstance(exploration, (int, float)) or not 0 <= exploration * len(
             replicas_raw) <= 1:
         raise ConfigError(source, f"{where}.exploration", "must be a share ≥ 0, at most 1 / the number of replicas")
-    temperature = table.get("temperature", 0.3)
+    temperature = table.get("temperature", 0.1)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ConfigError(source, f"{where}.temperature", "must be a positive number")
     sticky = table.get("sticky", False)

@@ -86,7 +86,7 @@ class LearningSettings:
     valid_for: float = check(_positive, 10.0)  # seconds a published decision stays valid at the proxy
     ewma_alpha: float = check(_positive, 0.1)  # weight of the newest call in the per replica × tool EMA
     min_samples: int = check(_positive, 10)  # calls of a replica × tool before its EMA counts
-    temperature: float = check(_positive, 0.3)  # softmax over -predicted latency, relative to the best
+    temperature: float = check(_positive, 0.1)  # softmax over -predicted latency, relative to the best
     inflight_levels: int = check(_positive, 8)  # predicted latency published for 0 … levels-1 calls in flight
     retrain_interval: float = check(_non_negative, 300.0)  # seconds between retrainings; 0 = never retrain
     min_train_calls: int = check(_positive, 2000)  # calls in the offline store before a first training

@@ -7,7 +7,7 @@ replica's inflight; the ``weights`` field is the same formula at inflight 0, for
 reader) that has no curves.
 
 Predictions are *curves*: per (server, tool) and replica, the predicted latency (ms) with 0, 1,
-2, … calls in flight at the proxy (the last value holds beyond). The specialisation learner has
+2, … calls in flight at the proxy (past the last level the proxy grows it with the calls in flight). The specialisation learner has
 one value per curve (it knows nothing of load); the latency model has ``inflight_levels``.
 """
 

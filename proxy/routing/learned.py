@@ -8,7 +8,8 @@ reason says why. The table is immutable and replaced by one assignment, so the c
 only reads.
 
 An entry with predicted latency curves weighs the candidates by their load at the moment
-of the call: ``cost_i = curve_i[min(inflight_i, len - 1)]`` and
+of the call: ``cost_i = curve_i[inflight_i]`` (past the curve's end, its last value × (inflight + 1) / len, as a
+queue grows) and
 ``w_i = exp(-(cost_i / min_cost - 1) / temperature)``; an entry without curves uses the
 published weights. A candidate the entry says nothing about gets weight 0. Every candidate
 keeps at least ``exploration`` of the probability
@@ -66,7 +67,7 @@ class Learned:
     name = "learned"
 
     def __init__(self, fallback_policy: str = "p2c_ewma", rng: random.Random | None = None,
-                 exploration: float = 0.05, temperature: float = 0.3, **options: Any) -> None:
+                 exploration: float = 0.05, temperature: float = 0.1, **options: Any) -> None:
         if fallback_policy in (self.name, "weighted"):
             raise ValueError(f"learned cannot fall back to {fallback_policy}")
         if not (math.isfinite(exploration) and exploration >= 0):
@@ -171,8 +172,10 @@ class Learned:
                 if curve is None:
                     costs.append(None)
                     continue
-                inflight = c.inflight
-                cost = curve[inflight if inflight < len(curve) else -1]
+                inflight, levels = c.inflight, len(curve)
+                # Past the last level a queue's wait grows with the calls ahead of it: a one-value curve
+                # (the specialisation learner's EMA) then weighs as p2c's cost, latency × (inflight + 1).
+                cost = curve[inflight] if inflight < levels else curve[-1] * (inflight + 1) / levels
                 costs.append(cost)
                 if cost < best:
                     best = cost

@@ -123,9 +123,19 @@ def test_curves_steer_away_from_a_loaded_replica() -> None:
     assert rows["r1"]["weight"] == 1.0 and rows["r0"]["weight"] < 1e-20
     counts = Counter(policy.choose(loaded, call()).replica.id for _ in range(2000))
     assert counts["r0"] == 0, counts
-    beyond = [FakeReplica("r0", inflight=50), FakeReplica("r1", inflight=50)]  # the last value holds beyond
+    # Past the curve's end the last value grows with the calls in flight, as a queue: × (inflight + 1) / levels.
+    beyond = [FakeReplica("r0", inflight=7), FakeReplica("r1", inflight=3)]
     rows = {r["replica"]: r for r in policy.choose(beyond, call()).detail["candidates"]}
-    assert rows["r0"]["predicted_ms"] == 200.0 and rows["r1"]["predicted_ms"] == 16.0
+    assert rows["r0"]["predicted_ms"] == 400.0 and rows["r1"]["predicted_ms"] == 16.0
+
+
+def test_a_one_value_curve_weighs_like_p2c_cost() -> None:
+    policy = learned(temperature=0.1, exploration=0.0)
+    policy.apply(None, {}, {"r0": [10.0], "r1": [10.0]}, valid_until=100.0, source="tool_ewma")
+    busy = [FakeReplica("r0", inflight=4), FakeReplica("r1", inflight=0)]
+    rows = {r["replica"]: r for r in policy.choose(busy, call()).detail["candidates"]}
+    assert rows["r0"]["predicted_ms"] == 50.0 and rows["r1"]["predicted_ms"] == 10.0
+    assert Counter(policy.choose(busy, call()).replica.id for _ in range(500))["r1"] == 500
 
 
 def test_curve_weights_are_a_softmax_relative_to_the_best() -> None:
