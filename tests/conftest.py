@@ -97,3 +97,49 @@ def conformance_proxy(tmp: Path, extra_toml: str = "") -> Iterator[str]:
         url, _ = stack.proxy(f'[[servers]]\nname = "conf"\n[[servers.replicas]]\nurl = "{fixture_url}"\n\n'
                              + textwrap.dedent(extra_toml))
         yield url
+
+
+# -- trained latency models, shared by tests/models and tests/jobs (training takes about a second) ----------
+# Here rather than in tests/models/conftest.py: a second module named conftest would shadow this one for
+# the tests that `from conftest import …`.
+_WEAK_PARAMS = {"n_estimators": 4, "max_depth": 2, "learning_rate": 0.3, "early_stopping_rounds": 2}
+
+
+@pytest.fixture(scope="session")
+def frame():  # noqa: ANN201
+    """latency = base[tool, replica] × (1 + inflight)^1.5 × lognormal noise, 4 replicas × 5 tools."""
+    from only1mcp.models.latency.features import training_frame
+    from only1mcp.models.latency.synthetic import load_sensitive_events
+
+    return training_frame(load_sensitive_events(5000, seed=5))
+
+
+@pytest.fixture(scope="session")
+def trained(frame):  # noqa: ANN001, ANN201
+    from only1mcp.models.latency.train import train
+
+    X, y, meta = frame
+    return train(X, y, meta.ts)
+
+
+@pytest.fixture(scope="session")
+def weak(frame):  # noqa: ANN001, ANN201
+    """The same data, a deliberately underpowered model: a worse candidate for the gate."""
+    from only1mcp.models.latency.train import train
+
+    X, y, meta = frame
+    return train(X, y, meta.ts, params=_WEAK_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def onnx_blobs(trained):  # noqa: ANN001, ANN201
+    from only1mcp.models.latency.onnx import export
+
+    return export({"p50": trained.p50, "p95": trained.p95}, trained.X_holdout)
+
+
+@pytest.fixture(scope="session")
+def weak_blobs(weak):  # noqa: ANN001, ANN201
+    from only1mcp.models.latency.onnx import export
+
+    return export({"p50": weak.p50, "p95": weak.p95}, weak.X_holdout)[0]

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from only1mcp.jobs.bench._procs import ProcessGroup, free_port
-from tests.conftest import wait_port
+from conftest import wait_port
 
 ROUTED_WITHIN_S = 60.0
 
