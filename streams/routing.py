@@ -30,8 +30,8 @@ a few dict updates per record), and a task of the Faust app (:meth:`RoutingAgent
    ``rollback_after`` seconds is rolled back in the registry (or, with no previous version, benched:
    the learner publishes until a new version is live); logged and counted.
 4. **Retraining.** Every ``retrain_interval``, once the offline store holds ``min_train_calls``
-   calls of the last ``_TRAIN_WINDOW_S`` (an hour), ``jobs/train_latency.train_latency`` runs on
-   them in a subprocess (niced; it registers and gates the candidate itself), then the live model
+   calls of the last hour, ``jobs/train_latency.train_latency`` runs on them in a subprocess
+   (streams/retrain.py) (niced; it registers and gates the candidate itself), then the live model
    is reloaded.
 
 Records go to ``[learning] topic`` keyed by server, through the agent's own aiokafka producer, from
@@ -54,7 +54,6 @@ import functools
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -65,8 +64,9 @@ from only1mcp.events import TOPICS, RoutingWeights
 from only1mcp.models.routing.tool_ewma import ToolEwma, counts
 from only1mcp.models.routing.weights import Curves, decisions_for, split
 from only1mcp.settings import Settings
+from only1mcp.streams.publisher import DecisionPublisher
 
-__all__ = ["RoutingAgent", "DecisionPublisher", "install", "registry_root"]
+__all__ = ["RoutingAgent", "install", "registry_root"]
 
 log = logging.getLogger(__name__)
 
@@ -80,81 +80,14 @@ _HISTORY_S = 600.0  # on arming, the causal features start from the store's call
 _HISTORY_ROWS = 50_000  # (at most this many, the newest)
 _HISTORY_COLUMNS = ("event_id", "ts", "latency_ms", "method", "status", "server", "replica", "tool", "cache_hit",
                     "request_bytes", "inflight")
-_TRAIN_WINDOW_S = 3600.0  # retraining learns from the last hour of calls (recent behaviour, bounded cost)
 _RIVER_PER_S = 200
 _RIVER_HOLDOUT = 1000  # river learns each example this many examples late (its unseen hold-out for the gate)  # river learns at most this many calls per second (token bucket)
-_PRODUCER_TIMEOUT_MS = 5000
+_CONSUMER_TIMEOUT_MS = 5000
 PREDICTORS = ("live", "baseline", "shadow", "river")
 
 
 def registry_root(settings: Settings) -> Path:
     return Path(settings.learning.registry_dir or Path(settings.store.data_dir) / "models")
-
-
-class DecisionPublisher:
-    """Sends decision records with its own aiokafka producer, never blocking the caller: each
-    :meth:`publish` starts a background send; while one is still under way (the broker is slow or
-    gone) the next ticks are dropped and counted. Failures are logged once per outage."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
-        self.producer: Any = None
-        self.pending: asyncio.Task[None] | None = None
-        self.sent = self.dropped = self.failed = 0
-        self.down_since: float | None = None
-
-    def publish(self, records: list[RoutingWeights]) -> bool:
-        """Start sending ``records``; False (dropped) while the previous send is not done."""
-        if self.pending is not None and not self.pending.done():
-            self.dropped += 1
-            return False
-        self.pending = asyncio.ensure_future(self._send(records))
-        return True
-
-    async def _send(self, records: list[RoutingWeights]) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        try:
-            if self.producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, request_timeout_ms=_PRODUCER_TIMEOUT_MS,
-                                            linger_ms=5, acks=1, client_id="only1mcp-routing")
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self.producer = producer
-            sends = [await self.producer.send(self.topic, r.to_json(), key=r.server.encode()) for r in records]
-            if sends:
-                await asyncio.gather(*sends)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.failed += 1
-            if self.down_since is None:
-                self.down_since = time.monotonic()
-                log.warning("routing weights not delivered (%s: %s); dropping ticks until Kafka at %s answers",
-                            type(exc).__name__, exc, self.bootstrap)
-            return
-        self.sent += len(records)
-        if self.down_since is not None:
-            log.info("routing weights delivered again after %.1f s (%d ticks failed, %d dropped so far)",
-                     time.monotonic() - self.down_since, self.failed, self.dropped)
-            self.down_since = None
-
-    async def close(self) -> None:
-        if self.pending is not None and not self.pending.done():
-            self.pending.cancel()
-            try:
-                await self.pending
-            except BaseException:
-                pass
-        if self.producer is not None:
-            producer, self.producer = self.producer, None
-            try:
-                await asyncio.wait_for(producer.stop(), 5.0)
-            except Exception:
-                pass
 
 
 class _Errors:
@@ -654,7 +587,7 @@ class RoutingAgent:
         self._retrain = asyncio.ensure_future(self._run_retrain())
 
     async def _run_retrain(self) -> None:
-        argv = [sys.executable, "-m", "only1mcp.streams.routing", "retrain", str(self.settings.store.data_dir),
+        argv = [sys.executable, "-m", "only1mcp.streams.retrain", str(self.settings.store.data_dir),
                 str(self.registry_dir), str(self.learning.min_train_calls)]
         try:
             proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
@@ -780,7 +713,7 @@ class RoutingAgent:
 
         consumer = AIOKafkaConsumer(TOPICS["requests"], bootstrap_servers=self.settings.worker.bootstrap,
                                     group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
-                                    request_timeout_ms=_PRODUCER_TIMEOUT_MS, client_id="only1mcp-routing")
+                                    request_timeout_ms=_CONSUMER_TIMEOUT_MS, client_id="only1mcp-routing")
         try:
             while True:
                 try:
@@ -857,45 +790,3 @@ def install(app: Any, settings: Settings) -> RoutingAgent:
         await agent.run()
 
     return agent
-
-
-# -- retraining in a subprocess ------------------------------------------------------------------
-
-def _retrain_main(data_dir: str, registry_dir: str, min_calls: int) -> dict[str, Any]:
-    try:
-        os.nice(10)  # the worker on the same cores comes first
-    except OSError:
-        pass
-    from only1mcp.feature_store.offline.duckdb import connect
-
-    since = time.time() - _TRAIN_WINDOW_S
-    con = connect(data_dir)  # a count first: cheaper than loading the rows to learn there are too few
-    try:
-        rows = int(con.execute("SELECT count(*) FROM requests WHERE method = 'tools/call' AND NOT coalesce("
-                               "cache_hit, false) AND replica IS NOT NULL AND ts >= ?", [since]).fetchall()[0][0])
-    except Exception:  # no data yet: the views do not exist
-        rows = 0
-    finally:
-        con.close()
-    if rows < min_calls:
-        return {"skipped": True, "rows": rows}
-    from only1mcp.jobs.train_latency import train_latency
-    from only1mcp.models.errors import InsufficientData
-
-    try:
-        result = train_latency(data_dir, registry_dir, since=since, min_rows=min_calls)
-    except InsufficientData as exc:
-        return {"skipped": True, "rows": rows, "reason": str(exc)}
-    return result if isinstance(result, dict) else {"result": repr(result)}
-
-
-if __name__ == "__main__":  # python -m only1mcp.streams.routing retrain DATA_DIR REGISTRY_DIR MIN_CALLS
-    logging.basicConfig(level=logging.WARNING)
-    if len(sys.argv) != 5 or sys.argv[1] != "retrain":
-        print("usage: python -m only1mcp.streams.routing retrain DATA_DIR REGISTRY_DIR MIN_CALLS", file=sys.stderr)
-        sys.exit(2)
-    try:
-        answer = _retrain_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    except Exception as exc:  # the gate refusing is a normal answer of train_latency, not this
-        answer = {"error": f"{type(exc).__name__}: {exc}"}
-    print(json.dumps(answer, default=str))
