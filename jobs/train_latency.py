@@ -66,7 +66,7 @@ def load_rows(data_dir: str | Path, since: float | None = None, until: float | N
               max_rows: int | None = None) -> list[dict[str, Any]]:
     """Training rows from the offline store, in ``ts`` order (ties by event id, so reruns agree);
     with ``max_rows``, only the newest that many."""
-    from only1mcp.feature_store.offline.duckdb import arrow_table, connect
+    from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished
 
     con = connect(data_dir)
     try:
@@ -85,7 +85,7 @@ def load_rows(data_dir: str | Path, since: float | None = None, until: float | N
         if max_rows:
             query = f"SELECT * FROM ({query} ORDER BY ts DESC, event_id DESC LIMIT {int(max_rows)})"
         query = f"SELECT {', '.join(_COLUMNS)} FROM ({query}) ORDER BY ts, event_id"
-        return arrow_table(con.sql(query, params=params or None)).to_pylist()
+        return retry_vanished(lambda: arrow_table(con.sql(query, params=params or None)).to_pylist())
     finally:
         con.close()
 

@@ -23,13 +23,14 @@ def retrain_recent(data_dir: str, registry_dir: str, min_calls: int) -> dict[str
         pass
     """Train on the last hour's calls once the store holds ``min_calls`` of them: a JSON-able answer
     (the training job's report, or ``skipped`` with the count)."""
-    from only1mcp.feature_store.offline.duckdb import connect
+    from only1mcp.feature_store.offline.duckdb import connect, retry_vanished
 
     since = time.time() - TRAIN_WINDOW_S
     con = connect(data_dir)  # a count first: cheaper than loading the rows to learn there are too few
     try:
-        rows = int(con.execute("SELECT count(*) FROM requests WHERE method = 'tools/call' AND NOT coalesce("
-                               "cache_hit, false) AND replica IS NOT NULL AND ts >= ?", [since]).fetchall()[0][0])
+        rows = int(retry_vanished(lambda: con.execute(
+            "SELECT count(*) FROM requests WHERE method = 'tools/call' AND NOT coalesce(cache_hit, false) "
+            "AND replica IS NOT NULL AND ts >= ?", [since]).fetchall()[0][0]))
     except Exception:  # no data yet: the views do not exist
         rows = 0
     finally:

@@ -21,20 +21,39 @@ partitions this makes ``requests`` cost what ``requests_raw`` costs (0.25 s vs 1
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from only1mcp.feature_store.offline.parquet import REQUEST_SCHEMA, feature_tables, features_dir, requests_dir
 
-__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table"]
+__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table", "retry_vanished"]
+
+T = TypeVar("T")
 
 
 def arrow_table(relation: duckdb.DuckDBPyRelation) -> pa.Table:
     """A relation's rows as a pyarrow Table (``to_arrow_table`` in newer DuckDB, ``fetch_arrow_table`` in older)."""
     method = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
     return method()
+
+
+def retry_vanished(run: Callable[[], T], attempts: int = 5, delay_s: float = 0.1) -> T:
+    """``run()``, again if it failed because a file it listed vanished before it was read: the
+    worker's compaction replaces small files while queries run, and a query that listed a file
+    an instant before its removal fails with an IOException. The retry lists the files anew."""
+    for attempt in range(attempts):
+        try:
+            return run()
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay_s * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def sql_literal(text: str) -> str:

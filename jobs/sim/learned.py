@@ -644,13 +644,14 @@ def _count_events(data_dir: Path, since: float, until: float | None = None) -> i
 
 def _routing_share(data_dir: Path, since: float, until: float) -> dict[str, Any]:
     """What decided the measured calls, from their events: learned weights (by source) or the fallback."""
-    from only1mcp.feature_store.offline.duckdb import connect
+    from only1mcp.feature_store.offline.duckdb import connect, retry_vanished
 
     try:
         con = connect(data_dir)
         try:
-            rows = con.sql(f"SELECT policy, reason FROM requests WHERE ts >= {since!r} AND ts <= {until!r} "
-                           f"AND method = 'tools/call' AND tool <> 'sim_stats'").fetchall()
+            rows = retry_vanished(lambda: con.sql(
+                f"SELECT policy, reason FROM requests WHERE ts >= {since!r} AND ts <= {until!r} "
+                f"AND method = 'tools/call' AND tool <> 'sim_stats'").fetchall())
         finally:
             con.close()
     except Exception as exc:

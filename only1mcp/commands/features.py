@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 __all__ = ["add_arguments", "run"]
 
@@ -70,7 +71,7 @@ def _sql(args: argparse.Namespace) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from only1mcp.feature_store.offline.duckdb import arrow_table, connect
+    from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished
     from only1mcp.feature_store.registry import format_table
 
     if args.format == "parquet" and not args.out:
@@ -78,10 +79,13 @@ def _sql(args: argparse.Namespace) -> int:
         return 2
     con = connect(args.data_dir or _settings(args).store.data_dir)
     try:
-        relation = con.sql(args.query)
-        if relation is None:  # a statement without a result (CREATE, SET, …)
+        def run() -> Any:
+            relation = con.sql(args.query)
+            return None if relation is None else arrow_table(relation)  # None: CREATE, SET, …
+
+        table = retry_vanished(run)
+        if table is None:
             return 0
-        table = arrow_table(relation)
     except duckdb.Error as exc:
         print(f"only1mcp features sql: {exc}", file=sys.stderr)
         return 1

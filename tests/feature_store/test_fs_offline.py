@@ -179,3 +179,32 @@ def test_features_command_lists_queries_and_compacts(tmp_path: Path, capsys: pyt
     assert main([*data, "sql", "SELECT nope FROM requests"]) == 1
     assert main([*data, "compact"]) == 0
     assert "requests: 1 partition(s), 2 → 1 files, 10 → 5 rows" in capsys.readouterr().out
+
+
+def test_retry_vanished_lists_the_files_again(tmp_path: Path) -> None:
+    """A query that read a file the compaction removed meanwhile fails with an IOException; the retry
+    runs it again and sees the files as they are now. Other errors are not retried."""
+    import duckdb
+
+    from only1mcp.feature_store.offline.duckdb import retry_vanished
+
+    path = tmp_path / "part.parquet"
+    con = duckdb.connect()
+    calls = []
+
+    def run() -> int:
+        calls.append(1)
+        try:
+            return int(con.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0])
+        finally:
+            if not path.exists():
+                pq.write_table(pa.table({"a": [1, 2]}), path)  # the replacement lands after the first try
+
+    assert retry_vanished(run, delay_s=0.01) == 2 and len(calls) == 2
+    with pytest.raises(duckdb.IOException):
+        retry_vanished(lambda: con.sql(f"SELECT * FROM read_parquet('{tmp_path}/none.parquet')").fetchall(),
+                       attempts=2, delay_s=0.01)
+    syntax: list[int] = []
+    with pytest.raises(duckdb.ParserException):
+        retry_vanished(lambda: syntax.append(1) or con.sql("SELEC 1"), delay_s=0.01)
+    assert len(syntax) == 1

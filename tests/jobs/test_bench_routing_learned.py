@@ -163,6 +163,7 @@ def test_bench_routing_with_learned_quick(quick_run: dict[str, Any]) -> None:
         row = rows[name]
         if row["status"] == "ok":
             share = row["routing_share"]
+            assert "error" not in share, (name, share)
             assert share["events"] >= 0.9 * scenario["calls"], share
             assert share["learned"] + share["fallback"] + share["health"] + share["other"] == share["events"]
             assert row["warmup"]["calls"] == scenario["warmup_calls"]
