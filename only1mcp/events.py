@@ -21,8 +21,9 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "SCHEMA_VERSION", "TOPICS", "RequestEvent", "DeadLetter", "RoutingWeights", "EventDecodeError", "keyed_hash",
-    "json_schema", "EVENT_TYPES", "DECISION_TYPES",
+    "SCHEMA_VERSION", "TOPICS", "RequestEvent", "DeadLetter", "RoutingWeights", "AnomalyEvent", "Remediation",
+    "EventDecodeError", "keyed_hash", "json_schema", "EVENT_TYPES", "DECISION_TYPES", "SEVERITIES",
+    "ANOMALY_STATES", "REMEDIATION_ACTIONS",
 ]
 
 SCHEMA_VERSION = 1
@@ -152,9 +153,103 @@ class RoutingWeights:
         return cls(**fields_)
 
 
-EVENT_TYPES: dict[str, type] = {"request": RequestEvent, "dead_letter": DeadLetter, "routing_weights": RoutingWeights}
-# The decision topics (streams → proxy) and the record type each carries; remediation and prefetch join here.
-DECISION_TYPES: dict[str, type] = {TOPICS["routing_weights"]: RoutingWeights}
+SEVERITIES = ("low", "medium", "high", "critical")  # in increasing order
+ANOMALY_STATES = ("open", "update", "close")
+REMEDIATION_ACTIONS = ("eject", "drain", "restore", "alert")
+
+
+def _check_unit(fields_: dict[str, Any], *names: str) -> None:
+    for name in names:
+        value = fields_[name]
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise EventDecodeError(f"{name}: {value!r} is not a number in [0, 1]")
+
+
+def _check_choice(fields_: dict[str, Any], name: str, choices: tuple[str, ...]) -> None:
+    if fields_[name] not in choices:
+        raise EventDecodeError(f"{name}: {fields_[name]!r} is not one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyEvent:
+    """An anomaly of one replica (or one replica × tool), from the worker's detectors: published when it
+    opens, on material updates (severity changed, score moved by 0.1 or more), and when it closes. All
+    three share ``anomaly_id``. Subscribe to ``mcp.anomalies`` (key: the replica id) from any Kafka client."""
+
+    anomaly_id: str  # stable from open to close (uuid4 hex)
+    ts: float  # unix seconds of this record
+    state: str  # open | update | close
+    server: str
+    replica: str
+    score: float  # the ensemble's anomaly score in [0, 1]
+    severity: str  # low | medium | high | critical (on close: the highest it reached)
+    confidence: float  # [0, 1]: how much the detectors agree and how much data they had
+    tool: str | None = None  # the exposed tool name for a replica × tool anomaly; null = the whole replica
+    kind: str = ""  # what looks wrong: latency | errors | down | trend | traffic | mixed
+    detectors: dict[str, float] = field(default_factory=dict)  # detector name → its normalised score [0, 1]
+    features: dict[str, float] = field(default_factory=dict)  # feature → how far from normal (robust z)
+    explanation: str = ""  # one sentence: which detectors, which features, by how much
+    time_to_failure_s: float | None = None  # the trend detector's estimate, when degradation is heading to failure
+    opened_at: float = 0.0  # unix seconds the anomaly opened
+    model_version: str = ""  # detector set and version
+    schema_version: int = SCHEMA_VERSION
+    type: str = field(default="anomaly")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> AnomalyEvent:
+        fields_ = _decode_fields(cls, data)
+        _check_choice(fields_, "state", ANOMALY_STATES)
+        _check_choice(fields_, "severity", SEVERITIES)
+        _check_unit(fields_, "score", "confidence")
+        for name, value in fields_["detectors"].items():
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise EventDecodeError(f"detectors[{name!r}]: {value!r} is not a number in [0, 1]")
+        return cls(**fields_)
+
+
+@dataclass(frozen=True, slots=True)
+class Remediation:
+    """What the proxy should do about a replica, decided by the worker from its anomalies. ``eject``
+    and ``drain`` hold until ``valid_until`` (the worker re-publishes them while the anomaly stays open,
+    so a worker that dies cannot leave a replica out for good); ``restore`` ends them at once; ``alert``
+    changes nothing in routing. ``eject``: no new calls; ``drain``: no new calls, in-flight calls finish
+    (the same for stateless calls; sticky sessions move at their next call)."""
+
+    decision_id: str  # unique (uuid4 hex)
+    ts: float  # unix seconds when the decision was made
+    valid_until: float  # unix seconds; past it an eject or drain lapses and the replica is routable again
+    server: str
+    replica: str
+    action: str  # eject | drain | restore | alert
+    severity: str  # the anomaly's severity when decided
+    confidence: float  # [0, 1]
+    anomaly_id: str = ""  # the AnomalyEvent that led to it
+    reason: str = ""  # the anomaly's explanation
+    model_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+    type: str = field(default="remediation")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Remediation:
+        fields_ = _decode_fields(cls, data)
+        _check_choice(fields_, "action", REMEDIATION_ACTIONS)
+        _check_choice(fields_, "severity", SEVERITIES)
+        _check_unit(fields_, "confidence")
+        if not math.isfinite(fields_["valid_until"]):
+            raise EventDecodeError("valid_until is not a finite number")
+        return cls(**fields_)
+
+
+EVENT_TYPES: dict[str, type] = {"request": RequestEvent, "dead_letter": DeadLetter, "routing_weights": RoutingWeights,
+                                "anomaly": AnomalyEvent, "remediation": Remediation}
+# The decision topics (streams → proxy) and the record type each carries; prefetch joins here.
+DECISION_TYPES: dict[str, type] = {TOPICS["routing_weights"]: RoutingWeights, TOPICS["remediation"]: Remediation}
 
 
 def _decode_fields(cls: type, data: bytes | str) -> dict[str, Any]:

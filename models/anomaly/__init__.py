@@ -1,0 +1,1 @@
+"""Anomaly detectors (one interface, ``base.Detector``), their ensemble, and offline scoring of any series."""
