@@ -28,6 +28,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "only1mcp.jobs.bench.learning",
         "what learned routing costs: weight lookup, onnxruntime inference, artefact size, proxy with policy learned",
     ),
+    "health": (
+        "only1mcp.jobs.sim.health",
+        "failure detection and remediation (detectors, ensemble) against the classic active and passive checks",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",
