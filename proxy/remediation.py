@@ -248,9 +248,15 @@ class Remediations:
 
     def remediated(self) -> dict[tuple[str, str], int]:
         """(server, action) → replicas held out now, for the gauge."""
+        try:
+            now: float | None = asyncio.get_running_loop().time()
+        except RuntimeError:  # scraped off the loop (a test rendering directly): show the state as it is
+            now = None
         out = {}
         for name, pool in self.gateway.pools.items():
             state = pool.remediation
+            if now is not None:
+                state.expire(now)  # a lapsed hold must not linger in the gauge while no call comes
             for action in HOLDING:
                 out[(name, action)] = sum(h.action == action for h in state.holds.values())
         return out

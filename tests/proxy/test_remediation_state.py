@@ -35,8 +35,8 @@ def gateway(tmp_path: Path) -> Gateway:
     body = '[proxy]\nlisten = "127.0.0.1:1"\n[decisions]\nbootstrap = "127.0.0.1:1"\n'  # never started
     for i, (name, policy) in enumerate(POLICIES.items()):
         body += f'[[servers]]\nname = "{name}"\n{policy}\n{replicas(3, 2000 + 10 * i)}'
-    body += (f'[[servers]]\nname = "two"\n[servers.remediation]\nmax_out_share = 1.0\nmin_out_s = 30\n{replicas(2, 3000)}'
-             f'[[servers]]\nname = "off"\n[servers.remediation]\nauto = false\n{replicas(2, 3100)}')
+    body += (f'[[servers]]\nname = "two"\npolicy = "round_robin"\n[servers.remediation]\nmax_out_share = 1.0\nmin_out_s = 30\n{replicas(2, 3000)}'
+             f'[[servers]]\nname = "off"\npolicy = "round_robin"\n[servers.remediation]\nauto = false\n{replicas(2, 3100)}')
     path = tmp_path / "proxy.toml"
     path.write_text(body)
     gateway = Gateway(load_settings(path))
