@@ -245,3 +245,31 @@ def test_a_reload_keeps_the_holds_of_a_changed_server(gateway: Gateway, tmp_path
         assert fresh.health.held_out == {"rr/1"} and fresh.remediation.holds["rr/1"].anomaly_id == "a1"
 
     asyncio.run(run())
+
+
+def test_the_admin_switch_is_guarded_like_every_admin_route(gateway: Gateway) -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from only1mcp.proxy.admin import admin_mount
+    from only1mcp.proxy.auth import AuthMiddleware
+    from only1mcp.traffic import AuthSettings
+
+    app = AuthMiddleware(Starlette(routes=[admin_mount(gateway)]), AuthSettings(tokens=("client-t",),
+                                                                                admin_token="admin-t"))
+    admin = {"Authorization": "Bearer admin-t"}
+    with TestClient(app, base_url="http://proxy", client=("203.0.113.7", 40000)) as client:
+        body = {"server": "rr", "auto": False}
+        assert client.post("/admin/remediation", json=body).status_code == 401
+        assert client.post("/admin/remediation", json=body,
+                           headers={"Authorization": "Bearer client-t"}).status_code == 403
+        assert client.get("/admin/remediation").status_code == 401
+        switched = client.post("/admin/remediation", json=body, headers=admin)
+        assert switched.status_code == 200 and switched.json() == {"server": "rr", "auto": False, "lifted": 0}
+        view = client.get("/admin/remediation", headers=admin).json()
+        assert view["servers"]["rr"]["auto"] is False and view["servers"]["rr"]["auto_origin"] == "runtime"
+        assert view["servers"]["two"]["max_out_share"] == 1.0 and view["servers"]["rr"]["max_out_share"] == 0.5
+        bad = client.post("/admin/remediation", json={"server": "rr", "auto": 0}, headers=admin)
+        assert bad.status_code == 400 and bad.json()["error"] == "remediation switch refused: auto must be true or false, got 0"
+        not_json = client.post("/admin/remediation", content=b"{", headers=admin)
+        assert not_json.status_code == 400
