@@ -9,15 +9,15 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from only1mcp.errors import ConfigError
 from only1mcp.streaming import DecisionSettings, EventSettings, LearningSettings, StoreSettings, WorkerSettings
 from only1mcp.traffic import (
-    AuthSettings, BreakerSettings, CacheSettings, HealthSettings, OutlierSettings, RateLimitSettings, RetrySettings,
-    ToolSettings, parse_table,
+    AuthSettings, BreakerSettings, CacheSettings, HealthSettings, OutlierSettings, RateLimitSettings,
+    RemediationSettings, RetrySettings, ToolSettings, parse_table,
 )
 
 __all__ = ["Settings", "ProxySettings", "ServerSettings", "ReplicaSettings", "load_settings", "parse_settings"]
@@ -65,6 +65,7 @@ class ServerSettings:
     health: HealthSettings = field(default_factory=HealthSettings)
     outlier: OutlierSettings = field(default_factory=OutlierSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    remediation: RemediationSettings = field(default_factory=RemediationSettings)
     tools: Mapping[str, ToolSettings] = field(default_factory=dict)  # by the tool's upstream name
 
 
@@ -225,7 +226,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout", "upstream_sessions",
                             "fallback_policy", "sticky", "hash_key", "hash_load_factor", "exploration",
                             "temperature", "health", "outlier",
-                            "breaker", "tools"}, source, f"{where}.")
+                            "breaker", "remediation", "tools"}, source, f"{where}.")
     name = table.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(source, f"{where}.name", "required: 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -273,13 +274,17 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     for tool, override in tools.items():
         if override.timeout is not None and not override.timeout > 0:
             raise ConfigError(source, f"{where}.tools.{tool}.timeout", "must be a positive number of seconds")
+    outlier = parse_table(OutlierSettings, table.get("outlier"), source, f"{where}.outlier")
+    remediation = parse_table(RemediationSettings, table.get("remediation"), source, f"{where}.remediation")
+    if remediation.max_out_share is None:  # resolved here, so the running config shows the share in force
+        remediation = replace(remediation, max_out_share=outlier.max_ejected_share)
     return ServerSettings(name=name, namespace=namespace, replicas=replicas, policy=policy,
                           timeout=float(timeout) if timeout is not None else None, upstream_sessions=sessions,
                           fallback_policy=fallback, sticky=sticky, hash_key=hash_key,
                           hash_load_factor=float(load_factor), exploration=float(exploration),
                           temperature=float(temperature),
                           health=parse_table(HealthSettings, table.get("health"), source, f"{where}.health"),
-                          outlier=parse_table(OutlierSettings, table.get("outlier"), source, f"{where}.outlier"),
+                          outlier=outlier, remediation=remediation,
                           breaker=parse_table(BreakerSettings, table.get("breaker"), source, f"{where}.breaker"),
                           tools=tools)
 

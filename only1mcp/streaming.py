@@ -70,7 +70,7 @@ class DecisionSettings:
     every proxy reads every partition (no consumer group), from the newest records."""
 
     bootstrap: str = ""  # "" = the [events] bootstrap; no broker there = no decisions (classic policies only)
-    topics: tuple[str, ...] = ("mcp.routing-weights",)
+    topics: tuple[str, ...] = ("mcp.routing-weights", "mcp.remediation")
     lookback: int = check(_non_negative, 32)  # records re-read per partition at start-up, so a restarted
     # proxy applies the newest decisions at once instead of waiting one publish interval
 

@@ -16,7 +16,7 @@ from only1mcp.errors import ConfigError
 
 __all__ = [
     "HealthSettings", "OutlierSettings", "BreakerSettings", "ToolSettings", "RetrySettings", "CacheSettings",
-    "AuthSettings", "RateLimitSettings", "parse_table", "CACHE_POLICIES",
+    "AuthSettings", "RateLimitSettings", "RemediationSettings", "parse_table", "CACHE_POLICIES",
 ]
 
 CACHE_POLICIES = ("lru", "s3fifo", "sieve")
@@ -33,6 +33,11 @@ def _non_negative(value: Any) -> str | None:
 
 def _share(value: Any) -> str | None:
     return None if 0 <= value <= 1 else "must be between 0 and 1"
+
+
+def _webhook_url(value: Any) -> str | None:
+    ok = value == "" or value.startswith(("http://", "https://"))
+    return None if ok else f'expected an http:// or https:// URL, or "" for none, got {value!r}'
 
 
 def check(rule: Callable[[Any], str | None], default: Any) -> Any:
@@ -60,6 +65,20 @@ class OutlierSettings:
     ejection_time: float = check(_positive, 30.0)  # grows with each ejection of the same replica
     max_ejection_time: float = check(_positive, 300.0)
     max_ejected_share: float = check(_share, 0.5)  # never eject more than this share of a server's replicas
+
+
+@dataclass(frozen=True)
+class RemediationSettings:
+    """``[servers.remediation]``: whether remediation decisions from the learning loop (``mcp.remediation``)
+    change routing for this server, and how far they may go."""
+
+    auto: bool = True  # false = record each decision as an alert only; routing unchanged
+    # Never hold out more than this share of the server's replicas, counting those health took out;
+    # None (not set) = the server's [servers.outlier] max_ejected_share.
+    max_out_share: float | None = check(_share, None)
+    min_out_s: float = check(_non_negative, 10.0)  # an eject this soon after a restore counts as a flap
+    webhook: str = check(_webhook_url, "")  # POST each change (record + outcome) here; "" = none
+    webhook_timeout: float = check(_positive, 2.0)  # seconds per POST; it never delays routing
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ guards ``/admin/*`` (admin token, else loopback peers only).
     GET  /admin/explain/{request_id}   admin_explain(request_id), 404 when None (Only1MCP-Request-Id)
     GET  /admin/overrides              admin_overrides()
     POST /admin/overrides              admin_set_override(body); 400 on ValueError
+    GET  /admin/remediation            admin_remediation()
+    POST /admin/remediation            admin_set_remediation(body) ({"server": …, "auto": …}); 400 on ValueError
     GET  /admin/config                 admin_config()
     POST /admin/reload                 await reload(); 400 if refused
 """
@@ -140,26 +142,31 @@ def admin_routes(source: object) -> list[BaseRoute]:
                                  404)
         return json_response(found)
 
-    async def overrides(request: Request) -> Response:
-        if request.method == "GET":
-            found = await _call(source, "admin_overrides")
-            return _not_implemented("admin_overrides") if found is _MISSING else json_response(found)
-        try:
-            body = await request.json()
-        except ValueError:
-            return json_response({"error": "the body must be JSON"}, 400)
-        try:
-            result = await _call(source, "admin_set_override", body)
-        except (ValueError, TypeError, KeyError) as exc:
-            return json_response({"error": f"override refused: {exc}"}, 400)
-        if result is _MISSING:
-            return _not_implemented("admin_set_override")
-        return json_response(result)
+    def get_or_set(view: str, setter: str, what: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            if request.method == "GET":
+                found = await _call(source, view)
+                return _not_implemented(view) if found is _MISSING else json_response(found)
+            try:
+                body = await request.json()
+            except ValueError:
+                return json_response({"error": "the body must be JSON"}, 400)
+            try:
+                result = await _call(source, setter, body)
+            except (ValueError, TypeError, KeyError) as exc:
+                return json_response({"error": f"{what} refused: {exc}"}, 400)
+            if result is _MISSING:
+                return _not_implemented(setter)
+            return json_response(result)
+
+        return endpoint
 
     return [
         Route("/weights/{server}", weights, methods=["POST"]),
         Route("/explain/{request_id}", explain, methods=["GET"]),
-        Route("/overrides", overrides, methods=["GET", "POST"]),
+        Route("/overrides", get_or_set("admin_overrides", "admin_set_override", "override"), methods=["GET", "POST"]),
+        Route("/remediation", get_or_set("admin_remediation", "admin_set_remediation", "remediation switch"),
+              methods=["GET", "POST"]),
         Route("/upstreams", _view(source, "admin_upstreams"), methods=["GET"]),
         Route("/cache", _view(source, "admin_cache"), methods=["GET"]),
         Route("/decisions/{request_id:path}", decision, methods=["GET"]),

@@ -24,7 +24,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from only1mcp.events import DECISION_TYPES, EventDecodeError, RoutingWeights
+from only1mcp.events import DECISION_TYPES, EventDecodeError, Remediation, RoutingWeights
 from only1mcp.streaming import DecisionSettings
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ __all__ = ["DecisionSubscriber", "OUTCOMES", "kind_of"]
 
 log = logging.getLogger("only1mcp.decisions")
 
-OUTCOMES = ("received", "applied", "rejected_decode", "rejected_unknown", "rejected_policy", "rejected_stale")
+OUTCOMES = ("received", "applied", "alert_only", "rejected_decode", "rejected_unknown", "rejected_policy",
+            "rejected_stale", "rejected_limit")
 _LOG_EVERY_S = 10.0
 
 
@@ -63,6 +64,7 @@ class DecisionSubscriber:
         self.fetch_wait_ms = fetch_wait_ms
         self.consumer_options = dict(consumer_options or {})
         self.counts: dict[tuple[str, str], int] = {}
+        self.last_rejections: dict[str, str] = {}  # "kind/outcome" → why the newest such record was refused
         self.newest: dict[str, float] = {}  # server → ts (unix) of the newest applied decision
         self.connected = False
         self.last_error = ""
@@ -98,7 +100,7 @@ class DecisionSubscriber:
     def status(self) -> dict[str, Any]:
         return {"bootstrap": self.bootstrap, "topics": list(self.topics), "connected": self.connected,
                 "assigned": list(self.assigned), "missing_topics": list(self.missing),
-                "last_error": self.last_error or None,
+                "last_error": self.last_error or None, "last_rejections": dict(self.last_rejections),
                 "counts": {f"{kind}/{outcome}": n for (kind, outcome), n in sorted(self.counts.items())}}
 
     # -- applying one record -----------------------------------------------------------------
@@ -118,9 +120,11 @@ class DecisionSubscriber:
                                                          f"{type(exc).__name__}: {exc}")
         if isinstance(record, RoutingWeights):
             outcome, why = self._apply_weights(record)
+        elif isinstance(record, Remediation):  # proxy/remediation.py checks it against the pool, applies it
+            outcome, why = self.gateway.remediations.apply(record)
         else:  # a decision kind this proxy cannot apply yet
             outcome, why = "rejected_unknown", f"no handler for {type(record).__name__}"
-        if outcome != "applied":
+        if outcome not in ("applied", "alert_only"):
             return self._reject(kind, outcome, why)
         self._count(kind, outcome)
         return outcome
@@ -171,6 +175,7 @@ class DecisionSubscriber:
 
     def _reject(self, kind: str, outcome: str, why: str) -> str:
         self._count(kind, outcome)
+        self.last_rejections[f"{kind}/{outcome}"] = why  # the log is rate-limited; the admin API is not
         self._log(outcome, f"decisions: {outcome}: {why}; not applied")
         return outcome
 

@@ -28,6 +28,7 @@ from only1mcp.proxy.cursor import decode_cursor, encode_cursor
 from only1mcp.proxy.decisions import DecisionSubscriber
 from only1mcp.proxy.pool import Override, ServerPool
 from only1mcp.proxy.relay import Relay
+from only1mcp.proxy.remediation import Remediations
 from only1mcp.proxy.routing import RouteRequest
 from only1mcp.proxy.sessions import LOG_LEVELS, ClientSession, SessionStore
 from only1mcp.proxy.upstream.http1 import Http1Pool
@@ -68,6 +69,7 @@ class Gateway(AdminViews, Relay):
         # Runtime overrides (POST /admin/overrides): server → upstream tool name → Override. Each pool
         # holds its server's dict, so they outlive a reload of the server.
         self.overrides: dict[str, dict[str, Override]] = {}
+        self.remediations = Remediations(self)  # remediation decisions: switches, counts, webhooks
         self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()
         self.calls = Calls(self)
@@ -102,6 +104,7 @@ class Gateway(AdminViews, Relay):
         for replica in pool.replicas:
             replica.fast = self.fast
         pool.runtime_overrides = self.overrides.setdefault(server.name, {})
+        pool.remediation = self.remediations.attach(pool)
         return pool
 
     def attach_metrics(self, metrics: Any) -> None:
@@ -113,6 +116,9 @@ class Gateway(AdminViews, Relay):
                                        counters=("hits", "misses", "evictions", "expirations", "rejected",
                                                  "invalidations"), help_text="response cache")
         metrics.register_decisions(self.decision_counts, self.decision_ages)
+        remediations = self.remediations
+        metrics.register_remediations(lambda: remediations.counts, remediations.remediated,
+                                      remediations.webhook_failures)
 
     def decision_counts(self) -> dict[tuple[str, str], int]:
         return dict(self.subscriber.counts) if self.subscriber is not None else {}
@@ -150,6 +156,7 @@ class Gateway(AdminViews, Relay):
             await self.subscriber.stop()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
         self.cancel_background()
+        await self.remediations.close()
         self.fast.close()
         if self._http is not None:
             await self._http.close()

@@ -21,12 +21,16 @@ class AdminViews:
     watcher: Any
     overrides: dict[str, dict[str, Any]]
     subscriber: Any
+    remediations: Any
 
     def admin_upstreams(self) -> dict[str, Any]:
         now = asyncio.get_running_loop().time()
         servers = {}
         for name, pool in self.pools.items():
             health = pool.health.snapshot(now)
+            remediation = pool.remediation
+            if remediation is not None:
+                remediation.expire(now)  # a lapsed hold shows as ended even when no call came since
             replicas = []
             for replica in pool.replicas:
                 replicas.append({
@@ -35,11 +39,13 @@ class AdminViews:
                     "protocol": (replica.session.init_result.get("protocolVersion") if replica.session else None),
                     "stats": replica.stats.snapshot(now),
                     "health": health.get("replicas", {}).get(replica.id, health.get(replica.id)),
+                    "remediation": remediation.replica_view(replica.id, replica.inflight) if remediation else None,
                 })
             servers[name] = {"namespace": pool.settings.namespace, "policy": pool.policy.name,
                              "retry_budget": {"retries": pool.budget.retries, "refused": pool.budget.refused},
                              "panic": health.get("panic"), "replicas": replicas,
-                             "learned": self._learned_view(pool, now), "overrides": self._override_rows(name)}
+                             "learned": self._learned_view(pool, now), "overrides": self._override_rows(name),
+                             "auto_remediation": remediation.auto if remediation is not None else None}
         subscriber = getattr(self, "subscriber", None)
         return {"servers": servers, "conflicts": list(self.catalog.conflicts),
                 "decisions": subscriber.status() if subscriber is not None else None}
@@ -76,7 +82,7 @@ class AdminViews:
                 "policy": first.get("policy", policy), "candidates": candidates, "chosen": first.get("replica"),
                 "scope": detail.get("scope"), "model_version": detail.get("model_version"),
                 "source": detail.get("source"), "fallback_reason": detail.get("fallback_reason"),
-                "overrides": detail.get("overrides"),
+                "overrides": detail.get("overrides"), "remediation": detail.get("remediation"),
                 "attempts": [{"replica": a["replica"], "policy": a["policy"], "reason": a["reason"],
                               "inflight": (a.get("inflight") or {}).get(a["replica"])} for a in attempts],
                 "cache_hit": cache_hit}
@@ -144,6 +150,17 @@ class AdminViews:
             cleared = runtime.pop(upstream, None) is not None
         return {"server": server, "tool": upstream, "pin": list(lists["pin"]), "ban": list(lists["ban"]),
                 "cleared": cleared, "overrides": self._override_rows(server)}
+
+    # -- remediation (proxy/remediation.py) --------------------------------------------------
+    def admin_remediation(self) -> dict[str, Any]:
+        """Per server: auto on or off (and whether an operator set it), the holds in force, the newest
+        alerts; the counts by outcome; the webhooks' state."""
+        return self.remediations.view()  # type: ignore[no-any-return]
+
+    def admin_set_remediation(self, body: Any) -> dict[str, Any]:
+        """``{"server": S, "auto": false}`` switches auto-remediation of S off (lifting its holds) until
+        switched on again; no restart. Raises ValueError (answered 400) for anything else."""
+        return self.remediations.set_auto(body)  # type: ignore[no-any-return]
 
     def admin_cache(self) -> dict[str, Any]:
         cache = self.calls.cache

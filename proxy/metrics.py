@@ -73,6 +73,35 @@ class _DecisionCollector(Collector):
         yield age
 
 
+class _RemediationCollector(Collector):
+    """Remediation at scrape time: decisions by server, action and outcome; replicas held out now;
+    failed alert webhook POSTs."""
+
+    def __init__(self, counts: Callable[[], Mapping[tuple[str, str, str], int]],
+                 held: Callable[[], Mapping[tuple[str, str], int]], failures: Callable[[], int]) -> None:
+        self.counts, self.held, self.failures = counts, held, failures
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            counts, held, failures = dict(self.counts()), dict(self.held()), self.failures()
+        except Exception:  # a scrape must not fail because one source did
+            log.exception("remediation metrics failed")
+            return
+        total = CounterMetricFamily("only1mcp_remediations", "Remediation decisions by server, action and outcome "
+                                    "(applied, alert_only, rejected_*, expired, lifted)",
+                                    labels=("server", "action", "outcome"))
+        for key, value in sorted(counts.items()):
+            total.add_metric(key, float(value))
+        yield total
+        gauge = GaugeMetricFamily("only1mcp_replicas_remediated", "Replicas held out of routing by remediation now",
+                                  labels=("server", "action"))
+        for key, value in sorted(held.items()):
+            gauge.add_metric(key, float(value))
+        yield gauge
+        yield CounterMetricFamily("only1mcp_webhook_failures", "Remediation webhook POSTs that failed or were "
+                                  "dropped", value=float(failures))
+
+
 class ProxyMetrics:
     """The proxy's metrics. Outcome is one of :data:`OUTCOMES`; breaker state one of :data:`BREAKER_STATES`."""
 
@@ -182,6 +211,12 @@ class ProxyMetrics:
         """Expose ``only1mcp_decisions_total{kind,outcome}`` from ``counts()`` and
         ``only1mcp_decision_age_seconds{server}`` from ``ages()``, both read at scrape time."""
         self.register_custom("decisions", _DecisionCollector(counts, ages))
+
+    def register_remediations(self, counts: Callable[[], Mapping[tuple[str, str, str], int]],
+                              held: Callable[[], Mapping[tuple[str, str], int]], failures: Callable[[], int]) -> None:
+        """Expose ``only1mcp_remediations_total{server,action,outcome}``,
+        ``only1mcp_replicas_remediated{server,action}`` and ``only1mcp_webhook_failures_total``."""
+        self.register_custom("remediations", _RemediationCollector(counts, held, failures))
 
     def register_custom(self, key: str, collector: Collector) -> None:
         """Register a collector under ``key``, replacing one registered earlier under it."""

@@ -97,6 +97,7 @@ class ServerPool:
         self.max_attempts = retry.max_attempts
         self.budget = RetryBudget(retry)
         self.metrics = metrics
+        self.remediation: Any = None  # ServerRemediation, attached by the gateway (proxy/remediation.py)
         self._checks: asyncio.Task[None] | None = None
         # Operator overrides by upstream tool name: the file's, and the runtime ones (the gateway's
         # dict for this server, shared across reloads), which beat the file's.
@@ -151,7 +152,18 @@ class ServerPool:
         if note is not None:
             detail = {**decision.detail, "overrides": note} if decision.detail else {"overrides": note}
             decision = replace(decision, reason=f"{note['effect']}; {decision.reason}", detail=detail)
+        if self.health.held_out:  # only while remediation holds a replica out: say which this call skipped
+            decision = self._held_note(decision, ready)
         return decision
+
+    def _held_note(self, decision: Decision, ready: list[Replica]) -> Decision:
+        held = self.health.held_out
+        skipped = [r.id for r in ready if r.id in held]
+        if not skipped or self.remediation is None:
+            return decision
+        text, info = self.remediation.note(skipped)
+        detail = {**decision.detail, "remediation": info} if decision.detail else {"remediation": info}
+        return replace(decision, reason=f"{text}; {decision.reason}", detail=detail)
 
     async def call(self, method: str, params: dict[str, Any] | None, route: RouteRequest, *,
                    sink: RelatedSink | None = None, timeout: float | None = None, retry_safe: bool = False,

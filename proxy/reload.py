@@ -53,6 +53,7 @@ async def apply(gateway: Gateway, new: Settings) -> dict[str, Any]:
     for name in removed:
         gateway.forget_server(name)
         gateway.overrides.pop(name, None)  # its runtime overrides go with it
+        gateway.remediations.switches.pop(name, None)  # and its runtime auto-remediation switch
     for name in removed + changed:
         gateway.calls.invalidate(name)
     kinds = gateway.catalog.reconfigure([(s.name, s.namespace) for s in new.servers])

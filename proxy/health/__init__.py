@@ -16,7 +16,8 @@ Everything is pure and synchronous, with the clock passed in (seconds, monotonic
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from only1mcp.proxy.health.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
@@ -97,6 +98,12 @@ class ServerHealth:
         self._replicas: dict[str, ReplicaHealth] = {}
         self.panic = False
         self.panics = 0
+        # Replicas an outside decision holds out of routing (remediation, proxy/remediation.py): a set
+        # swapped whole on each change, so the call path only tests membership. ``held_until`` is the
+        # earliest end of those holds on this clock; past it ``on_held_expiry(now)`` lets them lapse.
+        self.held_out: frozenset[str] = frozenset()
+        self.held_until = math.inf
+        self.on_held_expiry: Callable[[float], None] | None = None
         self.set_replicas(replicas)
 
     def set_replicas(self, ids: Iterable[str]) -> None:
@@ -118,8 +125,12 @@ class ServerHealth:
     def candidates(self, replicas: Sequence[R], now: float) -> list[R]:
         """The replicas fit for calls, in the given order. If none is, the least bad instead
         (those whose breaker lets calls through, else all of them) with ``panic`` set: as with
-        Envoy's panic threshold, detection alone never makes a server unroutable."""
-        healthy = [r for r in replicas if self.replica(r.id).routable(now)]
+        Envoy's panic threshold, detection alone never makes a server unroutable. Held-out replicas
+        are skipped like ejected ones (and, like them, come back in a panic)."""
+        if now >= self.held_until and self.on_held_expiry is not None:
+            self.on_held_expiry(now)
+        held = self.held_out
+        healthy = [r for r in replicas if r.id not in held and self.replica(r.id).routable(now)]
         if healthy or not replicas:
             self.panic = False
             return healthy
@@ -154,5 +165,6 @@ class ServerHealth:
             "panics": self.panics,
             "outlier": self.detector.counters(),
             "ejected": sorted(self.detector.ejected(now)),
+            "held_out": sorted(self.held_out),
             "replicas": {rid: rh.snapshot(now) for rid, rh in self._replicas.items()},
         }

@@ -181,3 +181,37 @@ def test_config_command_bad_file(tmp_path: Path) -> None:
     result = run_config(write(tmp_path, GOOD), ONLY1MCP_PROXY_NOPE="1")
     assert result.returncode == 2
     assert "ONLY1MCP_PROXY_NOPE: proxy.nope: unknown setting" in result.stderr
+
+
+def test_remediation_defaults_and_values(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, server("a") + server("b", '[servers.outlier]\nmax_ejected_share = 0.25\n')
+                                   + server("c", '[servers.remediation]\nauto = false\nmax_out_share = 0.75\n'
+                                                 'min_out_s = 0\nwebhook = "https://alerts.example/hook"\n'
+                                                 'webhook_timeout = 0.5\n')), {})
+    a, b, c = (s.remediation for s in settings.servers)
+    assert (a.auto, a.max_out_share, a.min_out_s, a.webhook, a.webhook_timeout) == (True, 0.5, 10.0, "", 2.0)
+    assert b.max_out_share == 0.25  # not set: the server's outlier max_ejected_share
+    assert (c.auto, c.max_out_share, c.min_out_s, c.webhook, c.webhook_timeout) == (
+        False, 0.75, 0.0, "https://alerts.example/hook", 0.5)
+    assert "mcp.remediation" in settings.decisions.topics
+
+
+@pytest.mark.parametrize(("extra", "key", "reason"), [
+    ('auto = "no"', "auto", "expected bool, got 'no'"),
+    ("max_out_share = 1.5", "max_out_share", "must be between 0 and 1"),
+    ("max_out_share = nan", "max_out_share", "expected float"),
+    ("min_out_s = -1", "min_out_s", "must be zero or positive"),
+    ('webhook = "ftp://x/hook"', "webhook", "expected an http:// or https:// URL"),
+    ("webhook = 5", "webhook", "expected str, got 5"),
+    ("webhook_timeout = 0", "webhook_timeout", "must be positive"),
+    ("automatic = true", "automatic", "unknown key (expected one of: auto, max_out_share, min_out_s, webhook"),
+], ids=["auto", "share", "share-nan", "min-out", "webhook-scheme", "webhook-type", "webhook-timeout", "unknown"])
+def test_remediation_bad_values(tmp_path: Path, extra: str, key: str, reason: str) -> None:
+    error = refused(tmp_path, server(extra=f"[servers.remediation]\n{extra}\n"))
+    assert error.key == f"servers[web].remediation.{key}"
+    assert reason in error.reason, error.reason
+
+
+def test_remediation_must_be_a_table(tmp_path: Path) -> None:
+    error = refused(tmp_path, server(extra="remediation = true"))
+    assert (error.key, error.reason) == ("servers[web].remediation", "must be a table")
