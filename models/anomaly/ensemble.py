@@ -215,6 +215,8 @@ class Ensemble:
     def restore(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or state.get("detector") != "ensemble" or state.get("version") != _VERSION:
             raise DetectorStateError("not a state of this ensemble version")
+        if state.get("features") != list(self.features):
+            raise DetectorStateError(f"state for features {state.get('features')!r}, not {list(self.features)!r}")
         inner = state.get("detectors")
         if not isinstance(inner, Mapping) or set(inner) != {d.name for d in self.detectors}:
             raise DetectorStateError(f"state for detectors {sorted(inner or {})!r}, not {[d.name for d in self.detectors]!r}")
