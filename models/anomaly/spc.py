@@ -131,16 +131,16 @@ def _kernel(X, fs, ist, warm, cand, ring, p, out_score, out_z, out_warm):  # pra
             ist[f, _RINGN] = count
             rule = 0.0
             side = 1.0 if zc > 0 else -1.0
-            if count >= 3:
+            if count >= 2:
                 k2 = 0
-                for j in range(3):
+                for j in range(min(count, 3)):
                     if ring[f, j] * side > 2.0:
                         k2 += 1
                 if k2 >= 2 and zc * side > 2.0:
                     rule = max(rule, r2)
-            if count >= 5:
+            if count >= 4:
                 k3 = 0
-                for j in range(5):
+                for j in range(min(count, 5)):
                     if ring[f, j] * side > 1.0:
                         k3 += 1
                 if k3 >= 4 and zc * side > 1.0:
