@@ -32,7 +32,7 @@ OFFLINE_OPTIONS: dict[str, Any] = {
     "weights": {"spc": 1.0, "iforest": 0.2, "hst": 0.0, "trend": 0.5},
     "combine": "noisy_or",
     "flag_at": 0.96,
-    "iforest": {"window": 1024, "first_fit": 256, "refit_every": 8192},
+    "iforest": {"window": 1024, "first_fit": 256, "refit_every": 16384},
 }
 _CHUNK = 65_536
 

@@ -114,7 +114,8 @@ class Trend:
         worst = score.max(axis=1) if score.shape[1] else np.zeros(V.shape[0])
         return worst, rise, ttf
 
-    def _advance(self, X: np.ndarray, t: np.ndarray, commit: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _advance(self, X: np.ndarray, t: np.ndarray, commit: bool, evaluate: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n, nf, w = X.shape[0], len(self.features), self.window
         filled = np.vstack([self._last[None, :], X])  # carry the last finite value forward, vectorised
         valid = np.isfinite(filled)
@@ -130,7 +131,7 @@ class Trend:
         if np.isnan(floor).all() and 0 <= first_full < n:
             floor, limit = self._baselines(rows[first_full:first_full + w])
         ready = seen >= w
-        if ready.any():
+        if evaluate and ready.any():  # learn_one only moves the window on
             first_ready = int(np.argmax(ready))  # rows[first_ready:] feed every window evaluated here
             V = sliding_window_view(rows, w, axis=0)[ready]  # (k, F, w)
             T = sliding_window_view(times, w)[ready]
@@ -164,7 +165,7 @@ class Trend:
         return Score(float(score[0]), dict(zip(self.features, map(float, rise[0]))), ttf_s, bool(warming[0]))
 
     def learn_one(self, x: Observation, t: float) -> None:
-        self._advance(vector_of(x, self.features)[None, :], np.array([t]), commit=True)
+        self._advance(vector_of(x, self.features)[None, :], np.array([t]), commit=True, evaluate=False)
 
     def score_learn_many(self, X: np.ndarray, t: np.ndarray) -> np.ndarray:
         return self._advance(np.asarray(X, dtype=float).reshape(-1, len(self.features)), t, commit=True)[0]

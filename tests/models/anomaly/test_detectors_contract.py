@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from only1mcp.models.anomaly import DetectorStateError, Score, default_ensemble
+from only1mcp.models.anomaly.base import BatchDetector, Detector
 from only1mcp.models.anomaly.iforest import IsolationForest
 from only1mcp.models.anomaly.online import HalfSpace
 from only1mcp.models.anomaly.spc import SPC
@@ -64,6 +65,14 @@ def loop(detector: Any, X: np.ndarray, t: np.ndarray) -> np.ndarray:
 @pytest.fixture(params=NAMES)
 def make(request: pytest.FixtureRequest) -> Callable[[], Any]:
     return FACTORIES[request.param]
+
+
+def test_implements_the_interface(make: Callable[[], Any]) -> None:
+    detector = make()
+    assert isinstance(detector, Detector) and isinstance(detector, BatchDetector)
+    assert isinstance(detector.name, str) and tuple(detector.features) == FEATURES
+    first = detector.score_one({}, 0.0)
+    assert first.warming_up and first.value == 0.0  # nothing learned yet: warming up, and says so
 
 
 def test_scores_are_in_the_unit_interval(make: Callable[[], Any]) -> None:
