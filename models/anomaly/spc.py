@@ -111,8 +111,9 @@ def _kernel(X, fs, ist, warm, cand, ring, p, out_score, out_z, out_warm):  # pra
             if (fs[f, _PREV_SIGMA] > 0.0 and abs(x - fs[f, _MU]) > 2.5 * fs[f, _SIGMA]
                     and abs(x - fs[f, _PREV_MU]) < 2.0 * fs[f, _PREV_SIGMA]):
                 # back at the normal before the last accepted shift: that normal again, no alarm
-                for a, b in ((_MU, _PREV_MU), (_SIGMA, _PREV_SIGMA), (_FLOOR, _PREV_FLOOR)):
-                    fs[f, a], fs[f, b] = fs[f, b], fs[f, a]
+                fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR] = fs[f, _PREV_MU], fs[f, _PREV_SIGMA], fs[f, _PREV_FLOOR]
+                fs[f, _PREV_SIGMA] = 0.0  # the abandoned level is not a normal to return to
+                ist[f, _AGE] = 2 * accept  # the restored normal is a settled one
                 fs[f, _BASE_SIGMA] = fs[f, _SIGMA]
                 fs[f, _MADEW] = fs[f, _SIGMA] / 1.2533
                 fs[f, _EWMA], fs[f, _CPOS], fs[f, _CNEG] = 0.0, 0.0, 0.0
