@@ -1,8 +1,10 @@
 """Labelled metric series for ``only1mcp bench anomaly``, generated from a seed.
 
-No installed package ships labelled anomaly series on disk (river's anomaly sets — credit card,
-HTTP, SMTP — are downloaded on first use; pyod ships none), and nothing may be downloaded at run
-time, so the series are generated here, with their ground truth known by construction.
+No installed package ships labelled anomaly *series* on disk: river's anomaly sets (credit card,
+HTTP, SMTP) are downloaded on first use, river's ``synth.AnomalySine`` is i.i.d. sine/cosine points
+with 25 % anomalies (a classification set, not a time series), and pyod ships no data. Nothing may
+be downloaded at run time, so the series are generated here, with their ground truth known by
+construction.
 
 A series is a level (2–50 noise sigmas above 0, times a scale from 1e-3 to 1e6), noise, a
 background, missing values (1 %), sometimes a constant stretch (a source repeating its average for
