@@ -32,6 +32,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "only1mcp.jobs.sim.health",
         "failure detection and remediation (detectors, ensemble) against the classic active and passive checks",
     ),
+    "anomaly": (
+        "only1mcp.jobs.bench.anomaly",
+        "anomaly detectors and their ensemble vs a rolling z-score on labelled series: precision, recall, delay, rows/s",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",

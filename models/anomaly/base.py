@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["Observation", "Score", "Assessment", "Detector", "DetectorStateError"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Observation", "Score", "Assessment", "Detector", "BatchDetector", "DetectorStateError"]
 
 Observation = Mapping[str, float]  # feature name → value (NaN or absent = missing)
 
@@ -69,4 +72,16 @@ class Detector(Protocol):
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state()``; DetectorStateError if it cannot (the detector is then unchanged)."""
+        ...
+
+
+@runtime_checkable
+class BatchDetector(Detector, Protocol):
+    """A detector with a vectorised path for offline scoring (every detector here has one)."""
+
+    features: tuple[str, ...]  # the column order of ``X``
+
+    def score_learn_many(self, X: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Scores of every row of ``X`` (n × len(features), NaN = missing) at times ``t``, each row scored
+        and then learned: exactly what looping ``score_one`` then ``learn_one`` gives, only faster."""
         ...
