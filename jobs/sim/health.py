@@ -215,6 +215,10 @@ async def _run_row(args: argparse.Namespace, row: str, fleet: list[HealthScenari
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if row == "ensemble":  # the events the detectors are replayed on, all in the store
+            from only1mcp.jobs.sim.learned import _wait_parquet
+
+            await _wait_parquet(run_dir / "data", len(records), since=epoch - 3600.0, timeout_s=30.0)
         died = [p.name for p in (proxy, worker) if p is not None and not p.alive()]
         if died:
             return {"status": "died", "reason": f"{', '.join(died)} exited during the run",
@@ -240,9 +244,34 @@ async def _run_row(args: argparse.Namespace, row: str, fleet: list[HealthScenari
     if row == "ensemble":
         moved = {rid: [start for start, _ in episodes(s)] for rid, s in watcher.samples.items()}
         out["routing_changes_seen"] = {rid: len(v) for rid, v in moved.items() if v}
+    if row == "ensemble":
+        out["detectors_alone"] = await asyncio.to_thread(_detectors_alone, args, fleet, run_dir / "data", epoch,
+                                                         watcher.sim_ids, calls, exposure)
     if anomalies is not None:
         out["anomaly_events"] = anomalies.count
         out["anomalies_by_replica"] = anomalies.summary()
+    return out
+
+
+def _detectors_alone(args: argparse.Namespace, fleet: list[HealthScenario], data_dir: Path, epoch: float,
+                     sim_ids: dict[str, str], calls: dict[str, list[dict[str, Any]]], exposure: float) -> dict[str, Any]:
+    """Each detector of the worker's ensemble alone (and the ensemble) replayed on this run's events."""
+    from only1mcp.jobs.sim.health_replay import load_events, replay
+    from only1mcp.streaming import AnomalySettings
+
+    settings = AnomalySettings()
+    try:
+        events = load_events(data_dir)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    flags = replay(events, settings.features, args.flag_severity, tick_s=settings.tick_interval,
+                   window_s=settings.window, min_calls=settings.min_calls,
+                   max_window_s=getattr(settings, "max_window", None), timeout_ms=args.timeout * 1000.0)
+    out: dict[str, Any] = {"events": len(events)}
+    for name, by_replica in flags.items():
+        on_clock = {sim_ids.get(rid, rid): _first_per_burst([t - epoch for t in times], settings.close_after)
+                    for rid, times in by_replica.items()}
+        out[name] = {s.name: judge_scenario(s, on_clock, {}, calls[s.server], exposure) for s in fleet}
     return out
 
 
@@ -488,6 +517,14 @@ def _render(rows: dict[str, Any], fleet: list[HealthScenario], timing: Timing, b
             table.append([row, s.name, _fmt(v.get("detected_s"), "s"), _fmt(v.get("lead_s"), "s"),
                           _fmt(v.get("action_delay_s"), "s"), _fmt(v.get("moved_s"), "s"),
                           f"{v['failed_after_fault']}/{v['calls']}", str(v["false_alarms"])])
+        for name, by_scenario in (entry.get("detectors_alone") or {}).items():
+            if not isinstance(by_scenario, dict):
+                continue
+            for s in fleet:
+                v = by_scenario[s.name]
+                table.append([f"  {name} alone" if name != "ensemble (replay)" else f"  {name}", s.name,
+                              _fmt(v.get("detected_s"), "s"), _fmt(v.get("lead_s"), "s"), "-", "-", "-",
+                              str(v["false_alarms"])])
     lines.append(render_table(headers, table))
     lines.append("")
     lines.append(render_bars(bars))
