@@ -19,7 +19,7 @@ import pytest
 from only1mcp.events import TOPICS, AnomalyEvent, Remediation, RequestEvent
 from only1mcp.models.anomaly.base import Assessment, DetectorStateError
 from only1mcp.settings import Settings
-from only1mcp.streaming import AnomalySettings, StoreSettings, WorkerSettings
+from only1mcp.streaming import AnomalySettings, StoreSettings
 from only1mcp.streams.anomaly import AnomalyAgent
 from only1mcp.streams.anomaly_features import Aggregator
 
