@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from only1mcp.events import AnomalyEvent, Remediation
@@ -44,7 +44,7 @@ __all__ = ["AnomalyAgent", "install"]
 
 log = logging.getLogger(__name__)
 _STATUS_EVERY_S = 30.0
-EnsembleFactory = Callable[[Sequence[str]], Any]
+EnsembleFactory = Callable[..., Any]  # (features, on_error=…, timeout=…) → an Ensemble
 
 
 def _default_factory() -> EnsembleFactory | None:
@@ -71,11 +71,14 @@ class AnomalyAgent:
         self.tracks: dict[Entity, Track] = {}
         self.publisher = publisher or QueuedPublisher(settings.worker.bootstrap, key=lambda r: r.replica,
                                                       max_queued=cfg.queue_size)
+        proxy = settings.proxy
+        self.timeouts_ms = {s.name: (s.timeout or proxy.call_timeout) * 1000.0 for s in settings.servers}
         self.model_version = "down-rule/1" + ("+ensemble" if self.factory is not None else "")
         self.path = state_path(settings)
         self.counters: dict[str, Any] = {"events": 0, "calls": 0, "ticks": 0, "assessed": 0, "opened": 0,
                                          "updated": 0, "closed": 0, "anomaly_records": 0, "remediation_records": 0, "saves": 0,
-                                         "errors": {"observe": 0, "ensemble": 0, "save": 0, "restore": 0}}
+                                         "errors": {"observe": 0, "ensemble": 0, "save": 0, "restore": 0,
+                                                    "detectors": {}}}
         self._logged: set[str] = set()
         self._last_status = self._last_save = time.monotonic()
 
@@ -110,18 +113,17 @@ class AnomalyAgent:
             if entity[2] is None and entity in self.agg.streaks:
                 verdict = down_verdict(*self.agg.streak(entity), now, self.config)
             x = observations.get(entity)
-            if x is not None:
-                assessed = self._assess(entity, x, now)
-                verdict = verdict or assessed
+            assessed = self._assess(entity, x, now) if x is not None else None  # scored and learned either way
+            verdict = verdict or assessed
             track, state = step(self.tracks.get(entity), verdict, entity, now, self.config)
             if track is None:
                 continue
             if state is not None:
                 events.append(anomaly_event(track, state, now, self.model_version))
                 self.counters[{"open": "opened", "update": "updated", "close": "closed"}[state]] += 1
-            held = track.held
-            for record in remediations(track, now, self.config, self.model_version, closing=state == "close"):
-                decisions.append((record, record.action == held))  # a refresh of what already holds: droppable
+            held = track.held  # a record repeating what already holds is a refresh: droppable
+            decisions += [(r, r.action == held) for r in remediations(track, now, self.config, self.model_version,
+                                                                      closing=state == "close")]
             if state == "close":
                 self.tracks.pop(entity, None)
             else:
@@ -137,13 +139,27 @@ class AnomalyAgent:
         try:
             ensemble = self.ensembles.get(entity)
             if ensemble is None:
-                ensemble = self.ensembles[entity] = self.factory(self.config.features)
+                ensemble = self.ensembles[entity] = self._new_ensemble(entity[0])
             return ensemble.assess_one({k: x[k] for k in self.config.features}, now)
         except Exception:
             self.counters["errors"]["ensemble"] += 1
             self._log_once("ensemble", f"anomaly: the ensemble of {_name(entity)} raised; no verdict this tick "
-                                       "(logged once for every entity)", exc_info=True)
+                                       "(logged once; further failures of any entity are counted)", exc_info=True)
             return None
+
+    def _new_ensemble(self, server: str) -> Any:
+        options: dict[str, Any] = {"on_error": self._detector_failed}
+        if server in self.timeouts_ms:  # the trend detector's time to failure: until calls would time out
+            options["timeout"] = self.timeouts_ms[server]
+        return self.factory(self.config.features, **options)  # type: ignore[misc]
+
+    def _detector_failed(self, name: str, exc: Exception) -> None:
+        """One detector of one ensemble raised (the ensemble skipped it): counted, logged once per detector."""
+        failures = self.counters["errors"]["detectors"]
+        failures[name] = failures.get(name, 0) + 1
+        if failures[name] == 1:
+            log.warning("anomaly: detector %s failed (skipped for that observation; further failures are counted): "
+                        "%r", name, exc)
 
     def _publish(self, events: list[AnomalyEvent], decisions: list[tuple[Remediation, bool]]) -> None:
         cfg, publish = self.config, self.publisher.publish
@@ -173,7 +189,8 @@ class AnomalyAgent:
         """The ensembles saved at ``self.path``; returns how many were restored."""
         if self.factory is None:
             return 0
-        self.ensembles, failed = restore_ensembles(load_state(self.path), self.config.features, self.factory)
+        self.ensembles, failed = restore_ensembles(load_state(self.path), self.config.features,
+                                                   lambda entity: self._new_ensemble(entity[0]))
         self.counters["errors"]["restore"] += failed
         if self.ensembles or failed:
             log.info("anomaly: restored the detectors of %d entities from %s (%d failed)", len(self.ensembles),
@@ -229,7 +246,8 @@ class AnomalyAgent:
 
     def status(self) -> dict[str, Any]:
         p = self.publisher
-        return {**{k: v for k, v in self.counters.items() if k != "errors"}, "errors": dict(self.counters["errors"]),
+        return {**{k: v for k, v in self.counters.items() if k != "errors"}, "errors": {**self.counters["errors"],
+                                                                                  "detectors": dict(self.counters["errors"]["detectors"])},
                 "mode": self.mode, "open": len(self.tracks), "entities": len(self.ensembles),
                 "held": sorted(_name(e) for e, t in self.tracks.items() if t.held),
                 "queued": getattr(p, "waiting", 0), "refreshes_dropped": p.dropped, "lost": getattr(p, "lost", 0),

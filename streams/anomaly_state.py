@@ -68,8 +68,9 @@ def snapshot(ensembles: Mapping[Entity, Any], features: Sequence[str]) -> dict[s
 
 
 def restore_ensembles(data: Mapping[str, Any] | None, features: Sequence[str],
-                      factory: Callable[[Sequence[str]], Any]) -> tuple[dict[Entity, Any], int]:
-    """(entity → restored ensemble, how many entities failed) from ``load_state``'s answer."""
+                      factory: Callable[[Entity], Any]) -> tuple[dict[Entity, Any], int]:
+    """(entity → restored ensemble, how many entities failed) from ``load_state``'s answer; ``factory``
+    makes a fresh ensemble for an entity."""
     if data is None:
         return {}, 0
     if data.get("features") != list(features):
@@ -81,7 +82,7 @@ def restore_ensembles(data: Mapping[str, Any] | None, features: Sequence[str],
     for item in data["entities"]:
         try:
             entity: Entity = (item["server"], item["replica"], item.get("tool"))
-            ensemble = factory(features)
+            ensemble = factory(entity)
             ensemble.restore(item["state"])
             out[entity] = ensemble
         except Exception as exc:  # DetectorStateError, or a damaged entry: that entity starts fresh

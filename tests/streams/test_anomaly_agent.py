@@ -45,7 +45,7 @@ class Remembering:
     """A small ensemble for the agent's own mechanics (state, failures): its score is the running
     mean of error_rate, and its state is that mean — enough to tell a restored one from a fresh one."""
 
-    def __init__(self, features: Any) -> None:
+    def __init__(self, features: Any, **options: Any) -> None:
         self.n, self.total = 0, 0.0
 
     def assess_one(self, x: Any, t: float) -> Assessment:
@@ -352,3 +352,52 @@ async def _crash_scenario(bootstrap: str, worker: Any, tmp: Path) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await consumer.stop()
         await producer.stop()
+
+
+def test_the_queued_publisher_delivers_open_and_close_through_a_broker_pause(broker: Any) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    from only1mcp.streams.publisher import QueuedPublisher
+
+    topic = TOPICS["anomalies"]
+    opened = AnomalyEvent(anomaly_id="a1", ts=time.time(), state="open", server="sim", replica="sim/1", score=1.0,
+                          severity="critical", confidence=1.0, kind="down")
+
+    async def scenario() -> list[str]:
+        publisher = QueuedPublisher(broker.bootstrap, key=lambda r: r.replica)
+        publisher.publish(topic, [opened])
+        while publisher.sent < 1:
+            await asyncio.sleep(0.05)
+        broker.pause()
+        try:
+            publisher.publish(topic, [_with(opened, state="update")])
+            publisher.publish(topic, [_with(opened, state="close")])
+            refresh = Remediation(decision_id="d", ts=time.time(), valid_until=time.time() + 5, server="sim",
+                                  replica="sim/1", action="eject", severity="critical", confidence=1.0)
+            assert not publisher.publish(TOPICS["remediation"], [refresh], droppable=True)  # a backlog waits
+            await asyncio.sleep(6.0)  # past the producer's request timeout: a failed attempt, retried
+            assert publisher.sent == 1
+        finally:
+            broker.resume()
+        deadline = time.monotonic() + 30
+        while publisher.sent < 3:
+            assert time.monotonic() < deadline, (publisher.sent, publisher.failed, publisher.waiting)
+            await asyncio.sleep(0.1)
+        await publisher.close()
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            batches = await consumer.getmany(timeout_ms=3000)
+        finally:
+            await consumer.stop()
+        states = [AnomalyEvent.from_json(m.value).state for b in batches.values() for m in b]
+        return list(dict.fromkeys(states))  # at least once: a retried batch may be there twice
+
+    assert asyncio.run(scenario()) == ["open", "update", "close"]
+
+
+def _with(event: AnomalyEvent, **changes: Any) -> AnomalyEvent:
+    import dataclasses
+
+    return dataclasses.replace(event, **changes)
