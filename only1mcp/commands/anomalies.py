@@ -4,6 +4,8 @@
   partition, no consumer group (it commits nothing and disturbs nobody), from the end unless
   ``--from-beginning``; one line per event, or the record's JSON with ``--json``. Ctrl-C ends it
   (exit 0); a broker that does not answer within ``--connect-timeout`` is an error (exit 1).
+- ``anomalies score FILE.csv --time-col T --value-col V [--value-col V2 …] --out OUT.csv``: score any
+  metric series offline, each row from the rows before it only (``only1mcp.commands.anomaly_score``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ _STATE_WIDTH = 6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from only1mcp.commands.anomaly_score import add_score_arguments
+
     sub = parser.add_subparsers(dest="anomalies_action", metavar="ACTION")
     tail = sub.add_parser("tail", help="print anomaly events as they are published",
                           description="print anomaly events from mcp.anomalies as they are published")
@@ -37,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tail.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                       help="seconds to wait for the broker before giving up (default 10)")
     tail.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+    score = sub.add_parser("score", help="score a metric series in a CSV file (causal: each row from earlier rows)",
+                           description="score a metric series in a CSV file; each row only from earlier rows")
+    add_score_arguments(score)
 
 
 def matches(event: Any, severity: str, server: str | None, replica: str | None) -> bool:
@@ -62,8 +69,12 @@ def format_event(event: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.anomalies_action == "score":
+        from only1mcp.commands.anomaly_score import run_score
+
+        return run_score(args)
     if args.anomalies_action != "tail":
-        print("usage: only1mcp anomalies tail [--severity S] [--server X] [--replica R] [--json] …", file=sys.stderr)
+        print("usage: only1mcp anomalies {tail,score} … (--help for each)", file=sys.stderr)
         return 2
     import logging
 
