@@ -122,10 +122,11 @@ class AnomalySettings:
     topic: str = "mcp.anomalies"
     remediation_topic: str = "mcp.remediation"
     tick_interval: float = check(_tick, 0.25)  # seconds between assessments
-    window: float = check(_positive, 5.0)  # seconds of calls behind each observation (sliding, per tick)
+    window: float = check(_positive, 1.0)  # seconds of calls behind each observation (tumbling windows)
     features: tuple[str, ...] = check(_features, ANOMALY_FEATURES[:5])  # what the detectors see
-    per_tool: bool = True  # also assess each replica × tool (AnomalyEvents and alerts only, never an eject)
-    min_calls: int = check(_positive, 10)  # calls in the window before rates and latencies count (else NaN)
+    per_tool: bool = False  # also assess each replica × tool (events and alerts only, never an eject; costs
+    # one ensemble per replica × tool, and a tool's few calls per window make its detectors noisy)
+    min_calls: int = check(_positive, 5)  # calls in a window before its rates and latencies count (else NaN)
     down_after: int = check(_positive, 5)  # consecutive failed calls that make a replica "down": critical at once
     critical_action: str = field(default="eject", metadata={"choices": ANOMALY_ACTIONS})
     high_action: str = field(default="drain", metadata={"choices": ANOMALY_ACTIONS})

@@ -5,10 +5,10 @@ It lives beside the feature and routing agents: ``FeatureWorker.fold`` hands it 
 ``mcp.requests`` record (:meth:`AnomalyAgent.observe`: O(1) per record, streams/anomaly_features.py),
 and a task of the Faust app ticks every ``[anomaly] tick_interval``:
 
-1. each entity with calls in the last ``window`` seconds gets one observation, scored and then
-   learned by its own detector ensemble (``models.anomaly.ensemble.default_ensemble``, created
+1. every ``window`` seconds (tumbling) each entity with calls in it gets one observation, scored
+   and then learned by its own detector ensemble (``models.anomaly.ensemble.default_ensemble``, created
    lazily, one per entity); beside it a hard rule, ``down_after`` failed calls in a row → critical
-   "down", needs no history: a sudden crash is ejected at the next tick;
+   "down", needs no history and is checked every tick: a sudden crash is ejected at the next tick;
 2. the verdicts drive each anomaly's life and the remediation policy (streams/anomaly_lifecycle.py);
 3. records go out through a :class:`QueuedPublisher`: open / update / close, restore and alert
    records are queued and retried until delivered; eject / drain refreshes are skipped while a
@@ -65,10 +65,11 @@ class AnomalyAgent:
         cfg = self.config
         self.assignment = assignment or (lambda: None)
         self.mode = "active"  # active: assesses and publishes | passive: another worker holds partition 0
-        self.agg = Aggregator(cfg.window, cfg.tick_interval, cfg.min_calls, cfg.per_tool)
+        self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool)
         self.factory = ensemble_factory if ensemble_factory is not None else _default_factory()
         self.ensembles: dict[Entity, Any] = {}
         self.tracks: dict[Entity, Track] = {}
+        self.verdicts: dict[Entity, Any] = {}  # the ensembles' verdicts on the last closed window
         self.publisher = publisher or QueuedPublisher(settings.worker.bootstrap, key=lambda r: r.replica,
                                                       max_queued=cfg.queue_size)
         proxy = settings.proxy
@@ -104,17 +105,17 @@ class AnomalyAgent:
         self._update_mode()
         if self.mode != "active":
             return [], []
-        observations = self.agg.roll()
-        entities = set(observations) | set(self.tracks) | set(self.agg.streaks)
+        observations = self.agg.roll(now)
+        if observations is not None:  # a window closed: new verdicts (an entity without calls in it: none)
+            self.verdicts = {e: self._assess(e, x, now) for e, x in observations.items()}
+        entities = set(self.verdicts) | set(self.tracks) | set(self.agg.streaks)
         events: list[AnomalyEvent] = []
         decisions: list[tuple[Remediation, bool]] = []
         for entity in entities:
             verdict = None
             if entity[2] is None and entity in self.agg.streaks:
                 verdict = down_verdict(*self.agg.streak(entity), now, self.config)
-            x = observations.get(entity)
-            assessed = self._assess(entity, x, now) if x is not None else None  # scored and learned either way
-            verdict = verdict or assessed
+            verdict = verdict or self.verdicts.get(entity)
             track, state = step(self.tracks.get(entity), verdict, entity, now, self.config)
             if track is None:
                 continue

