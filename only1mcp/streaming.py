@@ -122,11 +122,14 @@ class AnomalySettings:
     topic: str = "mcp.anomalies"
     remediation_topic: str = "mcp.remediation"
     tick_interval: float = check(_tick, 0.25)  # seconds between assessments
-    window: float = check(_positive, 1.0)  # seconds of calls behind each observation (tumbling windows)
-    features: tuple[str, ...] = check(_features, ANOMALY_FEATURES[:5])  # what the detectors see
+    window: float = check(_positive, 1.0)  # seconds of calls behind each observation (tumbling windows)...
+    max_window: float = check(_positive, 10.0)  # ...stretched up to this until they hold min_calls calls
+    # What the detectors see. calls_per_s is left out by default: a replica's call rate is what routing
+    # sends it (learned weights move it every second), not its health; measured, it raised false alarms.
+    features: tuple[str, ...] = check(_features, ANOMALY_FEATURES[1:5])
     per_tool: bool = False  # also assess each replica × tool (events and alerts only, never an eject; costs
     # one ensemble per replica × tool, and a tool's few calls per window make its detectors noisy)
-    min_calls: int = check(_positive, 5)  # calls in a window before its rates and latencies count (else NaN)
+    min_calls: int = check(_positive, 5)  # calls a window needs before its rates and latencies count (else NaN)
     down_after: int = check(_positive, 5)  # consecutive failed calls that make a replica "down": critical at once
     critical_action: str = field(default="eject", metadata={"choices": ANOMALY_ACTIONS})
     high_action: str = field(default="drain", metadata={"choices": ANOMALY_ACTIONS})

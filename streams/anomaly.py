@@ -5,8 +5,8 @@ It lives beside the feature and routing agents: ``FeatureWorker.fold`` hands it 
 ``mcp.requests`` record (:meth:`AnomalyAgent.observe`: O(1) per record, streams/anomaly_features.py),
 and a task of the Faust app ticks every ``[anomaly] tick_interval``:
 
-1. every ``window`` seconds (tumbling) each entity with calls in it gets one observation, scored
-   and then learned by its own detector ensemble (``models.anomaly.ensemble.default_ensemble``, created
+1. each entity gets one observation per window (tumbling, ``window`` seconds, stretched up to
+   ``max_window`` until it holds ``min_calls`` calls), scored and then learned by its own ensemble (``models.anomaly.ensemble.default_ensemble``, created
    lazily, one per entity); beside it a hard rule, ``down_after`` failed calls in a row → critical
    "down", needs no history and is checked every tick: a sudden crash is ejected at the next tick;
 2. the verdicts drive each anomaly's life and the remediation policy (streams/anomaly_lifecycle.py);
@@ -65,11 +65,11 @@ class AnomalyAgent:
         cfg = self.config
         self.assignment = assignment or (lambda: None)
         self.mode = "active"  # active: assesses and publishes | passive: another worker holds partition 0
-        self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool)
+        self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool, cfg.max_window)
         self.factory = ensemble_factory if ensemble_factory is not None else _default_factory()
         self.ensembles: dict[Entity, Any] = {}
         self.tracks: dict[Entity, Track] = {}
-        self.verdicts: dict[Entity, Any] = {}  # the ensembles' verdicts on the last closed window
+        self.verdicts: dict[Entity, tuple[float, Any]] = {}  # (when, the ensemble's verdict on its last window)
         self.publisher = publisher or QueuedPublisher(settings.worker.bootstrap, key=lambda r: r.replica,
                                                       max_queued=cfg.queue_size)
         proxy = settings.proxy
@@ -105,9 +105,10 @@ class AnomalyAgent:
         self._update_mode()
         if self.mode != "active":
             return [], []
-        observations = self.agg.roll(now)
-        if observations is not None:  # a window closed: new verdicts (an entity without calls in it: none)
-            self.verdicts = {e: self._assess(e, x, now) for e, x in observations.items()}
+        for entity, x in self.agg.roll(now).items():  # the windows that closed: new verdicts
+            self.verdicts[entity] = (now, self._assess(entity, x, now))
+        stale = now - self.config.max_window - self.config.tick_interval  # no call since: the verdict lapses
+        self.verdicts = {e: v for e, v in self.verdicts.items() if v[0] >= stale}
         entities = set(self.verdicts) | set(self.tracks) | set(self.agg.streaks)
         events: list[AnomalyEvent] = []
         decisions: list[tuple[Remediation, bool]] = []
@@ -115,7 +116,7 @@ class AnomalyAgent:
             verdict = None
             if entity[2] is None and entity in self.agg.streaks:
                 verdict = down_verdict(*self.agg.streak(entity), now, self.config)
-            verdict = verdict or self.verdicts.get(entity)
+            verdict = verdict or self.verdicts.get(entity, (0.0, None))[1]
             track, state = step(self.tracks.get(entity), verdict, entity, now, self.config)
             if track is None:
                 continue

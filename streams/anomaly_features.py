@@ -2,25 +2,25 @@
 
 An entity is a replica ``(server, replica, None)`` or a replica × tool ``(server, replica, tool)``.
 :meth:`Aggregator.add` costs O(1) per event (counters, a bounded latency sample, a failure streak).
-Windows tumble: :meth:`Aggregator.roll`, called every tick, returns nothing until ``window``
-seconds have passed since the last window closed, then, per entity with calls in that window, the
-observation the detectors see:
+Each entity's window tumbles on its own: :meth:`Aggregator.roll`, called every tick, closes the
+windows that are at least ``window`` seconds old and hold ``min_calls`` calls — or that reached
+``max_window`` seconds with fewer — and returns their observations:
 
-- ``calls_per_s``: calls in the window / its length (always present);
+- ``calls_per_s``: calls in the window / its length;
 - ``error_rate`` (error, timeout and unavailable calls), ``timeout_rate``, ``latency_p50_ms`` and
   ``latency_p95_ms`` (of ok calls: a fast failure is no latency), ``inflight_mean`` (the proxy's
-  calls in flight on the replica when it routed each call): NaN — missing — while the window holds
-  fewer than ``min_calls`` calls (a rate from two calls is noise), and latencies NaN when no call
-  succeeded.
+  calls in flight on the replica when it routed each call): NaN — missing — when even
+  ``max_window`` gathered fewer than ``min_calls`` calls (a rate from two calls is noise), and
+  latencies NaN when no call succeeded.
 
-Tumbling, not sliding: a window sliding by one tick shares most of its calls with the previous
-one, and the SPC charts read such autocorrelated rows as a shift (measured: constant false
-alarms on healthy traffic); tumbling windows are close to independent, and cost the detectors one
-row per window instead of one per tick. An entity with no call in a window gets no observation
-at all: silence is not evidence (a replica the agent itself ejected gets no calls).
+Why windows stretch: routing moves traffic away from a slow replica (learned weights send it a
+call a second or less), so a fixed short window would hold too few of its calls to show the very
+slowness that moved the traffic. Why they tumble rather than slide: a window sliding by one tick
+shares most of its calls with the previous one, and the SPC charts read such autocorrelated rows
+as shifts (measured: constant false alarms on healthy traffic). An entity with no call at all gets
+no observation: silence is not evidence (a replica the agent itself ejected gets no calls).
 
-Latencies are kept in a reservoir of ``_SAMPLE`` values per entity and window: O(1) per event and
-a bounded sort per window.
+Latencies are kept in a reservoir of ``_SAMPLE`` values per entity and window.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ def quantile(sorted_values: list[float], q: float) -> float:
 class _Bucket:
     """One entity's calls in one window."""
 
-    __slots__ = ("calls", "errors", "timeouts", "ok", "latencies", "inflight_sum", "inflight_n")
+    __slots__ = ("started", "calls", "errors", "timeouts", "ok", "latencies", "inflight_sum", "inflight_n")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started  # unix time the window began (its first call, or the previous window's end)
         self.calls = self.errors = self.timeouts = self.ok = self.inflight_n = 0
         self.inflight_sum = 0.0
         self.latencies: list[float] = []
@@ -74,10 +75,12 @@ class _Bucket:
 class Aggregator:
     """Per entity the calls of the current window; failure streaks per replica."""
 
-    def __init__(self, window_s: float, min_calls: int, per_tool: bool = True, seed: int = 0) -> None:
+    def __init__(self, window_s: float, min_calls: int, per_tool: bool = True, max_window_s: float | None = None,
+                 seed: int = 0) -> None:
         self.window_s, self.min_calls, self.per_tool = window_s, min_calls, per_tool
+        self.max_window_s = max(window_s, max_window_s if max_window_s is not None else 10 * window_s)
         self.current: dict[Entity, _Bucket] = {}
-        self.started: float | None = None  # unix time the current window began
+        self.now = 0.0  # the last tick's time: a new entity's window starts there
         # replica (server, replica, None) → [consecutive hard failures, unix time of the last one]
         self.streaks: dict[Entity, list[float]] = {}
         self.rng = random.Random(seed)
@@ -104,9 +107,9 @@ class Aggregator:
         inflight = event.get("inflight")
         inflight = None if inflight is None else float(inflight)
         key: Entity = (server, replica, None)
-        self._fold(key, status, latency, inflight)
+        self._fold(key, status, latency, inflight, ts)
         if self.per_tool and tool:
-            self._fold((server, replica, tool), status, latency, inflight)
+            self._fold((server, replica, tool), status, latency, inflight, ts)
         streak = self.streaks.get(key)
         if streak is None:
             streak = self.streaks[key] = [0, 0.0]
@@ -116,10 +119,10 @@ class Aggregator:
         elif status == "ok":
             streak[0] = 0
 
-    def _fold(self, key: Entity, status: str, latency: float, inflight: float | None) -> None:
+    def _fold(self, key: Entity, status: str, latency: float, inflight: float | None, ts: float) -> None:
         bucket = self.current.get(key)
         if bucket is None:
-            bucket = self.current[key] = _Bucket()
+            bucket = self.current[key] = _Bucket(self.now or ts)  # (before the first tick: its first call)
         bucket.calls += 1
         if status in FAILED:
             bucket.errors += 1
@@ -145,16 +148,15 @@ class Aggregator:
         found = self.streaks.get(replica)
         return (int(found[0]), found[1]) if found else (0, 0.0)
 
-    def roll(self, now: float) -> dict[Entity, dict[str, float]] | None:
-        """None while the current window is open; once ``window`` seconds have passed, close it and
-        return the observation of every entity with calls in it."""
-        if self.started is None:
-            self.started = now
-        elapsed = now - self.started
-        if elapsed < self.window_s:
-            return None
-        current, self.current, self.started = self.current, {}, now
-        return {key: self._observe(bucket, elapsed) for key, bucket in current.items()}
+    def roll(self, now: float) -> dict[Entity, dict[str, float]]:
+        """Close the windows that are ready (see the module's doc); their entities' observations."""
+        self.now, out = now, {}
+        for key, bucket in list(self.current.items()):
+            elapsed = now - bucket.started
+            if elapsed >= self.max_window_s or (elapsed >= self.window_s and bucket.calls >= self.min_calls):
+                out[key] = self._observe(bucket, max(elapsed, 1e-3))
+                del self.current[key]  # the next call opens the next window (starting at this tick)
+        return out
 
     def _observe(self, b: _Bucket, elapsed: float) -> dict[str, float]:
         x = {"calls_per_s": b.calls / elapsed, "error_rate": NAN, "timeout_rate": NAN, "latency_p50_ms": NAN,

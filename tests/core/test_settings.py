@@ -190,7 +190,8 @@ def test_anomaly_defaults_and_a_good_table(tmp_path: Path) -> None:
     assert (defaults.critical_action, defaults.high_action, defaults.medium_action, defaults.low_action) == (
         "eject", "drain", "log", "log")
     assert defaults.high_min_confidence == 0.9 and defaults.valid_for == 5.0
-    assert defaults.features == ("calls_per_s", "error_rate", "timeout_rate", "latency_p50_ms", "latency_p95_ms")
+    assert defaults.features == ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p95_ms")
+    assert (defaults.window, defaults.max_window, defaults.min_calls, defaults.per_tool) == (1.0, 10.0, 5, False)
     anomaly = load_settings(write(tmp_path, """
         [anomaly]
         enabled = false

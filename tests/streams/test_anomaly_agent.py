@@ -259,21 +259,27 @@ def test_a_corrupt_state_file_is_logged_and_the_agent_starts_fresh(tmp_path: Pat
     assert a.counters["ticks"] == 5 and not list(a.path.parent.glob(".*"))  # no temp file left behind
 
 
-def test_observations_tumbling_windows_min_calls_and_silence() -> None:
-    agg = Aggregator(window_s=1.0, min_calls=4)
+def test_windows_tumble_per_entity_and_stretch_until_they_hold_min_calls() -> None:
+    agg = Aggregator(window_s=1.0, min_calls=4, max_window_s=4.0)
     now = time.time()
-    assert agg.roll(now) is None  # the first window starts
-    agg.add_many([call("sim/0", "ok", now, 10.0), call("sim/0", "timeout", now, 5000.0), {"method": "ping"}])
-    assert agg.roll(now + 0.5) is None  # still open
-    x = agg.roll(now + 1.0)[("sim", "sim/0", None)]
-    assert x["calls_per_s"] == 2.0 and math.isnan(x["error_rate"]) and math.isnan(x["latency_p95_ms"])
-    agg.add_many([call("sim/0", s, now, v) for s, v in (("ok", 10.0), ("timeout", 5000.0), ("ok", 20.0), ("ok", 30.0))])
-    observed = agg.roll(now + 2.0)
+    assert agg.roll(now) == {}
+    busy = [call("sim/0", s, now, v) for s, v in (("ok", 10.0), ("timeout", 5000.0), ("ok", 20.0), ("ok", 30.0))]
+    agg.add_many([*busy, call("sim/1", "ok", now, 99.0), {"method": "ping"}])
+    assert agg.roll(now + 0.5) == {}  # younger than window
+    observed = agg.roll(now + 1.0)
     x = observed[("sim", "sim/0", None)]
     assert (x["calls_per_s"], x["error_rate"], x["timeout_rate"], x["latency_p50_ms"]) == (4.0, 0.25, 0.25, 20.0)
     assert ("sim", "sim/0", "search") in observed  # per replica × tool too
-    assert agg.roll(now + 3.0) == {}  # a window without calls: no observation
-    assert agg.streak(("sim", "sim/0", None)) == (0, now)  # the last call succeeded
+    assert ("sim", "sim/1", None) not in observed  # one call: its window stretches
+    agg.add_many([call("sim/1", "ok", now + 2, v) for v in (10.0, 20.0, 30.0)])
+    x = agg.roll(now + 2.5)[("sim", "sim/1", None)]  # four calls now: closed, over 2.5 s
+    assert x["calls_per_s"] == pytest.approx(4 / 2.5) and x["latency_p95_ms"] > 80
+    agg.add_many([call("sim/1", "error", now + 3)])
+    assert agg.roll(now + 6.0) == {}
+    x = agg.roll(now + 6.5)[("sim", "sim/1", None)]  # max_window reached with one call: rates unknown
+    assert x["calls_per_s"] == pytest.approx(1 / 4.0) and math.isnan(x["error_rate"])
+    assert agg.roll(now + 20.0) == {}  # no calls: no observation
+    assert agg.streak(("sim", "sim/1", None)) == (1, now + 3)
 
 
 # -- end to end: a real broker, a real worker --------------------------------------------------------
