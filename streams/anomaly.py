@@ -35,7 +35,7 @@ from typing import Any
 
 from only1mcp.events import AnomalyEvent, Remediation
 from only1mcp.settings import Settings
-from only1mcp.streams.anomaly_features import Aggregator, Entity
+from only1mcp.streams.anomaly_features import Aggregator, Entity, entity_name
 from only1mcp.streams.anomaly_lifecycle import Track, anomaly_event, down_verdict, remediations, step
 from only1mcp.streams.anomaly_state import load_state, restore_ensembles, snapshot, state_path, write_state
 from only1mcp.streams.publisher import QueuedPublisher
@@ -145,7 +145,7 @@ class AnomalyAgent:
             return ensemble.assess_one({k: x[k] for k in self.config.features}, now)
         except Exception:
             self.counters["errors"]["ensemble"] += 1
-            self._log_once("ensemble", f"anomaly: the ensemble of {_name(entity)} raised; no verdict this tick "
+            self._log_once("ensemble", f"anomaly: the ensemble of {entity_name(entity)} raised; no verdict this tick "
                                        "(logged once; further failures of any entity are counted)", exc_info=True)
             return None
 
@@ -172,7 +172,7 @@ class AnomalyAgent:
                 self.counters["remediation_records"] += 1
         for event in events:
             log.log(logging.WARNING if event.state == "open" else logging.INFO, "anomaly %s %s %s %s score=%.2f: %s",
-                    event.state, event.severity, _name((event.server, event.replica, event.tool)), event.kind,
+                    event.state, event.severity, entity_name((event.server, event.replica, event.tool)), event.kind,
                     event.score, event.explanation)
 
     # -- state -----------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ class AnomalyAgent:
         return {**{k: v for k, v in self.counters.items() if k != "errors"}, "errors": {**self.counters["errors"],
                                                                                   "detectors": dict(self.counters["errors"]["detectors"])},
                 "mode": self.mode, "open": len(self.tracks), "entities": len(self.ensembles),
-                "held": sorted(_name(e) for e, t in self.tracks.items() if t.held),
+                "held": sorted(entity_name(e) for e, t in self.tracks.items() if t.held),
                 "queued": getattr(p, "waiting", 0), "refreshes_dropped": p.dropped, "lost": getattr(p, "lost", 0),
                 "publish_failures": p.failed, "records_sent": p.sent}
 
@@ -271,12 +271,6 @@ class AnomalyAgent:
             return
         self._logged.add(key)
         log.warning(message, exc_info=exc_info)
-
-
-def _name(entity: Entity) -> str:
-    server, replica, tool = entity
-    name = replica if replica.startswith(f"{server}/") else f"{server}/{replica}"  # the proxy's ids are server/i
-    return name + (f" × {tool}" if tool else "")
 
 
 def install(app: Any, settings: Settings) -> AnomalyAgent:

@@ -30,7 +30,7 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["Entity", "Aggregator", "quantile", "is_call", "hard_failure", "FAILED"]
+__all__ = ["Entity", "Aggregator", "quantile", "is_call", "hard_failure", "entity_name", "FAILED"]
 
 Entity = tuple[str, str, str | None]  # (server, replica, tool or None for the whole replica)
 _SAMPLE = 256  # latencies kept per entity and window
@@ -43,6 +43,13 @@ def is_call(event: Mapping[str, Any]) -> bool:
     """A tools/call that reached (or tried to reach) a replica: what the agent judges replicas on."""
     return (event.get("method") == "tools/call" and not event.get("cache_hit") and event.get("status") in _COUNTED
             and bool(event.get("server")) and bool(event.get("replica")))
+
+
+def entity_name(entity: Entity) -> str:
+    """``sim/1`` or ``sim/1 × search`` (the proxy's replica ids already start with the server)."""
+    server, replica, tool = entity
+    name = replica if replica.startswith(f"{server}/") else f"{server}/{replica}"
+    return name + (f" × {tool}" if tool else "")
 
 
 def hard_failure(event: Mapping[str, Any]) -> bool:

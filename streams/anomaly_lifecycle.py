@@ -141,13 +141,14 @@ def remediations(track: Track, now: float, settings: AnomalySettings, model_vers
         if action == "alert" and track.alerted != track.last.severity:
             track.alerted = track.last.severity
             out.append("alert")
-    server, replica, _ = track.entity
+    server, replica, tool = track.entity
     a = track.last
+    why = f"tool {tool}: {a.explanation}" if tool else a.explanation  # the record itself names no tool
     return [Remediation(decision_id=uuid.uuid4().hex, ts=now, valid_until=now + settings.valid_for, server=server,
                         replica=replica, action=act, severity=track.peak if act == "restore" else a.severity or "low",
                         confidence=_unit(a.confidence), anomaly_id=track.anomaly_id,
                         reason=("the anomaly closed" if closing else "the anomaly calmed down") if act == "restore"
-                        else a.explanation, model_version=model_version)
+                        else why, model_version=model_version)
             for act in out]
 
 
