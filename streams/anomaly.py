@@ -241,8 +241,10 @@ class AnomalyAgent:
                      if mode == "active" else "another worker holds partition 0 of mcp.requests and publishes "
                                               "anomalies; this one stays passive (its open anomalies lapse)")
             self.mode = mode
-            if mode == "passive":
-                self.tracks.clear()
+            if mode == "passive":  # what it gathered is another worker's business now
+                cfg = self.config
+                self.tracks, self.verdicts = {}, {}
+                self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool, cfg.max_window)
 
     # -- status ----------------------------------------------------------------------------------
 

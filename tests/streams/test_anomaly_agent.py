@@ -427,3 +427,17 @@ def _with(event: AnomalyEvent, **changes: Any) -> AnomalyEvent:
     import dataclasses
 
     return dataclasses.replace(event, **changes)
+
+
+def test_only_the_worker_holding_partition_0_publishes(tmp_path: Path) -> None:
+    parts: set[int] | None = {1, 2}
+    a = AnomalyAgent(settings(tmp_path), publisher=Captured(), assignment=lambda: parts)
+    a.factory = None
+    now = drive(a, 10, time.time(), random.Random(8), failing={"sim/1"})
+    assert a.mode == "passive" and published(a) == ([], []) and a.agg.streaks == {}
+    parts = set()  # mid-rebalance: nothing assigned yet, the mode stays
+    drive(a, 1, now, random.Random(8))
+    assert a.mode == "passive"
+    parts = {0, 3}
+    drive(a, 10, now, random.Random(8), failing={"sim/1"})
+    assert a.mode == "active" and [e.state for e in published(a)[0]] == ["open"]
