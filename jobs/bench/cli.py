@@ -28,6 +28,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "only1mcp.jobs.bench.learning",
         "what learned routing costs: weight lookup, onnxruntime inference, artefact size, proxy with policy learned",
     ),
+    "anomaly": (
+        "only1mcp.jobs.bench.anomaly",
+        "anomaly detectors and their ensemble vs a rolling z-score on labelled series: precision, recall, delay, rows/s",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",

@@ -3,7 +3,10 @@ a confidence, the kind of trouble and a one-sentence explanation.
 
 Combination (chosen by ``only1mcp bench anomaly`` on its tuning seeds): a weighted noisy-OR,
 1 − Π(1 − wᵢ·sᵢ) — one sure detector is enough, and several half-sure ones add up — or ``max``
-(the largest weighted score). A warming-up detector scores 0 and so adds nothing.
+(the largest weighted score). A warming-up detector scores 0 and so adds nothing. The combined
+score is then calibrated so that the tuned flagging point ``flag_at`` becomes 0.5 (monotone, on
+−log(1 − s), to the 6th power: 0 stays 0, 1 stays 1), so 0.5 means "at the limit" for the ensemble too and
+the severity thresholds (0.5 / 0.7 / 0.85 / 0.95) read as distances past it.
 
 A detector that raises is skipped for that observation and counted in ``errors[name]``; the error
 policy (``on_error(name, exc)``) then runs — by default it logs the first error of each detector
@@ -22,15 +25,21 @@ import numpy as np
 from only1mcp.models.anomaly._common import feature_role
 from only1mcp.models.anomaly.base import Assessment, Detector, DetectorStateError, Observation, Score
 
-__all__ = ["Ensemble", "default_ensemble", "DEFAULT_WEIGHTS", "DEFAULT_THRESHOLDS", "log_once"]
+__all__ = ["Ensemble", "default_ensemble", "DEFAULT_WEIGHTS", "DEFAULT_FLAG_AT", "DEFAULT_THRESHOLDS", "log_once"]
 
 _log = logging.getLogger(__name__)
 _VERSION = 1
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.85, 0.95)  # score at which low / medium / high / critical start
-# Weights of the default detectors, chosen on the benchmark's tuning seeds (``only1mcp bench anomaly``).
-DEFAULT_WEIGHTS = {"spc": 1.0, "iforest": 0.6, "hst": 0.5, "trend": 0.8}
+# The default detectors' weights and flagging point, chosen on the benchmark's tuning seeds
+# (``only1mcp bench anomaly``, "ensemble+hst": every detector allowed). The trend's weight came out
+# 0: on the benchmark its flags add false alarms to what SPC's CUSUM finds anyway; it still gives
+# the time to failure, and the "trend" kind when it flags on its own.
+DEFAULT_WEIGHTS = {"spc": 1.0, "iforest": 0.7, "hst": 0.3, "trend": 0.0}
+DEFAULT_FLAG_AT = 0.98
 _SEVERITIES = ("low", "medium", "high", "critical")
-_DEVIATES = 3.0  # |robust z| from which a feature counts as deviating in kind and explanation
+_DEVIATES = 3.0
+# Detector scores grow like the log of the deviation near 1, so the calibration is steep (6th power):
+# with SPC alone at flag_at 0.98, low / medium / high / critical start near 10 / 12 / 15 / 20 sigmas.  # |robust z| from which a feature counts as deviating in kind and explanation
 
 
 def log_once() -> Callable[[str, Exception], None]:
@@ -51,7 +60,7 @@ class Ensemble:
     def __init__(self, detectors: Sequence[Detector], weights: Mapping[str, float] | None = None,
                  thresholds: Sequence[float] = DEFAULT_THRESHOLDS, *, combine: str = "noisy_or",
                  on_error: Callable[[str, Exception], None] | None = None, history: int = 60,
-                 name: str = "ensemble") -> None:
+                 flag_at: float | None = None, name: str = "ensemble") -> None:
         names = [d.name for d in detectors]
         if not detectors or len(set(names)) != len(names):
             raise ValueError(f"need detectors with distinct names, got {names!r}")
@@ -66,6 +75,10 @@ class Ensemble:
             raise ValueError(f"weights must be in [0, 1], got {self.weights!r}")
         self.thresholds = tuple(float(t) for t in thresholds)
         self.combine = combine
+        if flag_at is not None and not 0.0 < flag_at < 1.0:
+            raise ValueError(f"flag_at must be in (0, 1), not {flag_at!r}")
+        self.flag_at = flag_at
+        self._flag_log = -math.log1p(-flag_at) if flag_at is not None else 1.0
         self.on_error = on_error or log_once()
         self.history = int(history)  # rows after which the amount of history no longer lowers confidence
         self.errors: dict[str, int] = {n: 0 for n in names}
@@ -76,9 +89,18 @@ class Ensemble:
     def _combine(self, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """scores (..., k) → combined (...)."""
         weighted = np.clip(scores, 0.0, 1.0) * weights
-        if self.combine == "max":
-            return weighted.max(axis=-1)
-        return 1.0 - np.prod(1.0 - weighted, axis=-1)
+        raw = weighted.max(axis=-1) if self.combine == "max" else 1.0 - np.prod(1.0 - weighted, axis=-1)
+        if self.flag_at is None:
+            return raw
+        # calibrated: flag_at ↦ 0.5, monotone, 0 ↦ 0, 1 ↦ 1 (on −log(1 − s), where scores near 1 differ).
+        # math.log1p element by element and plain products: the same bits for one row and for many
+        # (numpy's SIMD loops may round a last digit differently for a batch than for one value).
+        flat = np.minimum(raw, 1.0).reshape(-1).tolist()
+        ratio = np.array([-math.log1p(-v) / self._flag_log if v < 1.0 else math.inf for v in flat]).reshape(raw.shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            squared = ratio * ratio
+            steep = squared * squared * squared  # the 6th power
+            return np.where(np.isinf(steep), 1.0, steep / (steep + 1.0))
 
     def severity(self, score: float) -> str | None:
         level = None
@@ -215,6 +237,8 @@ class Ensemble:
     def restore(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or state.get("detector") != "ensemble" or state.get("version") != _VERSION:
             raise DetectorStateError("not a state of this ensemble version")
+        if state.get("features") != list(self.features):
+            raise DetectorStateError(f"state for features {state.get('features')!r}, not {list(self.features)!r}")
         inner = state.get("detectors")
         if not isinstance(inner, Mapping) or set(inner) != {d.name for d in self.detectors}:
             raise DetectorStateError(f"state for detectors {sorted(inner or {})!r}, not {[d.name for d in self.detectors]!r}")
@@ -241,7 +265,7 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
     river's Half-Space Trees (``online=False`` leaves it out), and the trend detector on the
     latency- and error-like ones (all of them when none is; ``trend=False`` leaves it out).
 
-    Options: ``weights``, ``thresholds``, ``combine``, ``on_error``, ``history`` (see :class:`Ensemble`);
+    Options: ``weights``, ``thresholds``, ``combine``, ``on_error``, ``history``, ``flag_at`` (see :class:`Ensemble`);
     ``seed``; ``limits`` (feature → failure limit) and ``timeout`` (in the latency features' unit)
     for the trend's time to failure; ``spc``, ``iforest``, ``hst``, ``trend_options``: keyword
     arguments of each detector. Unknown options are an error.
@@ -251,7 +275,7 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
     from only1mcp.models.anomaly.spc import SPC
     from only1mcp.models.anomaly.trend import Trend
 
-    known = {"weights", "thresholds", "combine", "on_error", "history", "seed", "limits", "timeout", "online",
+    known = {"weights", "thresholds", "combine", "on_error", "history", "flag_at", "seed", "limits", "timeout", "online",
              "trend", "spc", "iforest", "hst", "trend_options"}
     unknown = set(options) - known
     if unknown:
@@ -273,7 +297,8 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
     weights = {**DEFAULT_WEIGHTS, **(options.get("weights") or {})}
     return Ensemble(detectors, {d.name: weights.get(d.name, 1.0) for d in detectors},
                     options.get("thresholds", DEFAULT_THRESHOLDS), combine=options.get("combine", "noisy_or"),
-                    on_error=options.get("on_error"), history=options.get("history", 60))
+                    on_error=options.get("on_error"), history=options.get("history", 60),
+                    flag_at=options.get("flag_at", DEFAULT_FLAG_AT))
 
 
 def _merge_features(scores: Mapping[str, Score]) -> dict[str, float]:

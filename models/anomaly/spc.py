@@ -17,6 +17,10 @@ EWMA and CUSUM read z clipped to ±6: one huge spike must not keep them high for
 normal. A flagged run of ``accept_after`` consecutive points is a new normal: the baseline is
 re-estimated from those points and the charts restart. So a level shift is flagged for
 ``accept_after`` rows and then accepted; a spike or a short excursion never moves the baseline.
+The last settled normal (one that lasted 2 × ``accept_after`` rows) is remembered: a value back at it (within 2 of its sigma
+while over 2.5 sigma from the current one) switches back at once, without an alarm — a replica that
+recovers is not an anomaly. Sigma adapts only within [1/2, 2] × its last estimate, so a stuck
+(constant) stretch cannot shrink it to nothing.
 
 The per-row work is one numba kernel used by ``score_one`` / ``learn_one`` (one row) and by
 ``score_learn_many`` (a whole array): the same code, so the batch path equals the loop exactly.
@@ -38,8 +42,10 @@ __all__ = ["SPC"]
 
 _VERSION = 1
 # float state columns, int state columns
-_MU, _SIGMA, _MADEW, _FLOOR, _EWMA, _CPOS, _CNEG = range(7)
-_NWARM, _READY, _RUN, _RINGN = range(4)
+_MU, _SIGMA, _MADEW, _FLOOR, _EWMA, _CPOS, _CNEG, _BASE_SIGMA, _PREV_MU, _PREV_SIGMA, _PREV_FLOOR = range(11)
+_NF = 11
+_NWARM, _READY, _RUN, _RINGN, _AGE = range(5)
+_NI = 5
 _RING = 8
 
 
@@ -95,11 +101,22 @@ def _kernel(X, fs, ist, warm, cand, ring, p, out_score, out_z, out_warm):  # pra
                 ist[f, _NWARM] += 1
                 if ist[f, _NWARM] == n_warm:
                     level, sigma, floor = _baseline(warm[f])
-                    fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR] = level, sigma, floor
+                    fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR], fs[f, _BASE_SIGMA] = level, sigma, floor, sigma
                     fs[f, _MADEW] = sigma / 1.2533
+                    fs[f, _PREV_SIGMA] = 0.0  # no previous normal yet
                     ist[f, _READY] = 1
                 continue
             any_ready = True
+            ist[f, _AGE] = min(ist[f, _AGE] + 1, 1 << 40)
+            if (fs[f, _PREV_SIGMA] > 0.0 and abs(x - fs[f, _MU]) > 2.5 * fs[f, _SIGMA]
+                    and abs(x - fs[f, _PREV_MU]) < 2.0 * fs[f, _PREV_SIGMA]):
+                # back at the normal before the last accepted shift: that normal again, no alarm
+                for a, b in ((_MU, _PREV_MU), (_SIGMA, _PREV_SIGMA), (_FLOOR, _PREV_FLOOR)):
+                    fs[f, a], fs[f, b] = fs[f, b], fs[f, a]
+                fs[f, _BASE_SIGMA] = fs[f, _SIGMA]
+                fs[f, _MADEW] = fs[f, _SIGMA] / 1.2533
+                fs[f, _EWMA], fs[f, _CPOS], fs[f, _CNEG] = 0.0, 0.0, 0.0
+                ist[f, _RUN], ist[f, _RINGN] = 0, 0
             d = x - fs[f, _MU]
             z = min(max(d / fs[f, _SIGMA], -Z_CLIP), Z_CLIP)
             zc = min(max(z, -6.0), 6.0)
@@ -114,16 +131,16 @@ def _kernel(X, fs, ist, warm, cand, ring, p, out_score, out_z, out_warm):  # pra
             ist[f, _RINGN] = count
             rule = 0.0
             side = 1.0 if zc > 0 else -1.0
-            if count >= 3:
+            if count >= 2:
                 k2 = 0
-                for j in range(3):
+                for j in range(min(count, 3)):
                     if ring[f, j] * side > 2.0:
                         k2 += 1
                 if k2 >= 2 and zc * side > 2.0:
                     rule = max(rule, r2)
-            if count >= 5:
+            if count >= 4:
                 k3 = 0
-                for j in range(5):
+                for j in range(min(count, 5)):
                     if ring[f, j] * side > 1.0:
                         k3 += 1
                 if k3 >= 4 and zc * side > 1.0:
@@ -143,14 +160,20 @@ def _kernel(X, fs, ist, warm, cand, ring, p, out_score, out_z, out_warm):  # pra
             if s < 0.5:  # learn only from points not flagged
                 fs[f, _MU] += adapt * d
                 fs[f, _MADEW] += adapt * (abs(d) - fs[f, _MADEW])
-                fs[f, _SIGMA] = max(1.2533 * fs[f, _MADEW], fs[f, _FLOOR])
+                # sigma follows the data within [1/2, 2] × its last estimate: a quiet or stuck stretch
+                # must not shrink it to nothing (then the first ordinary value would alarm)
+                base = fs[f, _BASE_SIGMA]
+                fs[f, _SIGMA] = max(min(max(1.2533 * fs[f, _MADEW], 0.5 * base), 2.0 * base), fs[f, _FLOOR])
                 ist[f, _RUN] = 0
             else:
                 cand[f, ist[f, _RUN]] = x
                 ist[f, _RUN] += 1
-                if ist[f, _RUN] == accept:  # persisted: the new normal
+                if ist[f, _RUN] == accept:  # persisted: the new normal (the old one is kept as previous)
                     level, sigma, floor = _baseline(cand[f])
-                    fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR] = level, sigma, floor
+                    if ist[f, _AGE] >= 2 * accept or fs[f, _PREV_SIGMA] == 0.0:  # a settled normal, not a passing one
+                        fs[f, _PREV_MU], fs[f, _PREV_SIGMA], fs[f, _PREV_FLOOR] = fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR]
+                    ist[f, _AGE] = 0
+                    fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR], fs[f, _BASE_SIGMA] = level, sigma, floor, sigma
                     fs[f, _MADEW] = sigma / 1.2533
                     fs[f, _EWMA], fs[f, _CPOS], fs[f, _CNEG] = 0.0, 0.0, 0.0
                     ist[f, _RUN], ist[f, _RINGN] = 0, 0
@@ -180,8 +203,8 @@ class SPC:
 
     def _reset(self) -> None:
         nf = len(self.features)
-        self._fs = np.zeros((nf, 7))
-        self._ist = np.zeros((nf, 4), dtype=np.int64)
+        self._fs = np.zeros((nf, _NF))
+        self._ist = np.zeros((nf, _NI), dtype=np.int64)
         self._warm = np.zeros((nf, self.warmup))
         self._cand = np.zeros((nf, self.accept_after))
         self._ring = np.zeros((nf, _RING))
@@ -219,8 +242,8 @@ class SPC:
             raise DetectorStateError("state saved with another warmup / accept_after")
         nf = len(self.features)
         params = unpack(state.get("params"), self._params.shape, "params")
-        fs = unpack(state.get("fs"), (nf, 7), "fs")
-        ist = unpack(state.get("ist"), (nf, 4), "ist", dtype=np.int64)
+        fs = unpack(state.get("fs"), (nf, _NF), "fs")
+        ist = unpack(state.get("ist"), (nf, _NI), "ist", dtype=np.int64)
         warm = unpack(state.get("warm"), (nf, self.warmup), "warm")
         cand = unpack(state.get("cand"), (nf, self.accept_after), "cand")
         ring = unpack(state.get("ring"), (nf, _RING), "ring")

@@ -131,9 +131,10 @@ class Trend:
             floor, limit = self._baselines(rows[first_full:first_full + w])
         ready = seen >= w
         if ready.any():
+            first_ready = int(np.argmax(ready))  # rows[first_ready:] feed every window evaluated here
             V = sliding_window_view(rows, w, axis=0)[ready]  # (k, F, w)
             T = sliding_window_view(times, w)[ready]
-            if np.isfinite(rows[-n - w + 1:] if n + w - 1 <= len(rows) else rows).all():
+            if np.isfinite(rows[first_ready:]).all():
                 ok = np.ones(V.shape[:2], dtype=bool)
             else:  # a feature never seen yet in a window: it says nothing there
                 ok = np.isfinite(V).all(axis=2)
