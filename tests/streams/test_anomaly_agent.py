@@ -207,10 +207,10 @@ def test_a_healthy_fleet_is_never_ejected_or_drained(tmp_path: Path) -> None:
     assert all(e.severity != "critical" for e in events)
 
 
-@pytest.mark.xfail(strict=True, reason="the ensemble's SPC reads one error in a window of ~12 calls as a "
-                                       "critical error_rate shift (a near-zero MAD baseline): models/anomaly calibration")
 def test_rare_random_errors_do_not_eject_a_healthy_replica(tmp_path: Path) -> None:
     events, decisions, a = quiet_run(tmp_path, error_rate=0.01)
+    opened = [(e.severity, e.replica, e.explanation) for e in events if e.state == "open"]
+    print(f"\n{len(opened)} anomalies opened on healthy traffic with 1 % random errors: {opened}")
     assert [(d.action, d.reason) for d in decisions if d.action in ("eject", "drain")] == []
 
 
