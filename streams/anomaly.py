@@ -1,27 +1,19 @@
 """The anomaly agent: watches every replica (and replica × tool) in the worker, publishes
-``AnomalyEvent``s on ``mcp.anomalies`` and ``Remediation`` decisions on ``mcp.remediation``.
+``AnomalyEvent``s on ``mcp.anomalies`` and ``Remediation`` decisions on ``mcp.remediation`` (README:
+"Anomalies"). ``FeatureWorker.fold`` hands it every valid ``mcp.requests`` record (O(1) each,
+streams/anomaly_features.py); a task of the Faust app ticks every ``[anomaly] tick_interval``:
 
-It lives beside the feature and routing agents: ``FeatureWorker.fold`` hands it every valid
-``mcp.requests`` record (:meth:`AnomalyAgent.observe`: O(1) per record, streams/anomaly_features.py),
-and a task of the Faust app ticks every ``[anomaly] tick_interval``:
-
-1. each entity gets one observation per window (tumbling, ``window`` seconds, stretched up to
-   ``max_window`` until it holds ``min_calls`` calls), scored and then learned by its own ensemble (``models.anomaly.ensemble.default_ensemble``, created
-   lazily, one per entity); beside it a hard rule, ``down_after`` failed calls in a row → critical
-   "down", needs no history and is checked every tick: a sudden crash is ejected at the next tick;
+1. each entity's window that closed gives one observation, scored then learned by the entity's own
+   ensemble (``models.anomaly.ensemble.default_ensemble``, made lazily); beside it the down rule
+   (``down_after`` failed calls in a row → critical), checked every tick: a crash is ejected at once;
 2. the verdicts drive each anomaly's life and the remediation policy (streams/anomaly_lifecycle.py);
-3. records go out through a :class:`QueuedPublisher`: open / update / close, restore and alert
-   records are queued and retried until delivered; eject / drain refreshes are skipped while a
-   backlog waits (the next tick sends a fresh one). Key: the replica id.
+3. records go out through a :class:`QueuedPublisher`: open / update / close, restore and alert are
+   retried until delivered; eject / drain refreshes are skipped while a backlog waits. Key: replica.
 
-A detector or ensemble that raises costs that entity its verdict for the tick (counted, logged
-once); the agent goes on. The ensembles' state is saved as JSON (temp file + rename) to
-``<state_dir>/<group>.json`` every ``save_interval`` and at stop, and restored at start; a file
-that does not load is logged and the agent starts fresh.
-
-Several workers (compose): as for routing weights, only the worker holding partition 0 of
-``mcp.requests`` assesses and publishes. It sees only its own partitions' events (the topic is
-keyed by replica), so replicas whose events land on other partitions are not watched — a known
+A detector or ensemble that raises costs that entity its verdict (counted, logged once). The
+ensembles' state is saved to ``<state_dir>/<group>.json`` (streams/anomaly_state.py) every
+``save_interval`` and at stop, and restored at start. With several workers only the holder of
+partition 0 of ``mcp.requests`` publishes, and it sees only its own partitions' replicas — a known
 limit until the scale-out work re-keys the anomaly input. One worker (``only1mcp up``) sees all.
 """
 
@@ -76,10 +68,10 @@ class AnomalyAgent:
         self.timeouts_ms = {s.name: (s.timeout or proxy.call_timeout) * 1000.0 for s in settings.servers}
         self.model_version = "down-rule/1" + ("+ensemble" if self.factory is not None else "")
         self.path = state_path(settings)
-        self.counters: dict[str, Any] = {"events": 0, "calls": 0, "ticks": 0, "assessed": 0, "opened": 0,
-                                         "updated": 0, "closed": 0, "anomaly_records": 0, "remediation_records": 0, "saves": 0,
-                                         "errors": {"observe": 0, "ensemble": 0, "save": 0, "restore": 0,
-                                                    "detectors": {}}}
+        self.counters: dict[str, Any] = {
+            "events": 0, "calls": 0, "ticks": 0, "assessed": 0, "opened": 0, "updated": 0, "closed": 0,
+            "anomaly_records": 0, "remediation_records": 0, "saves": 0,
+            "errors": {"observe": 0, "ensemble": 0, "save": 0, "restore": 0, "detectors": {}}}
         self._logged: set[str] = set()
         self._last_status = self._last_save = time.monotonic()
 
@@ -199,12 +191,22 @@ class AnomalyAgent:
                      self.path, failed)
         return len(self.ensembles)
 
+    def _prepare(self) -> None:
+        self.restore()
+        if self.factory is not None:
+            try:
+                self._new_ensemble("").assess_one({k: 1.0 for k in self.config.features}, time.time())
+            except Exception:  # the first real assessment will say what is wrong (logged once)
+                pass
+
     # -- the task --------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Restore, then tick every tick_interval until cancelled; save at stop (the Faust app's task)."""
         cfg = self.config
-        self.restore()
+        # In a thread, before the first tick: restoring refits each saved forest (~0.25 s an entity)
+        # and the first ensemble compiles its numba kernels; neither may stall a tick later.
+        await asyncio.to_thread(self._prepare)
         log.info("anomaly agent: every %gs over %gs windows to %s and %s (%s)", cfg.tick_interval, cfg.window,
                  cfg.topic, cfg.remediation_topic, self.model_version)
         try:
