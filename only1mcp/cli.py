@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("only1mcp.commands.features", "feature registry, SQL over the offline store, compaction"),
     "train": ("only1mcp.commands.train", "train the latency model from the offline store (ONNX, registry, gate)"),
     "models": ("only1mcp.commands.models", "the model registry: list, show, promote, rollback, shadow"),
-    "anomalies": ("only1mcp.commands.anomalies", "anomaly detection: score a metric series (CSV) offline"),
+    "anomalies": ("only1mcp.commands.anomalies", "anomalies: follow what the worker publishes (tail), score a series offline (score)"),
 }
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.errors import ConfigError
-from only1mcp.streaming import DecisionSettings, EventSettings, LearningSettings, StoreSettings, WorkerSettings
+from only1mcp.streaming import (
+    AnomalySettings, DecisionSettings, EventSettings, LearningSettings, StoreSettings, WorkerSettings,
+)
 from only1mcp.traffic import (
     AuthSettings, BreakerSettings, CacheSettings, HealthSettings, OutlierSettings, RateLimitSettings,
     RemediationSettings, RetrySettings, ToolSettings, parse_table,
@@ -103,6 +105,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     decisions: DecisionSettings = field(default_factory=DecisionSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     source: str = "<defaults>"
 
 
@@ -120,7 +123,7 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
 
 _TABLES = {"auth": AuthSettings, "rate_limit": RateLimitSettings, "cache": CacheSettings, "retry": RetrySettings,
            "events": EventSettings, "worker": WorkerSettings, "store": StoreSettings,
-           "decisions": DecisionSettings, "learning": LearningSettings}
+           "decisions": DecisionSettings, "learning": LearningSettings, "anomaly": AnomalySettings}
 # Where the broker and Redis are is the environment's business (only1mcp up, compose): these win.
 _ADDRESS_ENV = {"KAFKA_BOOTSTRAP": (("events", "bootstrap"), ("worker", "bootstrap"), ("decisions", "bootstrap")),
                 "REDIS_URL": (("store", "redis_url"),)}

@@ -8,12 +8,30 @@ Redis addresses (read by the CLI, like every environment variable).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from only1mcp.traffic import check, _non_negative, _positive
+from only1mcp.traffic import _non_negative, _positive, _share, check
 
-__all__ = ["EventSettings", "WorkerSettings", "StoreSettings", "DecisionSettings", "LearningSettings", "FSYNC_POLICIES"]
+__all__ = ["EventSettings", "WorkerSettings", "StoreSettings", "DecisionSettings", "LearningSettings", "AnomalySettings",
+           "FSYNC_POLICIES", "ANOMALY_FEATURES", "ANOMALY_ACTIONS"]
 
 FSYNC_POLICIES = ("always", "batch", "never")
+# What the anomaly agent can compute per entity and window (streams/anomaly_features.py).
+ANOMALY_FEATURES = ("calls_per_s", "error_rate", "timeout_rate", "latency_p50_ms", "latency_p95_ms", "inflight_mean")
+ANOMALY_ACTIONS = ("eject", "drain", "alert", "log")  # log: the AnomalyEvent only, no remediation record
+
+
+def _tick(value: Any) -> str | None:
+    # A crash must be acted on within 1 s end to end: fetch wait + a tick + the publish.
+    return None if 0.05 <= value <= 0.5 else "must be between 0.05 and 0.5 seconds"
+
+
+def _features(value: Any) -> str | None:
+    unknown = [name for name in value if name not in ANOMALY_FEATURES]
+    if unknown or not value or len(set(value)) != len(value):
+        return (f"expected distinct names among {', '.join(ANOMALY_FEATURES)}"
+                + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return None
 
 
 @dataclass(frozen=True)
@@ -92,3 +110,35 @@ class LearningSettings:
     min_train_calls: int = check(_positive, 2000)  # calls in the offline store before a first training
     registry_dir: str = ""  # "" = <[store] data_dir>/models
     rollback_after: float = check(_positive, 60.0)  # seconds a live model may do worse than the baseline
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """The anomaly agent in the worker (streams/anomaly.py): per replica and replica × tool, one
+    observation per tick over the last ``window`` seconds, scored by the detector ensemble and a
+    hard "down" rule; AnomalyEvents out, and Remediation decisions as the severity policy says."""
+
+    enabled: bool = True
+    topic: str = "mcp.anomalies"
+    remediation_topic: str = "mcp.remediation"
+    tick_interval: float = check(_tick, 0.25)  # seconds between assessments
+    window: float = check(_positive, 1.0)  # seconds of calls behind each observation (tumbling windows)...
+    max_window: float = check(_positive, 10.0)  # ...stretched up to this until they hold min_calls calls
+    # What the detectors see. calls_per_s is left out by default: a replica's call rate is what routing
+    # sends it (learned weights move it every second), not its health; measured, it raised false alarms.
+    features: tuple[str, ...] = check(_features, ANOMALY_FEATURES[1:5])
+    per_tool: bool = False  # also assess each replica × tool (events and alerts only, never an eject; costs
+    # one ensemble per replica × tool, and a tool's few calls per window make its detectors noisy)
+    min_calls: int = check(_positive, 5)  # calls a window needs before its rates and latencies count (else NaN)
+    down_after: int = check(_positive, 5)  # consecutive failed calls that make a replica "down": critical at once
+    critical_action: str = field(default="eject", metadata={"choices": ANOMALY_ACTIONS})
+    high_action: str = field(default="drain", metadata={"choices": ANOMALY_ACTIONS})
+    high_min_confidence: float = check(_share, 0.9)  # below it a high anomaly only alerts
+    medium_action: str = field(default="log", metadata={"choices": ANOMALY_ACTIONS})
+    low_action: str = field(default="log", metadata={"choices": ANOMALY_ACTIONS})
+    close_after: float = check(_positive, 10.0)  # seconds below the threshold before an anomaly closes
+    update_every: float = check(_non_negative, 1.0)  # at most one update record per anomaly this often
+    valid_for: float = check(_positive, 5.0)  # seconds an eject / drain holds; re-published every tick while open
+    state_dir: str = ""  # detector state (JSON) saved here; "" = <[store] data_dir>/anomaly
+    save_interval: float = check(_non_negative, 60.0)  # seconds between state saves (and one at stop); 0 = at stop only
+    queue_size: int = check(_positive, 10_000)  # events held while the broker is away; past it the oldest go

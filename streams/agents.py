@@ -84,6 +84,7 @@ class FeatureWorker:
         self.started: float | None = None  # first record folded: the rate counts from there
         self.acked, self.last_report = 0, 0.0
         self.routing: Any = None  # the routing agent (streams/routing.py), fed every valid record
+        self.anomaly: Any = None  # the anomaly agent (streams/anomaly.py), fed every valid record
 
     # -- folding -------------------------------------------------------------------------------
 
@@ -118,8 +119,11 @@ class FeatureWorker:
                     log.exception("processing failed for %s[%d]@%d", message.topic, message.partition, message.offset)
                     reason = f"processing failed: {type(exc).__name__}: {exc}"
             await self.dead_letter(message, reason)
-        if self.routing is not None and valid:
-            self.routing.observe(valid)  # never raises
+        if valid:
+            if self.anomaly is not None:  # first: a crash's failures reach the down rule without delay
+                self.anomaly.observe(valid)  # never raises
+            if self.routing is not None:
+                self.routing.observe(valid)  # never raises
 
     async def dead_letter(self, message: Any, reason: str) -> None:
         raw = message.value
@@ -295,6 +299,10 @@ def install(app: WorkerApp, settings: Settings, **kwargs: Any) -> FeatureWorker:
         from only1mcp.streams.routing import install as install_routing
 
         worker.routing = install_routing(app, settings)
+    if settings.anomaly.enabled:
+        from only1mcp.streams.anomaly import install as install_anomaly
+
+        worker.anomaly = install_anomaly(app, settings)
 
     @app.timer(min(worker.online_interval, worker.flush_interval))
     async def idle_flush() -> None:  # windows close and acks go out even when no record arrives

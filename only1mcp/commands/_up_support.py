@@ -16,15 +16,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["to_toml", "demo_fleet", "anomaly_subscriber_command", "DEFAULT_BASE", "HOST"]
+__all__ = ["to_toml", "demo_fleet", "anomaly_subscriber_command", "DEFAULT_BASE", "DEMO_SLOWDOWN", "HOST"]
 
 DEFAULT_BASE = ".only1mcp"
+DEMO_SLOWDOWN = (60, 240)  # seconds after the fleet starts: the last demo replica's slowdown
 HOST = "127.0.0.1"
 
 
 def demo_fleet(ports: list[int], seed: int = 0) -> list[dict[str, Any]]:
     """The ``--fleet`` spec of the demo replicas: default profiles, 4 workers each, and the last
-    replica slowing down 6x between 2 and 5 minutes in (something for the anomaly detector)."""
+    replica slowing down (6x, reached over 30 s) from 1 to 4 minutes in: something for the anomaly
+    agent within the demo's first minutes (its detectors learn the normal first)."""
     from only1mcp.jobs.sim.model import DEFAULT_PROFILE
 
     fleet = []
@@ -32,19 +34,15 @@ def demo_fleet(ports: list[int], seed: int = 0) -> list[dict[str, Any]]:
         profile = json.loads(json.dumps(DEFAULT_PROFILE))
         profile["workers"] = 4
         if i == len(ports) - 1 and len(ports) > 1:
-            profile["faults"] = [{"kind": "latency_ramp", "start": 120, "end": 150, "factor": 6.0, "until": 300}]
+            profile["faults"] = [{"kind": "latency_ramp", "start": DEMO_SLOWDOWN[0], "end": DEMO_SLOWDOWN[0] + 30,
+                                 "factor": 6.0, "until": DEMO_SLOWDOWN[1]}]
         fleet.append({"port": port, "replica_id": f"r{i}", "seed": seed + i, "profile": profile})
     return fleet
 
 
 def anomaly_subscriber_command(bootstrap: str) -> str:
-    """A shell one-liner printing every record of mcp.anomalies (aiokafka, from the latest offset)."""
-    from only1mcp.events import TOPICS
-
-    code = ('import asyncio,aiokafka;exec("async def m():\\n c=aiokafka.AIOKafkaConsumer(\\"%s\\",'
-            'bootstrap_servers=\\"%s\\")\\n await c.start()\\n async for r in c: print(r.value.decode())");'
-            'asyncio.run(m())') % (TOPICS["anomalies"], bootstrap)
-    return f"python -c '{code}'"
+    """The command that prints the anomalies the worker publishes, as they come."""
+    return f"only1mcp anomalies tail --bootstrap {bootstrap}"
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -43,7 +43,7 @@ from typing import Any
 __all__ = ["add_arguments", "run", "to_toml", "demo_fleet", "anomaly_subscriber_command"]
 
 from only1mcp.commands._up_support import (  # noqa: F401  to_toml and demo_fleet are public
-    DEFAULT_BASE, HOST, _configured_redis, _fail, _has_command, _http_status, _ignore_in_git, _indent, _mask, _mcp_server_time, _port_free, _shell_quote, _tcp, _url_host, anomaly_subscriber_command, demo_fleet, to_toml,
+    DEFAULT_BASE, DEMO_SLOWDOWN, HOST, _configured_redis, _fail, _has_command, _http_status, _ignore_in_git, _indent, _mask, _mcp_server_time, _port_free, _shell_quote, _tcp, _url_host, anomaly_subscriber_command, demo_fleet, to_toml,
 )
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -482,7 +482,8 @@ class Up:
                                                                     for r in s.replicas))
             rows.append(("demo", f"{len(plan.demo_ports)} simulated replicas as server {server!r} "
                                  f"(ports {', '.join(map(str, plan.demo_ports))}; the last slows down 6x from "
-                                 f"2 to 5 min), loadgen at {args.rate:g} calls/s"))
+                                 f"{DEMO_SLOWDOWN[0] / 60:g} to {DEMO_SLOWDOWN[1] / 60:g} min), "
+                                 f"loadgen at {args.rate:g} calls/s"))
         width = max(len(k) for k, _ in rows)
         config_arg = f" --config {_shell_quote(str(plan.config_path))}"
         lines = ["", "Only1MCP is up.", ""]
@@ -491,7 +492,7 @@ class Up:
             "",
             "Query the offline store (DuckDB over the Parquet data):",
             f"  only1mcp features{config_arg} sql \"SELECT tool, count(*) AS calls FROM requests GROUP BY tool\"",
-            "Subscribe to anomalies:",
+            "Follow the anomalies the worker finds (any Kafka client can read mcp.anomalies too):",
             f"  {anomaly_subscriber_command(self.bootstrap)}",
             "",
             f"only1mcp up: ready at {base}/mcp; Ctrl-C stops everything",

@@ -215,3 +215,51 @@ def test_remediation_bad_values(tmp_path: Path, extra: str, key: str, reason: st
 def test_remediation_must_be_a_table(tmp_path: Path) -> None:
     error = refused(tmp_path, server(extra="remediation = true"))
     assert (error.key, error.reason) == ("servers[web].remediation", "must be a table")
+
+def test_anomaly_defaults_and_a_good_table(tmp_path: Path) -> None:
+    defaults = load_settings(write(tmp_path, ""), {}).anomaly
+    assert defaults.enabled and 0.25 <= defaults.tick_interval <= 0.5
+    assert (defaults.topic, defaults.remediation_topic) == ("mcp.anomalies", "mcp.remediation")
+    assert (defaults.critical_action, defaults.high_action, defaults.medium_action, defaults.low_action) == (
+        "eject", "drain", "log", "log")
+    assert defaults.high_min_confidence == 0.9 and defaults.valid_for == 5.0
+    assert defaults.features == ("error_rate", "timeout_rate", "latency_p50_ms", "latency_p95_ms")
+    assert (defaults.window, defaults.max_window, defaults.min_calls, defaults.per_tool) == (1.0, 10.0, 5, False)
+    anomaly = load_settings(write(tmp_path, """
+        [anomaly]
+        enabled = false
+        tick_interval = 0.5
+        window = 10
+        features = ["error_rate", "latency_p95_ms", "inflight_mean"]
+        min_calls = 3
+        down_after = 3
+        high_action = "alert"
+        close_after = 30
+        valid_for = 8
+        state_dir = "/var/lib/only1mcp/anomaly"
+        """), {}).anomaly
+    assert (anomaly.enabled, anomaly.tick_interval, anomaly.window, anomaly.min_calls) == (False, 0.5, 10.0, 3)
+    assert anomaly.features == ("error_rate", "latency_p95_ms", "inflight_mean")
+    assert (anomaly.high_action, anomaly.close_after, anomaly.valid_for) == ("alert", 30.0, 8.0)
+
+
+@pytest.mark.parametrize(("body", "key", "reason"), [
+    ("tick_interval = 2", "anomaly.tick_interval", "must be between 0.05 and 0.5 seconds"),
+    ("tick_interval = 0", "anomaly.tick_interval", "must be between 0.05 and 0.5 seconds"),
+    ('features = ["error_rate", "cpu"]', "anomaly.features", "(unknown: cpu)"),
+    ("features = []", "anomaly.features", "expected distinct names among calls_per_s"),
+    ('features = ["error_rate", "error_rate"]', "anomaly.features", "expected distinct names"),
+    ('critical_action = "reboot"', "anomaly.critical_action", "expected one of eject, drain, alert, log, got 'reboot'"),
+    ("high_min_confidence = 1.5", "anomaly.high_min_confidence", "must be between 0 and 1"),
+    ("close_after = -1", "anomaly.close_after", "must be positive"),
+    ("min_calls = 0", "anomaly.min_calls", "must be positive"),
+    ("min_calls = 2.5", "anomaly.min_calls", "expected int, got 2.5"),
+    ('enabled = "yes"', "anomaly.enabled", "expected bool, got 'yes'"),
+    ("valid_for = nan", "anomaly.valid_for", "expected float, got nan"),
+    ("colour = 1", "anomaly.colour", "unknown key (expected one of:"),
+], ids=["tick-slow", "tick-zero", "feature-unknown", "features-empty", "features-twice", "action", "confidence",
+        "close-after", "min-calls", "min-calls-float", "enabled", "valid-for-nan", "unknown"])
+def test_anomaly_bad_values(tmp_path: Path, body: str, key: str, reason: str) -> None:
+    error = refused(tmp_path, f"[anomaly]\n{body}\n")
+    assert error.key == key
+    assert reason in error.reason

@@ -165,7 +165,7 @@ def test_up_demo_starts_everything_and_prints_where_it_is(up: Running) -> None:
     out = up.output()
     for label in ("MCP endpoint", "metrics", "admin", "broker", "Redis", "Parquet data", "config", "logs"):
         assert re.search(rf"^\s+{label}\s", out, re.M), f"no {label!r} row:\n{out}"
-    assert re.search(r"only1mcp features .*sql \"SELECT", out) and "mcp.anomalies" in out and "aiokafka" in out
+    assert re.search(r"only1mcp features .*sql \"SELECT", out) and "mcp.anomalies" in out and "only1mcp anomalies tail" in out
     assert f"{REDIS_URL}" in out or "bundled redis-server" in out
     up.descendants = descendants_of(up.proc.pid)
     names = {p.stem for p in up.run_dir.glob("*.log")}
