@@ -110,12 +110,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="per-call timeout, s")
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument("--out", default="bench-results", help="folder for health.json (default bench-results)")
+    parser.add_argument("--control-days", type=float, default=None, metavar="N",
+                        help="the healthy control's windows resampled to N replica-days for false alarms "
+                             "(default 3; 0 with --quick)")
     parser.add_argument("--keep", default="", metavar="DIR", help="keep each row's configuration and logs in DIR")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a bar does not pass")
 
 
 def run(args: argparse.Namespace) -> int:
     timing = _QUICK if args.quick else _FULL
+    if args.control_days is None:
+        args.control_days = 0.0 if args.quick else 3.0
     with tempfile.TemporaryDirectory(prefix="only1mcp-health-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
         report = run_interruptibly(_bench(args, timing, work))
@@ -158,7 +163,60 @@ async def _bench(args: argparse.Namespace, timing: Timing, tmp: Path) -> dict[st
     bars = _bars(rows, fleet)
     report["bars"] = [b.to_json() for b in bars]
     report["_text"] = _render(rows, fleet, timing, bars)
+    png = plot_ramp(report, fleet, Path(args.out) / "health-ramp.png")
+    report["_text"] += f"\nplot: {png}" if png else "\nplot: skipped (no ramp timeline, or no matplotlib)"
     return report
+
+
+def plot_ramp(report: dict[str, Any], fleet: list[HealthScenario], path: Path) -> Path | None:
+    """The latency ramp's faulty replica under ensemble_remediation: its latency, the ensemble's score and
+    severity per window, the moment it left routing, the crash."""
+    row = report["rows"].get("ensemble_remediation") or report["rows"].get("ensemble") or {}
+    points = (row.get("timelines") or {}).get("latency-ramp")
+    scenario = next((s for s in fleet if s.name == "latency-ramp"), None)
+    if not points or scenario is None:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.6), sharex=True, height_ratios=(3, 2))
+    ts = [p["t"] for p in points]
+    for key, style in (("latency_p50_ms", "-"), ("latency_p95_ms", ":")):
+        top.plot(ts, [p.get(key) if p.get(key) is not None else float("nan") for p in points], style, marker=".",
+                 label=key.replace("latency_", "").replace("_ms", " ms"))
+    top.set_yscale("log")
+    top.set_ylabel("latency of its calls, ms")
+    colours = {"low": "gold", "medium": "orange", "high": "red", "critical": "darkred"}
+    bottom.plot(ts, [p["score"] for p in points], color="black", linewidth=1.2, label="ensemble score")
+    for p in points:
+        if p["severity"]:
+            bottom.scatter([p["t"]], [p["score"]], color=colours[p["severity"]], s=18, zorder=3)
+    for level, colour in colours.items():
+        bottom.scatter([], [], color=colour, s=18, label=level)
+    bottom.set_ylim(0, 1.05)
+    bottom.set_ylabel("score (severity)")
+    bottom.set_xlabel("seconds on the fault clock")
+    marks = [(scenario.fault_start, "ramp starts", "grey"), (scenario.crash_at, "crash", "black")]
+    acted = (row.get("scenarios") or {}).get("latency-ramp", {}).get("acted_s")
+    if acted is not None:
+        marks.append((acted, "out of routing", "red"))
+    for ax in (top, bottom):
+        for x, _label, colour in marks:
+            ax.axvline(x, color=colour, linestyle="--", linewidth=1)
+    for x, label, colour in marks:
+        top.text(x, 0.98, f" {label}", color=colour, va="top", fontsize=8, transform=top.get_xaxis_transform())
+    top.legend(fontsize=8, loc="upper left")
+    bottom.legend(fontsize=7, loc="upper left", ncol=5)
+    top.set_title(f"latency-ramp: {scenario.description} (row ensemble_remediation)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # -- one row ---------------------------------------------------------------------------------------
@@ -215,7 +273,7 @@ async def _run_row(args: argparse.Namespace, row: str, fleet: list[HealthScenari
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if row == "ensemble":  # the events the detectors are replayed on, all in the store
+        if loop:  # the events the detectors are replayed on, all in the store
             from only1mcp.jobs.sim.learned import _wait_parquet
 
             await _wait_parquet(run_dir / "data", len(records), since=epoch - 3600.0, timeout_s=30.0)
@@ -245,18 +303,20 @@ async def _run_row(args: argparse.Namespace, row: str, fleet: list[HealthScenari
         moved = {rid: [start for start, _ in episodes(s)] for rid, s in watcher.samples.items()}
         out["routing_changes_seen"] = {rid: len(v) for rid, v in moved.items() if v}
     if row == "ensemble":
-        out["detectors_alone"] = await asyncio.to_thread(_detectors_alone, args, fleet, run_dir / "data", epoch,
+        out["detectors_alone"] = await asyncio.to_thread(_detectors_alone, args, fleet, timing, run_dir / "data", epoch,
                                                          watcher.sim_ids, calls, exposure)
+    if loop:
+        out["timelines"] = await asyncio.to_thread(_timelines, args, fleet, run_dir / "data", epoch, watcher.sim_ids)
     if anomalies is not None:
         out["anomaly_events"] = anomalies.count
         out["anomalies_by_replica"] = anomalies.summary()
     return out
 
 
-def _detectors_alone(args: argparse.Namespace, fleet: list[HealthScenario], data_dir: Path, epoch: float,
-                     sim_ids: dict[str, str], calls: dict[str, list[dict[str, Any]]], exposure: float) -> dict[str, Any]:
+def _detectors_alone(args: argparse.Namespace, fleet: list[HealthScenario], timing: Timing, data_dir: Path,
+                     epoch: float, sim_ids: dict[str, str], calls: dict[str, list[dict[str, Any]]], exposure: float) -> dict[str, Any]:
     """Each detector of the worker's ensemble alone (and the ensemble) replayed on this run's events."""
-    from only1mcp.jobs.sim.health_replay import load_events, replay
+    from only1mcp.jobs.sim.health_replay import load_events, long_control, observe, replay
     from only1mcp.streaming import AnomalySettings
 
     settings = AnomalySettings()
@@ -264,14 +324,43 @@ def _detectors_alone(args: argparse.Namespace, fleet: list[HealthScenario], data
         events = load_events(data_dir)
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
-    flags = replay(events, settings.features, args.flag_severity, tick_s=settings.tick_interval,
-                   window_s=settings.window, min_calls=settings.min_calls,
-                   max_window_s=getattr(settings, "max_window", None), timeout_ms=args.timeout * 1000.0)
+    observations = observe(events, tick_s=settings.tick_interval, window_s=settings.window,
+                           min_calls=settings.min_calls, max_window_s=settings.max_window)
+    flags = replay(observations, settings.features, args.flag_severity, timeout_ms=args.timeout * 1000.0)
     out: dict[str, Any] = {"events": len(events)}
+    if args.control_days > 0:  # the healthy control's own windows, after the detectors' warm-up
+        healthy = [[(t, x) for t, x in rows if t - epoch >= timing.warmup_s / 2]
+                   for rid, rows in observations.items() if sim_ids.get(rid, "").startswith("healthy-")]
+        out["long_control"] = long_control(healthy, settings.features, args.flag_severity, days=args.control_days,
+                                           seed=args.seed, timeout_ms=args.timeout * 1000.0,
+                                           close_after=settings.close_after)
     for name, by_replica in flags.items():
         on_clock = {sim_ids.get(rid, rid): _first_per_burst([t - epoch for t in times], settings.close_after)
                     for rid, times in by_replica.items()}
         out[name] = {s.name: judge_scenario(s, on_clock, {}, calls[s.server], exposure) for s in fleet}
+    return out
+
+
+def _timelines(args: argparse.Namespace, fleet: list[HealthScenario], data_dir: Path, epoch: float,
+               sim_ids: dict[str, str]) -> dict[str, Any]:
+    """The faulty replica's windows and the ensemble's verdicts, per ramp scenario (the README's plot)."""
+    from only1mcp.jobs.sim.health_replay import load_events, observe, timeline
+    from only1mcp.streaming import AnomalySettings
+
+    settings = AnomalySettings()
+    try:
+        observations = observe(load_events(data_dir), tick_s=settings.tick_interval, window_s=settings.window,
+                               min_calls=settings.min_calls, max_window_s=settings.max_window)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    out = {}
+    for scenario in fleet:
+        if scenario.name not in ("latency-ramp", "error-ramp"):
+            continue
+        rid = next((r for r, sim in sim_ids.items() if sim == f"{scenario.server}-{FAULTY}"), None)
+        if rid in observations:
+            points = timeline(observations[rid], settings.features, args.timeout * 1000.0)
+            out[scenario.name] = [{**p, "t": round(p["t"] - epoch, 3)} for p in points]
     return out
 
 

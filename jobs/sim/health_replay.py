@@ -33,35 +33,15 @@ def load_events(data_dir: str | Path) -> list[dict[str, Any]]:
         con.close()
 
 
-def replay(events: Sequence[dict[str, Any]], features: Sequence[str], floor: str, *, tick_s: float, window_s: float,
-           min_calls: int, max_window_s: float | None, timeout_ms: float | None) -> dict[str, dict[str, list[float]]]:
-    """Detector name → replica → unix times it was flagged at ``floor`` or worse (one per window that
-    opened a flag after a clear one), with the full ensemble replayed too as ``ensemble (replay)``."""
-    from only1mcp.events import SEVERITIES
-    from only1mcp.models.anomaly.ensemble import Ensemble, default_ensemble
+def observe(events: Sequence[dict[str, Any]], *, tick_s: float, window_s: float, min_calls: int,
+            max_window_s: float | None) -> dict[str, list[tuple[float, dict[str, float]]]]:
+    """Replica → its observations ``(tick time, features)`` in order, as the worker's aggregation makes them."""
     from only1mcp.streams.anomaly_features import Aggregator
 
-    names = [d.name for d in default_ensemble(list(features), timeout=timeout_ms).detectors]
-    floor_at = SEVERITIES.index(floor)
     aggregator = Aggregator(window_s, min_calls, per_tool=False, max_window_s=max_window_s)
-    models: dict[tuple[str, str], Any] = {}  # (replica, detector name) → its ensemble of one (or the full one)
-    flagged: dict[tuple[str, str], bool] = {}
-    out: dict[str, dict[str, list[float]]] = {n: {} for n in [*names, "ensemble (replay)"]}
+    out: dict[str, list[tuple[float, dict[str, float]]]] = {}
     if not events:
         return out
-
-    def model(replica: str, name: str) -> Any:
-        found = models.get((replica, name))
-        if found is None:
-            full = default_ensemble(list(features), timeout=timeout_ms)
-            if name == "ensemble (replay)":
-                found = full
-            else:
-                detector = next(d for d in full.detectors if d.name == name)
-                found = Ensemble([detector], {name: 1.0}, full.thresholds)
-            models[(replica, name)] = found
-        return found
-
     i, tick = 0, float(events[0]["ts"]) + tick_s
     last = float(events[-1]["ts"])
     while tick <= last + tick_s:
@@ -71,13 +51,104 @@ def replay(events: Sequence[dict[str, Any]], features: Sequence[str], floor: str
             i += 1
         aggregator.add_many(batch)
         for (_server, replica, tool), x in aggregator.roll(tick).items():
-            if tool is not None:
-                continue
-            for name in out:
-                verdict = model(replica, name).assess_one(x, tick)
-                hit = verdict.severity is not None and SEVERITIES.index(verdict.severity) >= floor_at
-                if hit and not flagged.get((replica, name)):
-                    out[name].setdefault(replica, []).append(tick)
-                flagged[(replica, name)] = hit
+            if tool is None:
+                out.setdefault(replica, []).append((tick, x))
         tick += tick_s
+    return out
+
+
+def replay(observations: Any, features: Sequence[str], floor: str,
+           timeout_ms: float | None, **aggregation: Any) -> dict[str, dict[str, list[float]]]:
+    """Detector name → replica → times it was flagged at ``floor`` or worse (each window that flags after
+    one that did not), with the full ensemble replayed too as ``ensemble (replay)``."""
+    from only1mcp.events import SEVERITIES
+    from only1mcp.models.anomaly.ensemble import Ensemble, default_ensemble
+
+    if aggregation:  # TEMPORARY: the running benchmark's older caller
+        observations = observe(observations, **aggregation)
+    names = [d.name for d in default_ensemble(list(features), timeout=timeout_ms).detectors]
+    floor_at = SEVERITIES.index(floor)
+    out: dict[str, dict[str, list[float]]] = {n: {} for n in [*names, "ensemble (replay)"]}
+    for replica, rows in observations.items():
+        for name in out:
+            full = default_ensemble(list(features), timeout=timeout_ms)
+            if name == "ensemble (replay)":
+                model = full
+            else:
+                detector = next(d for d in full.detectors if d.name == name)
+                model = Ensemble([detector], {name: 1.0}, full.thresholds)
+            flagged = False
+            for t, x in rows:
+                verdict = model.assess_one(x, t)
+                hit = verdict.severity is not None and SEVERITIES.index(verdict.severity) >= floor_at
+                if hit and not flagged:
+                    out[name].setdefault(replica, []).append(t)
+                flagged = hit
+    return out
+
+
+def long_control(observations: Sequence[list[tuple[float, dict[str, float]]]], features: Sequence[str], floor: str,
+                 *, days: float, block: int = 60, seed: int = 0, timeout_ms: float | None = None,
+                 close_after: float = 10.0) -> dict[str, Any]:
+    """The healthy control made long: each healthy replica's own observations from the live run, resampled
+    in blocks of ``block`` consecutive windows (their spacing kept) into ``days`` replica-days, scored by
+    the worker's ensemble from scratch; its flags at ``floor`` or worse, merged as the worker merges
+    them into one anomaly (a new one only after ``close_after`` s without a flag)."""
+    import numpy as np
+
+    from only1mcp.events import SEVERITIES
+    from only1mcp.models.anomaly.ensemble import default_ensemble
+
+    sources = [rows for rows in observations if len(rows) > block]
+    if not sources or days <= 0:
+        return {"replica_days": 0.0, "false_alarms": 0, "sources": len(sources)}
+    rng = np.random.default_rng(seed)
+    floor_at = SEVERITIES.index(floor)
+    alarms, span_s, rows_scored = 0, 0.0, 0
+    per_day = []
+    for day in range(max(1, round(days))):
+        rows = sources[day % len(sources)]
+        t_all = np.array([t for t, _ in rows])
+        gaps = np.diff(t_all, prepend=t_all[0])
+        ens = default_ensemble(list(features), timeout=timeout_ms, seed=day)
+        X_all = np.array([[x.get(f, np.nan) for f in ens.features] for _, x in rows], dtype=float)
+        picks, total = [], 0.0
+        while total < 86_400.0:
+            start = int(rng.integers(0, len(rows) - block))
+            picks.append(np.arange(start, start + block))
+            total += float(gaps[start + 1:start + block].sum()) + float(np.median(gaps[1:]))
+        index = np.concatenate(picks)
+        step = gaps[index]
+        step[0] = 0.0
+        step[np.arange(block, len(index), block)] = float(np.median(gaps[1:]))  # a block joins the last one
+        t = np.cumsum(step)
+        scores = ens.score_learn_many(X_all[index], t)
+        last_flag, found = -np.inf, 0
+        for when, score in zip(t, scores):
+            severity = ens.severity(float(score))
+            if severity is not None and SEVERITIES.index(severity) >= floor_at:
+                if when - last_flag > close_after:
+                    found += 1
+                last_flag = when
+        alarms += found
+        per_day.append(found)
+        span_s += float(t[-1])
+        rows_scored += len(index)
+    return {"replica_days": round(span_s / 86_400.0, 3), "false_alarms": alarms, "per_replica_day": per_day,
+            "windows": rows_scored, "block": block, "sources": len(sources)}
+
+
+def timeline(rows: list[tuple[float, dict[str, float]]], features: Sequence[str],
+             timeout_ms: float | None) -> list[dict[str, Any]]:
+    """One replica's windows with the worker's ensemble's verdict on each: for the README's plot."""
+    import math
+
+    from only1mcp.models.anomaly.ensemble import default_ensemble
+
+    ens = default_ensemble(list(features), timeout=timeout_ms)
+    out = []
+    for t, x in rows:
+        verdict = ens.assess_one(x, t)
+        out.append({"t": t, **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in x.items()},
+                    "score": round(verdict.score, 4), "severity": verdict.severity})
     return out
