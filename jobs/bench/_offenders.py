@@ -187,7 +187,8 @@ async def _raw_connection(url: str, rcvbuf: int | None = None) -> tuple[asyncio.
 
 async def _read_to_eof(reader: asyncio.StreamReader, timeout: float, chunk: int = 65536,
                        pause: float = 0.0) -> tuple[bytes, bool]:
-    """Read until the server closes (True) or ``timeout`` passes (False); ``pause`` s between reads."""
+    """Read until the server closes, even abruptly (True), or ``timeout`` passes (False); ``pause`` s
+    between reads."""
     data = bytearray()
     deadline = time.perf_counter() + timeout
     while True:
@@ -196,8 +197,10 @@ async def _read_to_eof(reader: asyncio.StreamReader, timeout: float, chunk: int 
             return bytes(data), False
         try:
             part = await asyncio.wait_for(reader.read(chunk), left)
-        except (asyncio.TimeoutError, ConnectionError):
+        except asyncio.TimeoutError:
             return bytes(data), False
+        except ConnectionError:  # reset: the server closed while this side was still sending
+            return bytes(data), True
         if not part:
             return bytes(data), True
         data += part
@@ -323,3 +326,104 @@ def rss_kib(pid: int) -> int:
 def peak_rss_kib(pid: int) -> int:
     """The highest resident memory of a process so far, in KiB (Linux)."""
     return _status_kib(pid, "VmHWM")
+
+
+# -- run as a process by ``only1mcp bench floods``: one offender for a while, outcomes as JSON --------------
+KINDS = ("session_flood", "slowloris", "slow_sse", "inflight_flood")
+
+
+async def offend(kind: str, url: str, token: str, seconds: float, scale: float = 1.0) -> dict[str, Any]:
+    """Run offender ``kind`` for ``seconds`` (``scale`` < 1 makes it smaller); its outcomes by kind."""
+    deadline = time.perf_counter() + seconds
+    outcomes: Counter[str] = Counter()
+    attempts = 0
+
+    def running() -> bool:
+        return time.perf_counter() < deadline
+
+    if kind == "session_flood":
+        counts, replies = await session_flood(url, token, 10 ** 9, concurrency=4, seconds=seconds)
+        outcomes.update(counts)
+        attempts = len(replies)
+    elif kind == "slowloris":
+        async def dribbler() -> None:
+            nonlocal attempts
+            async with aiohttp.ClientSession() as http:
+                _reply, sid = await initialize(http, url, token)
+            while running():
+                reply, closed = await slow_body(url, token, sid, interval=0.2, give_up_s=30.0)
+                attempts += 1
+                outcomes[reply.key + ("" if closed else " (left open)")] += 1
+
+        await asyncio.gather(*(dribbler() for _ in range(max(1, int(50 * scale)))))
+    elif kind == "slow_sse":
+        async def reader() -> None:
+            nonlocal attempts
+            async with aiohttp.ClientSession() as http:
+                _reply, sid = await initialize(http, url, token)
+            assert sid is not None
+            while running():
+                # Each stream is followed to its end (the proxy closes it within the write timeout), even past
+                # the deadline: "left open" would mean a hang.
+                outcome = await stalled_sse(url, token, sid, 2000, 30_000, stall_s=2.0, give_up_s=30.0)
+                attempts += 1
+                if not outcome.closed:
+                    outcomes["left open"] += 1
+                elif outcome.code is not None:
+                    outcomes[f"closed/{outcome.code}"] += 1
+                else:
+                    outcomes["closed (dropped)"] += 1
+
+        await asyncio.gather(*(reader() for _ in range(max(1, int(4 * scale)))))
+    elif kind == "inflight_flood":
+        # Keeps n calls outstanding on one session: each accepted one sleeps until the end, each refused one
+        # is sent again after the Retry-After it got (so about n - cap refusals a second).
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                         timeout=aiohttp.ClientTimeout(total=seconds + 30)) as http:
+            _reply, sid = await initialize(http, url, token)
+
+            async def holder() -> None:
+                nonlocal attempts
+                while running():
+                    message = {"jsonrpc": "2.0", "id": next(_ids), "method": "tools/call",
+                               "params": {"name": "faults__sleep",
+                                          "arguments": {"seconds": max(0.1, deadline - time.perf_counter())}}}
+                    try:
+                        reply, _body, _h = await _post(http, url, message, _headers(token, sid))
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                        reply = Reply(0, None, type(exc).__name__)
+                    attempts += 1
+                    outcomes[reply.key] += 1
+                    if reply.status != 200:
+                        await asyncio.sleep(float(reply.retry_after or 1))
+
+            await asyncio.gather(*(holder() for _ in range(max(50, int(1000 * scale)))))
+    else:
+        raise ValueError(f"unknown offender {kind!r} (known: {', '.join(KINDS)})")
+    return {"kind": kind, "attempts": attempts, "outcomes": dict(outcomes)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="run one abusive MCP client for a while")
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    try:
+        result = asyncio.run(offend(args.kind, args.url, args.token, args.seconds, args.scale))
+    except Exception as exc:  # reported in the benchmark's table, not as a crash
+        result = {"kind": args.kind, "attempts": 0, "outcomes": {}, "error": f"{type(exc).__name__}: {exc}"}
+    with open(args.out, "wb") as fh:
+        fh.write(orjson.dumps(result))
+    print(orjson.dumps(result).decode(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
