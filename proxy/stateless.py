@@ -73,11 +73,11 @@ class _Call:
     """An upstream call that may span several client requests (input_required rounds)."""
 
     def __init__(self, gateway: Gateway, message: dict[str, Any], session: StatelessSession,
-                 inflight: dict[str, int] | None = None, client: str = "") -> None:
+                 release: Any = None, client: str = "") -> None:
         self.session = session
         self.target: Any = None
         self.sink = Sink(session, lambda m: self.target(m) if self.target else None)
-        self.inflight, self.client = inflight, client  # the client's count of calls in flight, released when done
+        self.release, self.client = release, client  # gives back the client's place among its calls in flight
         self.task = asyncio.get_running_loop().create_task(gateway.handle(message, session, self.sink))
         self.task.add_done_callback(self._done)
         self.asked: set[str] = set()
@@ -107,13 +107,8 @@ class _Call:
 
     def _done(self, _task: Any) -> None:
         self.session.changed.set()
-        inflight = self.inflight
-        if inflight is not None:
-            left = inflight[self.client] - 1
-            if left:
-                inflight[self.client] = left
-            else:
-                del inflight[self.client]
+        if self.release is not None:
+            self.release(self.client)
 
     def answer(self, responses: Any) -> None:
         if not isinstance(responses, dict):
@@ -166,8 +161,13 @@ class Stateless:
             await respond(send, 200, self._finish(method, {"jsonrpc": "2.0", "id": request_id,
                                                            "result": self.discover()})[1],
                           [(REQUEST_ID_HEADER, new_request_id().encode())])
-        elif method == "subscriptions/listen":
-            await self._listen(message, session, sse, receive, send)
+        elif method == "subscriptions/listen":  # a held stream counts as a call in flight of its client
+            client = (origin.client_id if origin is not None else None) or ""
+            if await self._admit(client, request_id, send):
+                try:
+                    await self._listen(message, session, sse, receive, send)
+                finally:
+                    self._release(client)
         else:
             await self._call(message, session, sse, receive, send, origin)
 
@@ -235,16 +235,11 @@ class Stateless:
             call.session.logs, call.session.log_level = session.logs, session.log_level
         else:
             client = (origin.client_id if origin is not None else None) or ""
-            held = self.inflight.get(client, 0)
-            if self.limits is not None and held >= self.gateway.settings.proxy.max_inflight_per_client:
-                self.limits.refused["inflight_client"] += 1
-                await refuse(send, 429, TOO_MANY_INFLIGHT, f"Too Many Requests: this client already has {held} "
-                             "calls in flight (the limit)", request_id, retry_after=1)
+            if not await self._admit(client, request_id, send):
                 return
-            self.inflight[client] = held + 1
             uid = new_request_id()  # before _Call makes the task that fills it
             context = self.gateway.telemetry.begin(uid)
-            call = _Call(self.gateway, message, session, self.inflight, client)
+            call = _Call(self.gateway, message, session, self._release, client)
             call.context, call.request_id = context, uid
         exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, call.request_id.encode())], limits=self.limits)
         call.target = exchange.push
@@ -257,6 +252,24 @@ class Stateless:
         if origin is not None:
             self.gateway.telemetry.finish(call.context, message, exchange.reply, origin.started, origin.wall,
                                           origin.size, exchange.sent_bytes, None, origin.client_id)
+
+    async def _admit(self, client: str, request_id: Any, send: Any) -> bool:
+        """Count one more call in flight for ``client``, or answer 429 if it holds max_inflight_per_client."""
+        held = self.inflight.get(client, 0)
+        if self.limits is not None and held >= self.gateway.settings.proxy.max_inflight_per_client:
+            self.limits.refused["inflight_client"] += 1
+            await refuse(send, 429, TOO_MANY_INFLIGHT, f"Too Many Requests: this client already has {held} "
+                         "calls in flight (the limit)", request_id, retry_after=1)
+            return False
+        self.inflight[client] = held + 1
+        return True
+
+    def _release(self, client: str) -> None:
+        left = self.inflight[client] - 1
+        if left:
+            self.inflight[client] = left
+        else:
+            del self.inflight[client]
 
     async def _listen(self, message: dict[str, Any], session: StatelessSession, sse: bool, receive: Any,
                       send: Any) -> None:

@@ -11,6 +11,7 @@ The limits are small here so that each test stays fast; the p99 bar is the bench
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -250,6 +251,30 @@ def test_stateless_calls_in_flight_are_capped_per_client(front: Front) -> None:
         ok = raw.stateless("tools/call", {"name": "faults__echo", "arguments": {"text": "free"}})
         assert ok.status_code == 200 and text_of(ok.json()) == "free"
     assert front.refused("inflight_client") >= 150
+
+
+def test_held_listen_streams_count_as_calls_in_flight_of_their_client(front: Front) -> None:
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    headers = {"Authorization": f"Bearer {SLOW}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28",
+               "Mcp-Method": "subscriptions/listen"}
+
+    def listen(http: httpx.Client, stack: contextlib.ExitStack) -> httpx.Response:
+        body = {"jsonrpc": "2.0", "id": uuid.uuid4().hex, "method": "subscriptions/listen",
+                "params": {"notifications": {"toolsListChanged": True}, "_meta": meta}}
+        return stack.enter_context(http.stream("POST", front.url, json=body, headers=headers))
+
+    with httpx.Client(timeout=10) as http, contextlib.ExitStack() as stack:
+        held = [listen(http, stack) for _ in range(INFLIGHT)]
+        assert all(r.status_code == 200 for r in held)
+        extra = listen(http, stack)
+        extra.read()
+        assert extra.status_code == 429 and extra.json()["error"]["code"] == TOO_MANY_INFLIGHT, extra.text
+    with httpx.Client(timeout=10) as http, contextlib.ExitStack() as stack:  # closed streams give places back
+        deadline = time.monotonic() + 10
+        while listen(http, stack).status_code != 200:
+            assert time.monotonic() < deadline, "the closed listen streams were not released"
+            time.sleep(0.2)
 
 
 def test_the_proxy_log_stays_clean(front: Front) -> None:
