@@ -27,7 +27,9 @@ from conftest import Stack
 from only1mcp.errors import INVALID_REQUEST, STREAM_OVERRUN, TOO_MANY_INFLIGHT, TOO_MANY_SESSIONS
 from only1mcp.jobs.bench import _offenders as off
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup
+from only1mcp.proxy.limits import Limits, Watchdog
 from only1mcp.proxy.sessions import SessionLimit, SessionStore
+from only1mcp.settings import ProxySettings
 
 GOOD, FLOOD, SLOW, BUSY, STREAM, OTHER = (f"{name}-token-{i:04d}" for i, name in enumerate(
     ["good", "flood", "slow", "busy", "stream", "other"]))
@@ -53,6 +55,63 @@ def test_store_caps_per_client_then_overall_and_reaps_idle_sessions() -> None:
     time.sleep(0.3)  # every session idles out: the next create reaps them first
     store.create("2025-11-25", {}, {}, "a")
     assert len(store) == 1 and store.clients() == 1
+
+
+# -- the watchdog and a stream write to a client that never reads --------------------------------
+
+def test_watchdog_cancels_only_overdue_tasks_and_lets_them_answer() -> None:
+    async def main() -> list[str]:
+        watchdog, said = Watchdog(tick=0.05), []
+
+        async def wait(name: str, limit: float, work: float) -> None:
+            task = watchdog.arm(limit)
+            try:
+                await asyncio.sleep(work)
+                said.append(f"{name} done")
+            except asyncio.CancelledError:
+                if not watchdog.fired(task):
+                    raise
+                said.append(f"{name} timed out")
+            finally:
+                watchdog.disarm(task)
+
+        quick = asyncio.ensure_future(wait("quick", 5.0, 0.01))
+        slow = asyncio.ensure_future(wait("slow", 0.1, 5.0))
+        other = asyncio.ensure_future(wait("other", 5.0, 5.0))
+        await asyncio.gather(quick, slow)
+        other.cancel()  # a cancellation that is not the watchdog's goes through
+        with pytest.raises(asyncio.CancelledError):
+            await other
+        assert len(watchdog) == 0
+        return said
+
+    started = time.perf_counter()
+    assert asyncio.run(main()) == ["quick done", "slow timed out"]
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_stream_write_that_never_gets_through_is_given_up() -> None:
+    settings = ProxySettings(stream_write_timeout=0.2)
+
+    async def main() -> tuple[bool, bool, float]:
+        limits = Limits(lambda: settings)
+        stuck = asyncio.Event()
+
+        async def never(message: dict[str, object]) -> None:  # a client that reads nothing
+            await stuck.wait()
+
+        async def instant(message: dict[str, object]) -> None:
+            return None
+
+        started = time.perf_counter()
+        dropped = await limits.write(never, b"data: x\n\n")
+        elapsed = time.perf_counter() - started
+        assert limits.refused["stream_write_timeout"] == 1
+        return dropped, await limits.write(instant, b"data: y\n\n"), elapsed
+
+    dropped, written, elapsed = asyncio.run(main())
+    assert (dropped, written) == (False, True)
+    assert 0.2 <= elapsed < 0.2 + 1.5, elapsed  # the watchdog ticks every 0.25 s
 
 
 # -- a real proxy -------------------------------------------------------------------------------
