@@ -85,6 +85,7 @@ class ProxySettings:
     max_sessions_per_client: int = 1_000  # per client identity (token, else address); past it 429
     max_inflight_per_session: int = 100  # requests of one session being answered at once; past it 429
     max_inflight_per_client: int = 256  # stateless (2026-07-28) calls of one client at once; past it 429
+    header_timeout: float = 10.0  # seconds from connecting (or the previous answer) to a whole request head
     body_timeout: float = 30.0  # seconds to receive a whole POST body; past it 408 and the connection closes
     max_stream_buffer_bytes: int = 1024 * 1024  # bytes queued for one SSE answer stream a client does not read
     stream_write_timeout: float = 30.0  # seconds one SSE write may wait for a client that does not read
@@ -228,7 +229,8 @@ def _validate_proxy(p: ProxySettings, source: str) -> None:
                           f"must be at least 4096 bytes (a few events), got {p.max_stream_buffer_bytes}")
     if not 16 <= p.max_tool_name_length <= 128:
         raise ConfigError(source, "proxy.max_tool_name_length", "must be between 16 and 128 (MCP caps names at 128)")
-    for key in ("call_timeout", "connect_timeout", "session_idle_timeout", "body_timeout", "stream_write_timeout"):
+    for key in ("call_timeout", "connect_timeout", "session_idle_timeout", "header_timeout", "body_timeout",
+                "stream_write_timeout"):
         if not getattr(p, key) > 0:  # also refuses nan, which TOML and float() both accept
             raise ConfigError(source, f"proxy.{key}", "must be a positive number of seconds")
     if p.log_level.lower() not in {"debug", "info", "warning", "error"}:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -33,7 +35,7 @@ from only1mcp.settings import ProxySettings
 
 GOOD, FLOOD, SLOW, BUSY, STREAM, OTHER = (f"{name}-token-{i:04d}" for i, name in enumerate(
     ["good", "flood", "slow", "busy", "stream", "other"]))
-PER_CLIENT, INFLIGHT, BODY_TIMEOUT, BUFFER, WRITE_TIMEOUT, IDLE = 20, 10, 1.5, 65536, 2.0, 6.0
+PER_CLIENT, INFLIGHT, BODY_TIMEOUT, BUFFER, WRITE_TIMEOUT, IDLE, HEAD_TIMEOUT = 20, 10, 1.5, 65536, 2.0, 6.0, 2.0
 COUNT, SIZE = 2000, 30_000  # a 60 MB progress stream if nobody stopped it
 
 
@@ -149,7 +151,8 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             """, proxy_extra=f"max_sessions = 200\nmax_sessions_per_client = {PER_CLIENT}\n"
                              f"max_inflight_per_session = {INFLIGHT}\nmax_inflight_per_client = {INFLIGHT}\n"
                              f"body_timeout = {BODY_TIMEOUT}\nmax_stream_buffer_bytes = {BUFFER}\n"
-                             f"stream_write_timeout = {WRITE_TIMEOUT}\nsession_idle_timeout = {IDLE}\n")
+                             f"stream_write_timeout = {WRITE_TIMEOUT}\nsession_idle_timeout = {IDLE}\n"
+                             f"header_timeout = {HEAD_TIMEOUT}\n")
         yield Front(url, proxy, faults)
 
 
@@ -238,6 +241,24 @@ def test_slowloris_body_gets_408_and_the_connection_closed(front: Front) -> None
         # the watchdog ticks every 0.25 s; the margin is for a loaded machine, not for the limit
         assert BODY_TIMEOUT <= reply.elapsed_s < BODY_TIMEOUT + 5, reply.elapsed_s
     assert front.refused("body_timeout") >= 20
+
+
+def test_a_stalled_request_head_or_an_idle_connection_is_closed(front: Front) -> None:
+    """What uvicorn does not bound: a connection that never completes its request line and headers."""
+    port = int(front.url.split(":")[2].split("/")[0])
+
+    def stall(head: bytes) -> float:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(head)
+            started = time.perf_counter()
+            assert sock.recv(100) == b""  # closed, nothing answered
+            return time.perf_counter() - started
+
+    with WellBehaved(front.url) as good, ThreadPoolExecutor(20) as pool:
+        heads = [b"", b"POST /mcp HTTP/1.1\r\nHost: x\r\n", b"POST /mc"] * 7
+        waited = list(pool.map(stall, heads[:20]))
+    good.assert_served()  # its calls (kept-alive connections, heads sent at once) were never cut
+    assert all(HEAD_TIMEOUT - 0.5 <= w < HEAD_TIMEOUT + 5 for w in waited), waited
 
 
 def test_a_stalled_sse_reader_loses_its_stream_and_the_upstream_call_is_cancelled(front: Front) -> None:
