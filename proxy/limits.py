@@ -118,45 +118,53 @@ class Limits:
         return True
 
 
-def head_timeout_protocol(seconds: float) -> type:
+def head_timeout_protocol(seconds: float, tick: float = TICK_S) -> type:
     """uvicorn's httptools protocol with a deadline for the request head, which uvicorn lacks: a connection
     that has not sent a complete request line and headers ``seconds`` after it opened (or after its
     previous answer) is closed. uvicorn's own ``timeout_keep_alive`` (5 s) still closes idle kept-alive
-    connections first; this catches the ones that send a few header bytes and stall (slowloris)."""
+    connections first; this catches the ones that send a few header bytes and stall (slowloris).
+
+    As the watchdog: one sweep every ``tick`` seconds over a dict of deadlines, so a request costs a
+    dict insert and pop, not a timer."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    due: dict[Any, float] = {}
+    timer: list[asyncio.TimerHandle | None] = [None]
+
+    def sweep() -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for protocol in [p for p, deadline in due.items() if deadline <= now]:
+            del due[protocol]
+            protocol.head_expired()
+        timer[0] = loop.call_later(tick, sweep) if due else None
+
     class HeadTimeoutProtocol(HttpToolsProtocol):
-        _head_timer: asyncio.TimerHandle | None = None
+        def _arm_head(self) -> None:
+            due[self] = self.loop.time() + seconds
+            if timer[0] is None:
+                timer[0] = self.loop.call_later(tick, sweep)
+
+        def head_expired(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.pipeline and not self.transport.is_closing():
+                self.transport.close()
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm_head()
 
-        def _arm_head(self) -> None:
-            self._head_timer = self.loop.call_later(seconds, self._head_expired)
-
-        def _disarm_head(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_expired(self) -> None:
-            self._head_timer = None
-            idle = self.cycle is None or self.cycle.response_complete
-            if idle and not self.pipeline and not self.transport.is_closing():
-                self.transport.close()
-
         def on_headers_complete(self) -> None:
-            self._disarm_head()
+            due.pop(self, None)
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.pipeline and not self.transport.is_closing() and self._head_timer is None:
+            if not self.pipeline and not self.transport.is_closing():
                 self._arm_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_head()
+            due.pop(self, None)
             super().connection_lost(exc)
 
     return HeadTimeoutProtocol
