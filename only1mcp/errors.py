@@ -19,6 +19,9 @@ __all__ = [
     "UPSTREAM_UNAVAILABLE",
     "UPSTREAM_FAILED",
     "RATE_LIMITED",
+    "TOO_MANY_SESSIONS",
+    "TOO_MANY_INFLIGHT",
+    "STREAM_OVERRUN",
     "HEADER_MISMATCH",
     "UNSUPPORTED_PROTOCOL_VERSION",
     "Only1MCPError",
@@ -44,6 +47,9 @@ UNSUPPORTED_PROTOCOL_VERSION = -32022  # 2026-07-28: version not supported
 UPSTREAM_UNAVAILABLE = -32010  # no replica of the server can take the call now
 UPSTREAM_FAILED = -32011  # the upstream went away (crash, connection lost) during the call
 RATE_LIMITED = -32029  # the client's rate limit is used up (HTTP 429 + Retry-After); -32029 echoes 429, a common choice
+TOO_MANY_SESSIONS = -32030  # initialize past max_sessions_per_client (HTTP 429) or max_sessions (HTTP 503)
+TOO_MANY_INFLIGHT = -32031  # a request past max_inflight_per_session / _per_client (HTTP 429 + Retry-After)
+STREAM_OVERRUN = -32032  # the client left its SSE answer unread past max_stream_buffer_bytes: the call is cancelled
 
 
 class Only1MCPError(Exception):

@@ -82,6 +82,15 @@ class ProxySettings:
     max_tool_name_length: int = 64
     session_idle_timeout: float = 3600.0
     log_level: str = "info"
+    # Limits under abuse (README "Limits under abuse" says why these defaults).
+    max_sessions: int = 10_000  # client sessions in all; past it initialize gets 503
+    max_sessions_per_client: int = 1_000  # per client identity (token, else address); past it 429
+    max_inflight_per_session: int = 100  # requests of one session being answered at once; past it 429
+    max_inflight_per_client: int = 256  # stateless (2026-07-28) calls of one client at once; past it 429
+    header_timeout: float = 10.0  # seconds from connecting (or the previous answer) to a whole request head
+    body_timeout: float = 30.0  # seconds to receive a whole POST body; past it 408 and the connection closes
+    max_stream_buffer_bytes: int = 1024 * 1024  # bytes queued for one SSE answer stream a client does not read
+    stream_write_timeout: float = 30.0  # seconds one SSE write may wait for a client that does not read
 
     @property
     def host(self) -> str:
@@ -211,12 +220,20 @@ def _validate_proxy(p: ProxySettings, source: str) -> None:
     host, sep, port = p.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(source, "proxy.listen", f"expected HOST:PORT, got {p.listen!r}")
-    for key in ("max_body_bytes", "page_size", "max_tool_name_length"):
+    for key in ("max_body_bytes", "page_size", "max_tool_name_length", "max_sessions", "max_sessions_per_client",
+                "max_inflight_per_session", "max_inflight_per_client"):
         if getattr(p, key) <= 0:
             raise ConfigError(source, f"proxy.{key}", "must be positive")
+    if p.max_sessions_per_client > p.max_sessions:
+        raise ConfigError(source, "proxy.max_sessions_per_client",
+                          f"must not exceed max_sessions ({p.max_sessions}), got {p.max_sessions_per_client}")
+    if p.max_stream_buffer_bytes < 4096:
+        raise ConfigError(source, "proxy.max_stream_buffer_bytes",
+                          f"must be at least 4096 bytes (a few events), got {p.max_stream_buffer_bytes}")
     if not 16 <= p.max_tool_name_length <= 128:
         raise ConfigError(source, "proxy.max_tool_name_length", "must be between 16 and 128 (MCP caps names at 128)")
-    for key in ("call_timeout", "connect_timeout", "session_idle_timeout"):
+    for key in ("call_timeout", "connect_timeout", "session_idle_timeout", "header_timeout", "body_timeout",
+                "stream_write_timeout"):
         if not getattr(p, key) > 0:  # also refuses nan, which TOML and float() both accept
             raise ConfigError(source, f"proxy.{key}", "must be a positive number of seconds")
     if p.log_level.lower() not in {"debug", "info", "warning", "error"}:

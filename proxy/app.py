@@ -59,6 +59,9 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
         else:
             gateway.metrics = metrics  # type: ignore[attr-defined]
     endpoint = McpEndpoint(gateway, settings.proxy)
+    sessions = gateway.sessions
+    metrics.register_limits(lambda: {"sessions": len(sessions), "clients": sessions.clients()},
+                            lambda: {**sessions.refused, **endpoint.limits.refused})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -61,7 +61,7 @@ class Gateway(AdminViews, Relay):
         self.settings = settings
         proxy = settings.proxy
         self.catalog = Catalog([(s.name, s.namespace) for s in settings.servers], proxy.max_tool_name_length)
-        self.sessions = SessionStore(proxy.session_idle_timeout)
+        self.sessions = SessionStore(proxy.session_idle_timeout, proxy.max_sessions, proxy.max_sessions_per_client)
         self._http: aiohttp.ClientSession | None = None
         self.watcher: Any = None  # the configuration watcher, when the CLI gave a file to reload from
         self.metrics: Any = None  # ProxyMetrics, attached by the app

@@ -16,9 +16,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from only1mcp.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
+from only1mcp.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, STREAM_OVERRUN, TOO_MANY_INFLIGHT
+from only1mcp.proxy.auth import client_id_of
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
-from only1mcp.proxy.sessions import ClientSession
+from only1mcp.proxy.limits import Limits, refuse
+from only1mcp.proxy.sessions import ClientSession, SessionLimit
 from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
 from only1mcp.settings import ProxySettings
 
@@ -42,9 +44,10 @@ class McpEndpoint:
     def __init__(self, gateway: Gateway, settings: ProxySettings) -> None:
         self.gateway = gateway
         self.settings = settings
+        self.limits = Limits(lambda: gateway.settings.proxy)  # follows reloads
         from only1mcp.proxy.stateless import Stateless  # it builds on this module's Exchange
 
-        self.stateless = Stateless(gateway)
+        self.stateless = Stateless(gateway, self.limits)
         self._allowed_origins = set(settings.allowed_origins)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -103,7 +106,7 @@ class McpEndpoint:
             await respond(send, 400, rpc_error(INVALID_REQUEST, problem, _id_of(message)))
             return
         if message.get("method") == "initialize":
-            await self._initialize(message, send)
+            await self._initialize(message, send, scope)
             return
         session, status, reason = self._session(headers, version_header)
         if session is None:
@@ -118,6 +121,10 @@ class McpEndpoint:
         elif "id" not in message:
             await self.gateway.handle(message, session, None)
             await accepted(send)
+        elif session.inflight >= self.gateway.settings.proxy.max_inflight_per_session:
+            self.limits.refused["inflight_session"] += 1
+            await refuse(send, 429, TOO_MANY_INFLIGHT, f"Too Many Requests: this session already has "
+                         f"{session.inflight} calls in flight (the limit)", message["id"], retry_after=1)
         else:
             await self._request(message, session, receive, send, self._sse_allowed(accept), _prefers_sse(accept),
                                 _Origin(len(body), scope))
@@ -127,25 +134,41 @@ class McpEndpoint:
         return b"text/event-stream" in accept or b"*/*" in accept
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> bytes | None:
-        limit = self.gateway.settings.proxy.max_body_bytes  # follows reloads
+        proxy = self.gateway.settings.proxy  # follows reloads
+        limit = proxy.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            self.limits.refused["body_too_large"] += 1
             await respond(send, 413, rpc_error(INVALID_REQUEST, f"Payload Too Large: body exceeds {limit} bytes"))
             return None
         chunks: list[bytes] = []
         size = 0
-        while True:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                return None
-            chunk = event.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await respond(send, 413, rpc_error(INVALID_REQUEST, f"Payload Too Large: body exceeds {limit} bytes"))
-                return None
-            chunks.append(chunk)
-            if not event.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        watchdog = self.limits.watchdog
+        task = watchdog.arm(proxy.body_timeout)  # a slowloris body: 408 and the connection closed
+        try:
+            while True:
+                event = await receive()
+                if event["type"] == "http.disconnect":
+                    return None
+                chunk = event.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+                if not event.get("more_body"):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except asyncio.CancelledError:
+            if not watchdog.fired(task):
+                raise
+            self.limits.refused["body_timeout"] += 1
+            await refuse(send, 408, INVALID_REQUEST, f"Request Timeout: the body did not arrive within "
+                         f"{proxy.body_timeout:g} s", close=True)
+            return None
+        finally:
+            watchdog.disarm(task)
+        self.limits.refused["body_too_large"] += 1
+        await respond(send, 413, rpc_error(INVALID_REQUEST, f"Payload Too Large: body exceeds {limit} bytes"))
+        return None
 
     def _session(self, headers: dict[bytes, bytes], version: str) -> tuple[ClientSession | None, int, str]:
         session_id = headers.get(b"mcp-session-id")
@@ -158,7 +181,7 @@ class McpEndpoint:
             return None, 400, f"Bad Request: unsupported MCP-Protocol-Version {version!r}"
         return session, 200, ""
 
-    async def _initialize(self, message: dict[str, Any], send: Any) -> None:
+    async def _initialize(self, message: dict[str, Any], send: Any, scope: dict[str, Any]) -> None:
         params = message.get("params")
         if "id" not in message:
             await respond(send, 400, rpc_error(INVALID_REQUEST, "initialize must be a request with an id"))
@@ -170,7 +193,11 @@ class McpEndpoint:
         version = self.gateway.negotiate(params.get("protocolVersion"))
         capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
         client_info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
-        session = self.gateway.sessions.create(version, capabilities, client_info)
+        try:
+            session = self.gateway.sessions.create(version, capabilities, client_info, client_id_of(scope))
+        except SessionLimit as exc:
+            await refuse(send, exc.status, exc.code, exc.message, message["id"], retry_after=exc.retry_after)
+            return
         reply = {"jsonrpc": "2.0", "id": message["id"], "result": self.gateway.initialize_result(version)}
         await respond(send, 200, reply, [(b"mcp-session-id", session.id.encode()),  # type: ignore[union-attr]
                                          (REQUEST_ID_HEADER, new_request_id().encode())])
@@ -208,7 +235,8 @@ class McpEndpoint:
         telemetry = self.gateway.telemetry
         request_id = new_request_id()  # before the handler task is made, so it sees the same context
         context = telemetry.begin(request_id)
-        exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, request_id.encode())], prefer_sse=prefer_sse)
+        exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, request_id.encode())], prefer_sse=prefer_sse,
+                            limits=self.limits)
         await exchange.run(self.gateway.handle(message, session, Sink(session, exchange.push) if sse else None),
                            receive, session, message["id"])
         telemetry.finish(context, message, exchange.reply, origin.started, origin.wall, origin.size,
@@ -226,17 +254,19 @@ class McpEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
         disconnect = asyncio.ensure_future(receive())
+        write = self.limits.write  # a client that stops reading loses the stream (the outbox is bounded)
         try:
             while not disconnect.done():
                 getter = asyncio.ensure_future(session.outbox.get())
                 done, _ = await asyncio.wait({getter, disconnect}, timeout=_KEEPALIVE_S,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
-                    await send({"type": "http.response.body", "body": event(getter.result()), "more_body": True})
+                    if not await write(send, event(getter.result())):
+                        return  # the server closes the connection
                 else:
                     getter.cancel()
-                    if not disconnect.done():
-                        await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                    if not disconnect.done() and not await write(send, b": keepalive\n\n"):
+                        return
         except OSError:
             pass
         finally:
@@ -266,21 +296,49 @@ class _Origin:
 
 
 class Exchange:
-    """One request's answer: JSON if nothing came before it, else an SSE stream."""
+    """One request's answer: JSON if nothing came before it, else an SSE stream.
+
+    Messages for the stream are encoded as they come and queued until written; with ``limits``,
+    a client that leaves more than ``max_stream_buffer_bytes`` unread (queued or being written)
+    loses the call (cancelled upstream, the queue freed, a final ``STREAM_OVERRUN`` error if it
+    still reads it), and a write stuck past ``stream_write_timeout`` abandons the stream."""
 
     def __init__(self, send: Any, sse: bool, headers: list[tuple[bytes, bytes]] | None = None,
-                 prefer_sse: bool = False) -> None:
+                 prefer_sse: bool = False, limits: Limits | None = None) -> None:
         self.send, self.sse, self.headers = send, sse, headers or []
         self.prefer_sse = prefer_sse  # the client listed SSE first in Accept: answer as a stream
-        self.queue: list[dict[str, Any]] = []
+        self.queue: list[bytes] = []  # encoded events not written yet
+        self.queued = 0  # their bytes
+        self.writing = 0  # bytes of the write in progress
         self.started = False
         self.reply: Any = None  # the final answer, for the request's event
         self.sent_bytes = 0
+        self.limits = limits
+        self.overrun = False  # the client left too much unread: the call was given up
+        self.abandoned = False  # a write did not get through in time: the stream is dropped
+        self._task: asyncio.Task[Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def push(self, message: dict[str, Any]) -> None:
-        self.queue.append(message)
+        if self.overrun:
+            return
+        data = event(message)
+        self.queue.append(data)
+        self.queued += len(data)
+        limits = self.limits
+        if limits is not None and self.queued + self.writing > limits.current().max_stream_buffer_bytes:
+            self._give_up(limits)
         self._wake()
+
+    def _give_up(self, limits: Limits) -> None:
+        """Too much unread: free the queue and cancel the call (the upstream gets notifications/cancelled)."""
+        self.overrun = True
+        log.warning("a client left %d bytes of an SSE answer unread (max_stream_buffer_bytes): call cancelled",
+                    self.queued + self.writing)
+        self.queue, self.queued = [], 0
+        limits.refused["stream_overrun"] += 1
+        if self._task is not None:
+            self._task.cancel()
 
     def _wake(self, *_: Any) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -291,7 +349,7 @@ class Exchange:
         """Answer one request. Only the stateless revision treats a closed stream as a cancel;
         the session revisions say a disconnect is not one, so there the socket is not watched."""
         loop = asyncio.get_running_loop()
-        task = loop.create_task(handler)
+        task = self._task = loop.create_task(handler)
         task.add_done_callback(self._wake)
         disconnect = None
         if cancel_on_disconnect:
@@ -299,30 +357,41 @@ class Exchange:
             disconnect.add_done_callback(self._wake)
         if session is not None:
             session.calls[request_id] = task
+            session.inflight += 1
         try:
             while True:
-                if self.queue:
-                    await self._flush()
-                if task.done() or (disconnect is not None and disconnect.done()):
+                if self.queue and not await self._flush():
+                    break
+                if task.done() or self.overrun or (disconnect is not None and disconnect.done()):
                     break
                 self._waiter = loop.create_future()
                 await self._waiter
-            if not task.done():  # the client went away: closing the stream cancels the call
+            if self.abandoned or (not task.done() and not self.overrun):
+                # The client went away, or stopped reading: closing the stream cancels the call.
                 task.cancel()
-                if self.started:
+                if self.started and not self.abandoned:
                     await _close_stream(self.send)
-                return
-            reply = rpc_error(_CANCELLED, "Request cancelled", request_id) if task.cancelled() else task.result()
+                return  # abandoned: the response stays incomplete, so the server closes the connection
+            if self.overrun:
+                reply = rpc_error(STREAM_OVERRUN, "Stream overrun: the client did not read its SSE stream; more "
+                                  "than max_stream_buffer_bytes were waiting, so the call was cancelled", request_id)
+            elif task.cancelled():
+                reply = rpc_error(_CANCELLED, "Request cancelled", request_id)
+            else:
+                reply = task.result()
             status = 200
             if finish is not None:
                 status, reply = finish(reply)
             self.reply = reply
-            if self.prefer_sse and not self.started and status == 200:
-                await self._flush()
+            if self.prefer_sse and not self.started and status == 200 and not await self._flush():
+                return
             if self.started:
                 body = event(reply)
                 self.sent_bytes += len(body)
-                await self.send({"type": "http.response.body", "body": body, "more_body": False})
+                if self.limits is not None:
+                    await self.limits.write(self.send, body, more_body=False)
+                else:
+                    await self.send({"type": "http.response.body", "body": body, "more_body": False})
             else:
                 self.sent_bytes += await respond(self.send, status, reply, self.headers)
         finally:
@@ -330,15 +399,27 @@ class Exchange:
                 disconnect.cancel()
             if session is not None:
                 session.calls.pop(request_id, None)
+                session.inflight -= 1
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
+        """Write what is queued; False if the client did not take it in time (the stream is abandoned)."""
         if not self.started:
             self.started = True
             await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
-        messages, self.queue = self.queue, []
-        body = b"".join(event(m) for m in messages)
+        body = b"".join(self.queue)
+        self.queue, self.queued = [], 0
         self.sent_bytes += len(body)
-        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        if self.limits is None:
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+            return True
+        self.writing = len(body)
+        try:
+            if await self.limits.write(self.send, body):
+                return True
+        finally:
+            self.writing = 0
+        self.abandoned = True
+        return False
 
 
 async def _close_stream(send: Any) -> None:

@@ -102,6 +102,24 @@ class _RemediationCollector(Collector):
                                   "dropped", value=float(failures))
 
 
+class _LimitCollector(Collector):
+    """Sessions held and what the limits refused, read at scrape time (nothing on the call path)."""
+
+    def __init__(self, sessions: Callable[[], Mapping[str, int]], refused: Callable[[], Mapping[str, int]]) -> None:
+        self.sessions, self.refused = sessions, refused
+
+    def collect(self) -> Iterator[Any]:
+        held = self.sessions()
+        yield GaugeMetricFamily("only1mcp_sessions", "Client sessions held", value=float(held.get("sessions", 0)))
+        yield GaugeMetricFamily("only1mcp_session_clients", "Client identities holding sessions",
+                                value=float(held.get("clients", 0)))
+        total = CounterMetricFamily("only1mcp_limit_refusals", "Requests and streams refused or cut by a limit",
+                                    labels=("limit",))
+        for limit, count in sorted(self.refused().items()):
+            total.add_metric((limit,), float(count))
+        yield total
+
+
 class ProxyMetrics:
     """The proxy's metrics. Outcome is one of :data:`OUTCOMES`; breaker state one of :data:`BREAKER_STATES`."""
 
@@ -217,6 +235,11 @@ class ProxyMetrics:
         """Expose ``only1mcp_remediations_total{server,action,outcome}``,
         ``only1mcp_replicas_remediated{server,action}`` and ``only1mcp_webhook_failures_total``."""
         self.register_custom("remediations", _RemediationCollector(counts, held, failures))
+
+    def register_limits(self, sessions: Callable[[], Mapping[str, int]],
+                        refused: Callable[[], Mapping[str, int]]) -> None:
+        """Expose ``only1mcp_sessions``, ``only1mcp_session_clients`` and ``only1mcp_limit_refusals_total{limit}``."""
+        self.register_custom("limits", _LimitCollector(sessions, refused))
 
     def register_custom(self, key: str, collector: Collector) -> None:
         """Register a collector under ``key``, replacing one registered earlier under it."""

@@ -49,6 +49,7 @@ async def apply(gateway: Gateway, new: Settings) -> dict[str, Any]:
 
     retired = [gateway.pools[name] for name in removed + changed]
     gateway.settings = new
+    gateway.sessions.configure(new.proxy.session_idle_timeout, new.proxy.max_sessions, new.proxy.max_sessions_per_client)
     gateway.pools = {s.name: fresh.get(s.name) or gateway.pools[s.name] for s in new.servers}
     for name in removed:
         gateway.forget_server(name)

@@ -4,20 +4,26 @@ A session is what ``initialize`` creates (or, in the stateless revision, a
 throw-away context for one request). It holds the negotiated version, the
 client's capabilities, its log level and subscriptions, the queue of messages for
 its GET stream, and the server-to-client requests awaiting its answer.
+
+The store bounds its memory: at most ``max_sessions`` sessions, at most
+``max_per_client`` of them per client identity (token, else address); idle ones are
+reaped first, oldest first, before a new one is refused (:class:`SessionLimit`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from only1mcp.errors import INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT, RPCError
+from only1mcp.errors import INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT, TOO_MANY_SESSIONS, RPCError
 
-__all__ = ["ClientSession", "SessionStore", "LOG_LEVELS"]
+__all__ = ["ClientSession", "SessionStore", "SessionLimit", "LOG_LEVELS"]
 
 LOG_LEVELS = {name: i for i, name in enumerate(
     ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"])}
@@ -36,6 +42,8 @@ class ClientSession:
     last_seen: float = field(default_factory=time.monotonic)
     outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(_OUTBOX_LIMIT))
     calls: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)  # in-flight requests, for cancellation
+    inflight: int = 0  # requests being answered now (ids may repeat, so not len(calls))
+    client: str = ""  # the identity that created it (token hash or address), for the per-client cap
     _asked: dict[Any, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -92,33 +100,80 @@ class ClientSession:
             future.set_result(message)
 
 
-class SessionStore:
-    def __init__(self, idle_timeout: float) -> None:
-        self.idle_timeout = idle_timeout
-        self._sessions: dict[str, ClientSession] = {}
-        self._listeners: set[ClientSession] = set()  # stateless subscriptions/listen streams
+class SessionLimit(RPCError):
+    """A new session was refused: ``status`` 429 (the client's cap) or 503 (the proxy's), ``retry_after`` seconds."""
 
-    def create(self, protocol_version: str, capabilities: dict[str, Any], client_info: dict[str, Any]) -> ClientSession:
+    def __init__(self, message: str, status: int, retry_after: int) -> None:
+        super().__init__(TOO_MANY_SESSIONS, message, {"retryAfter": retry_after})
+        self.status, self.retry_after = status, retry_after
+
+
+class SessionStore:
+    def __init__(self, idle_timeout: float, max_sessions: int = 10_000, max_per_client: int = 1_000) -> None:
+        self.idle_timeout, self.max_sessions, self.max_per_client = idle_timeout, max_sessions, max_per_client
+        self._sessions: OrderedDict[str, ClientSession] = OrderedDict()  # least recently seen first
+        self._by_client: dict[str, dict[str, ClientSession]] = {}
+        self._listeners: set[ClientSession] = set()  # stateless subscriptions/listen streams
+        self.refused = {"sessions_per_client": 0, "sessions": 0}
+
+    def configure(self, idle_timeout: float, max_sessions: int, max_per_client: int) -> None:
+        """New limits (a reload); sessions already open stay, new ones are judged by these."""
+        self.idle_timeout, self.max_sessions, self.max_per_client = idle_timeout, max_sessions, max_per_client
+
+    def create(self, protocol_version: str, capabilities: dict[str, Any], client_info: dict[str, Any],
+               client: str = "") -> ClientSession:
+        """A new session for ``client``; :class:`SessionLimit` if it or the proxy is at its cap."""
         self.expire()
-        session = ClientSession(secrets.token_urlsafe(24), protocol_version, capabilities, client_info)
+        mine = self._by_client.get(client)
+        if mine is not None and len(mine) >= self.max_per_client:
+            self.refused["sessions_per_client"] += 1
+            oldest = min(s.last_seen for s in mine.values())  # at most max_per_client of them
+            raise SessionLimit(f"Too Many Sessions: this client already holds {len(mine)} sessions (the limit); "
+                               "end one with DELETE or let one idle out", 429, self._wait(oldest))
+        if len(self._sessions) >= self.max_sessions:
+            self.refused["sessions"] += 1
+            oldest = next(iter(self._sessions.values())).last_seen
+            raise SessionLimit(f"Service Unavailable: the proxy holds {len(self._sessions)} sessions (the limit)",
+                               503, self._wait(oldest))
+        session = ClientSession(secrets.token_urlsafe(24), protocol_version, capabilities, client_info,
+                                client=client)
         self._sessions[session.id] = session  # type: ignore[index]
+        if mine is None:
+            mine = self._by_client[client] = {}
+        mine[session.id] = session  # type: ignore[index]
         return session
+
+    def _wait(self, oldest_seen: float) -> int:
+        """Seconds until the given session idles out: when a place frees at the latest."""
+        left = oldest_seen + self.idle_timeout - time.monotonic()
+        return max(1, min(math.ceil(left), math.ceil(self.idle_timeout)))
 
     def get(self, session_id: str) -> ClientSession | None:
         session = self._sessions.get(session_id)
         if session is not None:
             now = time.monotonic()
             if now - session.last_seen > self.idle_timeout:
-                del self._sessions[session_id]
+                self._drop(session_id, session)
                 return None
             session.last_seen = now
+            self._sessions.move_to_end(session_id)
         return session
 
     def delete(self, session_id: str) -> bool:
-        session = self._sessions.pop(session_id, None)
-        if session is not None:
-            session.close()
-        return session is not None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        self._drop(session_id, session)
+        session.close()
+        return True
+
+    def _drop(self, session_id: str, session: ClientSession) -> None:
+        del self._sessions[session_id]
+        mine = self._by_client.get(session.client)
+        if mine is not None:
+            mine.pop(session_id, None)
+            if not mine:
+                del self._by_client[session.client]
 
     def attach(self, listener: ClientSession) -> None:
         self._listeners.add(listener)
@@ -127,9 +182,18 @@ class SessionStore:
         self._listeners.discard(listener)
 
     def expire(self) -> None:
+        """Forget sessions idle past the timeout: the least recently seen come first, so this stops at
+        the first live one."""
         cutoff = time.monotonic() - self.idle_timeout
-        for session_id in [k for k, s in self._sessions.items() if s.last_seen < cutoff]:
-            del self._sessions[session_id]
+        sessions = self._sessions
+        while sessions:
+            session_id, session = next(iter(sessions.items()))
+            if session.last_seen >= cutoff:
+                break
+            self._drop(session_id, session)
+
+    def clients(self) -> int:
+        return len(self._by_client)
 
     def __iter__(self):  # noqa: ANN204
         return iter([*self._sessions.values(), *self._listeners])

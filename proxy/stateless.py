@@ -19,11 +19,12 @@ from typing import Any
 
 from only1mcp import __version__
 from only1mcp.errors import (
-    HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, REQUEST_TIMEOUT,
+    HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, REQUEST_TIMEOUT, TOO_MANY_INFLIGHT,
     UNSUPPORTED_PROTOCOL_VERSION, RPCError,
 )
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
 from only1mcp.proxy.http_front import SSE_HEADERS, Exchange, accepted, event, invalid, respond, rpc_error
+from only1mcp.proxy.limits import Limits, refuse
 from only1mcp.proxy.sessions import ClientSession
 from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
 
@@ -71,12 +72,14 @@ class StatelessSession(ClientSession):
 class _Call:
     """An upstream call that may span several client requests (input_required rounds)."""
 
-    def __init__(self, gateway: Gateway, message: dict[str, Any], session: StatelessSession) -> None:
+    def __init__(self, gateway: Gateway, message: dict[str, Any], session: StatelessSession,
+                 release: Any = None, client: str = "") -> None:
         self.session = session
         self.target: Any = None
         self.sink = Sink(session, lambda m: self.target(m) if self.target else None)
+        self.release, self.client = release, client  # gives back the client's place among its calls in flight
         self.task = asyncio.get_running_loop().create_task(gateway.handle(message, session, self.sink))
-        self.task.add_done_callback(lambda _t: session.changed.set())
+        self.task.add_done_callback(self._done)
         self.asked: set[str] = set()
         self.context: Any = None  # the request event's context, shared by every round of the call
         self.request_id: str = ""  # the call's request id, shared by every round too
@@ -102,6 +105,11 @@ class _Call:
             if not handed_off and not self.task.done():
                 self.task.cancel()  # the client went away mid-call: cancel upstream too
 
+    def _done(self, _task: Any) -> None:
+        self.session.changed.set()
+        if self.release is not None:
+            self.release(self.client)
+
     def answer(self, responses: Any) -> None:
         if not isinstance(responses, dict):
             raise RPCError(INVALID_PARAMS, "inputResponses must be an object")
@@ -116,9 +124,11 @@ class _Call:
 
 
 class Stateless:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, limits: Limits | None = None) -> None:
         self.gateway = gateway
+        self.limits = limits
         self._parked: dict[str, _Call] = {}
+        self.inflight: dict[str, int] = {}  # upstream calls alive (parked ones too) by client identity
 
     @staticmethod
     def claims(message: Any, version_header: str) -> bool:
@@ -151,8 +161,13 @@ class Stateless:
             await respond(send, 200, self._finish(method, {"jsonrpc": "2.0", "id": request_id,
                                                            "result": self.discover()})[1],
                           [(REQUEST_ID_HEADER, new_request_id().encode())])
-        elif method == "subscriptions/listen":
-            await self._listen(message, session, sse, receive, send)
+        elif method == "subscriptions/listen":  # a held stream counts as a call in flight of its client
+            client = (origin.client_id if origin is not None else None) or ""
+            if await self._admit(client, request_id, send):
+                try:
+                    await self._listen(message, session, sse, receive, send)
+                finally:
+                    self._release(client)
         else:
             await self._call(message, session, sse, receive, send, origin)
 
@@ -219,11 +234,14 @@ class Stateless:
                 return
             call.session.logs, call.session.log_level = session.logs, session.log_level
         else:
+            client = (origin.client_id if origin is not None else None) or ""
+            if not await self._admit(client, request_id, send):
+                return
             uid = new_request_id()  # before _Call makes the task that fills it
             context = self.gateway.telemetry.begin(uid)
-            call = _Call(self.gateway, message, session)
+            call = _Call(self.gateway, message, session, self._release, client)
             call.context, call.request_id = context, uid
-        exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, call.request_id.encode())])
+        exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, call.request_id.encode())], limits=self.limits)
         call.target = exchange.push
 
         def finish(reply: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -234,6 +252,24 @@ class Stateless:
         if origin is not None:
             self.gateway.telemetry.finish(call.context, message, exchange.reply, origin.started, origin.wall,
                                           origin.size, exchange.sent_bytes, None, origin.client_id)
+
+    async def _admit(self, client: str, request_id: Any, send: Any) -> bool:
+        """Count one more call in flight for ``client``, or answer 429 if it holds max_inflight_per_client."""
+        held = self.inflight.get(client, 0)
+        if self.limits is not None and held >= self.gateway.settings.proxy.max_inflight_per_client:
+            self.limits.refused["inflight_client"] += 1
+            await refuse(send, 429, TOO_MANY_INFLIGHT, f"Too Many Requests: this client already has {held} "
+                         "calls in flight (the limit)", request_id, retry_after=1)
+            return False
+        self.inflight[client] = held + 1
+        return True
+
+    def _release(self, client: str) -> None:
+        left = self.inflight[client] - 1
+        if left:
+            self.inflight[client] = left
+        else:
+            del self.inflight[client]
 
     async def _listen(self, message: dict[str, Any], session: StatelessSession, sse: bool, receive: Any,
                       send: Any) -> None:
@@ -270,8 +306,11 @@ class Stateless:
                 note = getter.result()
                 if note.get("method") in methods or note.get("method") == "notifications/resources/updated":
                     params = {**(note.get("params") or {}), "_meta": tag}
-                    await send({"type": "http.response.body", "body": event({**note, "params": params}),
-                                "more_body": True})
+                    body = event({**note, "params": params})
+                    if self.limits is None:
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                    elif not await self.limits.write(send, body):
+                        return  # a listener that stopped reading: the server closes the connection
         except OSError:
             pass
         finally:

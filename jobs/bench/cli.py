@@ -36,6 +36,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "only1mcp.jobs.bench.anomaly",
         "anomaly detectors and their ensemble vs a rolling z-score on labelled series: precision, recall, delay, rows/s",
     ),
+    "floods": (
+        "only1mcp.jobs.bench.floods",
+        "a well-behaved client's p99 while session floods, slowloris bodies, stalled SSE readers and inflight "
+        "floods hit the proxy; the proxy's peak memory and what each offender got back",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",

@@ -7,7 +7,9 @@ call (``os._exit(1)``: no reply, no clean shutdown, like a segfault); ``count()`
 returns how many tool calls this process has executed, itself included, so a test
 can tell whether a call reached the upstream, or reached a fresh process;
 ``roots()`` asks the client for its roots (a server-to-client request); ``greet()`` elicits
-a name the revision-independent way (``Resolve(Elicit)``).
+a name the revision-independent way (``Resolve(Elicit)``); ``chatter(count, size)`` streams
+``count`` progress notifications of ``size`` characters each before it answers (a long
+stream, for slow-reader tests; a cancelled chatter says so on stderr).
 
 ``only1mcp fixture faults --port 9201`` serves it over Streamable HTTP at ``/mcp``;
 ``only1mcp fixture faults --stdio`` serves it over stdin/stdout (see ``cli.py``).
@@ -86,6 +88,22 @@ def build_server(journal: str | None = None) -> MCPServer:
             print(f"faults: sleep({seconds:g}) cancelled", file=sys.stderr, flush=True)
             raise
         return "slept"
+
+    @server.tool()
+    async def chatter(ctx: Context, count: int, size: int = 100, interval: float = 0.0) -> str:
+        """Report progress ``count`` times, each with a message of ``size`` characters, ``interval`` s apart
+        (only when the call carries a progress token), then answer "done"."""
+        executed()
+        pad = "x" * size
+        sent = 0
+        try:
+            for sent in range(1, count + 1):
+                await ctx.report_progress(progress=sent, total=count, message=pad)
+                await asyncio.sleep(interval)
+        except asyncio.CancelledError:
+            print(f"faults: chatter({count}) cancelled after {sent}", file=sys.stderr, flush=True)
+            raise
+        return "done"
 
     @server.tool()
     def crash() -> str:

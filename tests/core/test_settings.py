@@ -123,6 +123,39 @@ def test_bad_values(tmp_path: Path, body: str, key: str, reason: str) -> None:
     assert reason in error.reason
 
 
+@pytest.mark.parametrize(("body", "key", "reason"), [
+    ("max_sessions = 0", "proxy.max_sessions", "must be positive"),
+    ("max_sessions_per_client = -1", "proxy.max_sessions_per_client", "must be positive"),
+    ("max_sessions = 10\nmax_sessions_per_client = 11", "proxy.max_sessions_per_client",
+     "must not exceed max_sessions (10), got 11"),
+    ("max_inflight_per_session = 0", "proxy.max_inflight_per_session", "must be positive"),
+    ("max_inflight_per_client = 0", "proxy.max_inflight_per_client", "must be positive"),
+    ("max_inflight_per_session = 2.5", "proxy.max_inflight_per_session", "expected int, got 2.5"),
+    ("body_timeout = 0", "proxy.body_timeout", "must be a positive number of seconds"),
+    ("header_timeout = -5", "proxy.header_timeout", "must be a positive number of seconds"),
+    ("body_timeout = nan", "proxy.body_timeout", "must be a positive number of seconds"),
+    ('stream_write_timeout = "30"', "proxy.stream_write_timeout", "expected float, got '30'"),
+    ("stream_write_timeout = -1", "proxy.stream_write_timeout", "must be a positive number of seconds"),
+    ("max_stream_buffer_bytes = 100", "proxy.max_stream_buffer_bytes", "must be at least 4096 bytes"),
+], ids=["sessions", "per-client", "per-client-over-total", "inflight-session", "inflight-client", "inflight-float",
+        "body-timeout", "header-timeout", "body-timeout-nan", "write-timeout-string", "write-timeout", "stream-buffer"])
+def test_bad_limits(tmp_path: Path, body: str, key: str, reason: str) -> None:
+    error = refused(tmp_path, f"[proxy]\n{body}\n")
+    assert error.key == key
+    assert reason in error.reason
+
+
+def test_limit_defaults_and_overrides(tmp_path: Path) -> None:
+    proxy = load_settings(write(tmp_path, "[proxy]\n"), {}).proxy
+    assert (proxy.max_sessions, proxy.max_sessions_per_client, proxy.max_inflight_per_session,
+            proxy.max_inflight_per_client) == (10_000, 1_000, 100, 256)
+    assert (proxy.header_timeout, proxy.body_timeout, proxy.max_stream_buffer_bytes,
+            proxy.stream_write_timeout) == (10.0, 30.0, 1 << 20, 30.0)
+    proxy = load_settings(write(tmp_path, "[proxy]\nbody_timeout = 5\n"),
+                          {"ONLY1MCP_PROXY_MAX_INFLIGHT_PER_SESSION": "7"}).proxy
+    assert (proxy.body_timeout, proxy.max_inflight_per_session) == (5.0, 7)
+
+
 def test_empty_namespaces_may_repeat(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, server("a", 'namespace = ""') + server("b", 'namespace = ""')), {})
     assert [s.namespace for s in settings.servers] == ["", ""]
