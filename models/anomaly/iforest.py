@@ -28,6 +28,8 @@ from only1mcp.models.anomaly.base import DetectorStateError, Observation, Score
 
 __all__ = ["IsolationForest"]
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
 _VERSION = 1
 
 
@@ -96,7 +98,8 @@ class IsolationForest:
     def _decision(self, Z: np.ndarray) -> np.ndarray:
         """pyod's decision score up to its constant offset: 2^(−mean path length / c(n)), computed from
         the fitted trees directly (sklearn's own path costs ~2 ms of overhead a call, too much per row)."""
-        Z32 = np.ascontiguousarray(Z, dtype=np.float32)
+        # Far-out rows (a latency 1e40 σ away) stay far out, not inf: float32 is what the trees compare in.
+        Z32 = np.ascontiguousarray(np.clip(Z, -_F32_MAX, _F32_MAX), dtype=np.float32)
         depths = np.zeros(len(Z))
         for tree, features, lengths, average in self._trees:
             leaves = tree.apply(np.ascontiguousarray(Z32[:, features]))

@@ -100,7 +100,8 @@ class Trend:
             s = slope[candidates][:, None]
             intercept = _median(sub - s * idx)
             resid = _median(np.abs(sub - intercept[:, None] - s * idx)) / noise[candidates]
-            score[candidates] = raw[candidates] / (1.0 + (resid / self.linearity) ** 6)
+            with np.errstate(over="ignore"):  # a huge residual: the power is inf and the score 0, as meant
+                score[candidates] = raw[candidates] / (1.0 + (resid / self.linearity) ** 6)
             # time to failure: rows until the fitted line reaches the limit, × mean interval
             lim = np.broadcast_to(limit, candidates.shape)[candidates]
             now = intercept + s[:, 0] * (w - 1)
