@@ -130,6 +130,9 @@ class AnomalySettings:
     per_tool: bool = False  # also assess each replica × tool (events and alerts only, never an eject; costs
     # one ensemble per replica × tool, and a tool's few calls per window make its detectors noisy)
     min_calls: int = check(_positive, 5)  # calls a window needs before its rates and latencies count (else NaN)
+    # An error or timeout rate change this small is at most one sigma to the SPC charts: healthy replicas
+    # often fail no call for minutes, and a zero-width baseline made one failed call a critical anomaly.
+    rate_scale: float = check(_share, 0.05)
     down_after: int = check(_positive, 5)  # consecutive failed calls that make a replica "down": critical at once
     critical_action: str = field(default="eject", metadata={"choices": ANOMALY_ACTIONS})
     high_action: str = field(default="drain", metadata={"choices": ANOMALY_ACTIONS})

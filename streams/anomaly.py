@@ -27,16 +27,28 @@ from typing import Any
 
 from only1mcp.events import AnomalyEvent, Remediation
 from only1mcp.settings import Settings
+from only1mcp.streaming import AnomalySettings
 from only1mcp.streams.anomaly_features import Aggregator, Entity, entity_name
 from only1mcp.streams.anomaly_lifecycle import Track, anomaly_event, down_verdict, remediations, step
 from only1mcp.streams.anomaly_state import load_state, restore_ensembles, snapshot, state_path, write_state
 from only1mcp.streams.publisher import QueuedPublisher
 
-__all__ = ["AnomalyAgent", "install"]
+__all__ = ["AnomalyAgent", "install", "ensemble_options"]
 
 log = logging.getLogger(__name__)
 _STATUS_EVERY_S = 30.0
 EnsembleFactory = Callable[..., Any]  # (features, on_error=…, timeout=…) → an Ensemble
+
+
+def ensemble_options(config: AnomalySettings, timeout_ms: float | None) -> dict[str, Any]:
+    """The options every entity's ensemble gets (also what a replay of the agent must use)."""
+    options: dict[str, Any] = {}
+    rates = {f: config.rate_scale for f in config.features if f in ("error_rate", "timeout_rate")}
+    if rates and config.rate_scale > 0:
+        options["spc"] = {"min_scale": rates}
+    if timeout_ms is not None:  # the trend detector's time to failure: until calls would time out
+        options["timeout"] = timeout_ms
+    return options
 
 
 def _default_factory() -> EnsembleFactory | None:
@@ -142,9 +154,8 @@ class AnomalyAgent:
             return None
 
     def _new_ensemble(self, server: str) -> Any:
-        options: dict[str, Any] = {"on_error": self._detector_failed}
-        if server in self.timeouts_ms:  # the trend detector's time to failure: until calls would time out
-            options["timeout"] = self.timeouts_ms[server]
+        options = ensemble_options(self.config, self.timeouts_ms.get(server))
+        options["on_error"] = self._detector_failed
         return self.factory(self.config.features, **options)  # type: ignore[misc]
 
     def _detector_failed(self, name: str, exc: Exception) -> None:

@@ -57,21 +57,19 @@ def observe(events: Sequence[dict[str, Any]], *, tick_s: float, window_s: float,
     return out
 
 
-def replay(observations: Any, features: Sequence[str], floor: str,
-           timeout_ms: float | None, **aggregation: Any) -> dict[str, dict[str, list[float]]]:
+def replay(observations: dict[str, list[tuple[float, dict[str, float]]]], features: Sequence[str], floor: str,
+           timeout_ms: float | None) -> dict[str, dict[str, list[float]]]:
     """Detector name → replica → times it was flagged at ``floor`` or worse (each window that flags after
     one that did not), with the full ensemble replayed too as ``ensemble (replay)``."""
     from only1mcp.events import SEVERITIES
-    from only1mcp.models.anomaly.ensemble import Ensemble, default_ensemble
+    from only1mcp.models.anomaly.ensemble import Ensemble
 
-    if aggregation:  # TEMPORARY: the running benchmark's older caller
-        observations = observe(observations, **aggregation)
-    names = [d.name for d in default_ensemble(list(features), timeout=timeout_ms).detectors]
+    names = [d.name for d in _worker_ensemble(features, timeout_ms).detectors]
     floor_at = SEVERITIES.index(floor)
     out: dict[str, dict[str, list[float]]] = {n: {} for n in [*names, "ensemble (replay)"]}
     for replica, rows in observations.items():
         for name in out:
-            full = default_ensemble(list(features), timeout=timeout_ms)
+            full = _worker_ensemble(features, timeout_ms)
             if name == "ensemble (replay)":
                 model = full
             else:
@@ -97,7 +95,6 @@ def long_control(observations: Sequence[list[tuple[float, dict[str, float]]]], f
     import numpy as np
 
     from only1mcp.events import SEVERITIES
-    from only1mcp.models.anomaly.ensemble import default_ensemble
 
     sources = [rows for rows in observations if len(rows) > block]
     if not sources or days <= 0:
@@ -110,7 +107,7 @@ def long_control(observations: Sequence[list[tuple[float, dict[str, float]]]], f
         rows = sources[day % len(sources)]
         t_all = np.array([t for t, _ in rows])
         gaps = np.diff(t_all, prepend=t_all[0])
-        ens = default_ensemble(list(features), timeout=timeout_ms, seed=day)
+        ens = _worker_ensemble(features, timeout_ms, seed=day)
         X_all = np.array([[x.get(f, np.nan) for f in ens.features] for _, x in rows], dtype=float)
         picks, total = [], 0.0
         while total < 86_400.0:
@@ -143,12 +140,21 @@ def timeline(rows: list[tuple[float, dict[str, float]]], features: Sequence[str]
     """One replica's windows with the worker's ensemble's verdict on each: for the README's plot."""
     import math
 
-    from only1mcp.models.anomaly.ensemble import default_ensemble
 
-    ens = default_ensemble(list(features), timeout=timeout_ms)
+    ens = _worker_ensemble(features, timeout_ms)
     out = []
     for t, x in rows:
         verdict = ens.assess_one(x, t)
         out.append({"t": t, **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in x.items()},
                     "score": round(verdict.score, 4), "severity": verdict.severity})
     return out
+
+
+def _worker_ensemble(features: Sequence[str], timeout_ms: float | None, **extra: Any) -> Any:
+    """The ensemble the worker's anomaly agent would build for these features (its options included)."""
+    from only1mcp.models.anomaly.ensemble import default_ensemble
+    from only1mcp.streaming import AnomalySettings
+    from only1mcp.streams.anomaly import ensemble_options
+
+    config = AnomalySettings(features=tuple(features))
+    return default_ensemble(list(features), **ensemble_options(config, timeout_ms), **extra)

@@ -20,7 +20,8 @@ re-estimated from those points and the charts restart. So a level shift is flagg
 The last settled normal (one that lasted 2 × ``accept_after`` rows) is remembered: a value back at it (within 2 of its sigma
 while over 2.5 sigma from the current one) switches back at once, without an alarm — a replica that
 recovers is not an anomaly. Sigma adapts only within [1/2, 2] × its last estimate, so a stuck
-(constant) stretch cannot shrink it to nothing.
+(constant) stretch cannot shrink it to nothing; ``min_scale`` (per feature, in its unit) is a floor
+the caller knows and the data may not show (the step of a rate over a few calls).
 
 The per-row work is one numba kernel used by ``score_one`` / ``learn_one`` (one row) and by
 ``score_learn_many`` (a whole array): the same code, so the batch path equals the loop exactly.
@@ -80,7 +81,7 @@ def _hill(v, thr):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _kernel(X, fs, ist, warm, cand, ring, p, out_score, out_z, out_warm):  # pragma: no cover - compiled
+def _kernel(X, fs, ist, warm, cand, ring, p, min_sigma, out_score, out_z, out_warm):  # pragma: no cover - compiled
     adapt, lam, ewma_l, cusum_k, cusum_h, shew_z, r2, r3, r4 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
     sigma_e = math.sqrt(lam / (2.0 - lam))
     n_warm = warm.shape[1]
@@ -119,7 +120,7 @@ def _kernel(X, fs, ist, warm, cand, ring, p, out_score, out_z, out_warm):  # pra
                 fs[f, _EWMA], fs[f, _CPOS], fs[f, _CNEG] = 0.0, 0.0, 0.0
                 ist[f, _RUN], ist[f, _RINGN] = 0, 0
             d = x - fs[f, _MU]
-            z = min(max(d / fs[f, _SIGMA], -Z_CLIP), Z_CLIP)
+            z = min(max(d / max(fs[f, _SIGMA], min_sigma[f]), -Z_CLIP), Z_CLIP)
             zc = min(max(z, -6.0), 6.0)
             e = lam * zc + (1.0 - lam) * fs[f, _EWMA]
             cpos = min(max(0.0, fs[f, _CPOS] + zc - cusum_k), 2.0 * cusum_h)
@@ -189,7 +190,7 @@ class SPC:
     def __init__(self, features: Sequence[str], *, warmup: int = 30, accept_after: int = 60, adapt: float = 0.02,
                  ewma_lambda: float = 0.2, ewma_l: float = 3.5, cusum_k: float = 0.5, cusum_h: float = 6.0,
                  shewhart_z: float = 4.0, rule_scores: tuple[float, float, float] = (0.4, 0.35, 0.3),
-                 name: str = "spc") -> None:
+                 min_scale: Mapping[str, float] | None = None, name: str = "spc") -> None:
         if not features:
             raise ValueError("SPC needs at least one feature")
         if warmup < 5 or accept_after < 3:
@@ -200,6 +201,12 @@ class SPC:
         self.features = tuple(features)
         self.warmup, self.accept_after = int(warmup), int(accept_after)
         self._params = np.array([adapt, ewma_lambda, ewma_l, cusum_k, cusum_h, shewhart_z, *rule_scores], dtype=float)
+        unknown = set(min_scale or {}) - set(self.features)
+        if unknown or any(not (math.isfinite(v) and v >= 0) for v in (min_scale or {}).values()):
+            raise ValueError(f"min_scale: finite values >= 0 for known features, got {dict(min_scale or {})!r}")
+        # What the caller knows and the data cannot show: e.g. an error rate over ~20 calls moves in steps of
+        # 0.05, so a baseline of zeros must not make one failed call a million-sigma event.
+        self._min_sigma = np.array([float((min_scale or {}).get(f, 0.0)) for f in self.features])
         self._reset()
 
     def _reset(self) -> None:
@@ -216,7 +223,7 @@ class SPC:
     def _run(self, X: np.ndarray, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = X.shape[0]
         score, z, warming = np.zeros(n), np.zeros((n, len(self.features))), np.zeros(n, dtype=np.bool_)
-        _kernel(np.ascontiguousarray(X, dtype=float), *arrays, self._params, score, z, warming)
+        _kernel(np.ascontiguousarray(X, dtype=float), *arrays, self._params, self._min_sigma, score, z, warming)
         return score, z, warming
 
     def score_one(self, x: Observation, t: float) -> Score:

@@ -250,3 +250,24 @@ def test_severity_thresholds() -> None:
     with pytest.raises(ValueError):
         Ensemble([SPC(["v"])], thresholds=(0.9, 0.5, 0.6, 0.7))
     assert isinstance(Ensemble([SPC(["v"])]).score_one({"v": 1.0}, 0.0), Score)
+
+
+def test_spc_min_scale_keeps_one_failed_call_from_a_zero_baseline_ordinary() -> None:
+    """A healthy replica's error rate is 0 for minutes: without a floor one failed call in five is a
+    million-sigma event; with the caller's floor (0.05) it is 4 sigma, and a sustained 40 % is flagged."""
+    quiet = [{"error_rate": 0.0}] * 60
+    bare, floored = SPC(["error_rate"]), SPC(["error_rate"], min_scale={"error_rate": 0.05})
+    for i, x in enumerate(quiet):
+        bare.learn_one(x, float(i))
+        floored.learn_one(x, float(i))
+    blip = {"error_rate": 0.2}
+    assert bare.score_one(blip, 60.0).value > 0.99
+    assert floored.score_one(blip, 60.0).value <= 0.5
+    scores = []
+    for i in range(10):
+        x = {"error_rate": 0.4}
+        scores.append(floored.score_one(x, 61.0 + i).value)
+        floored.learn_one(x, 61.0 + i)
+    assert max(scores) > 0.9
+    with pytest.raises(ValueError, match="min_scale"):
+        SPC(["error_rate"], min_scale={"latency": 1.0})
