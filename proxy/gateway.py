@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from only1mcp import __version__
 from only1mcp.errors import (
@@ -31,6 +32,7 @@ from only1mcp.proxy.relay import Relay
 from only1mcp.proxy.remediation import Remediations
 from only1mcp.proxy.routing import RouteRequest
 from only1mcp.proxy.sessions import LOG_LEVELS, ClientSession, SessionStore
+from only1mcp.proxy.upstream.base import unencodable
 from only1mcp.proxy.upstream.http1 import Http1Pool
 from only1mcp.settings import ServerSettings, Settings
 
@@ -181,6 +183,9 @@ class Gateway(AdminViews, Relay):
             result = await handler(params, session, sink)
         except RPCError as exc:
             return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_error()}
+        except orjson.JSONEncodeError as exc:  # hashing or caching arguments too deep to write
+            return {"jsonrpc": "2.0", "id": request_id,
+                    "error": {"code": INVALID_PARAMS, "message": unencodable(str(method), exc)}}
         except Exception:
             log.exception("internal error handling %s", method)
             return {"jsonrpc": "2.0", "id": request_id,

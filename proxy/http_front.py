@@ -368,12 +368,15 @@ def invalid(message: Any) -> str:
     elif "id" not in message or ("result" not in message and "error" not in message):
         return "Invalid Request: neither a request, a notification nor a response"
     if "id" in message and not isinstance(message["id"], (str, int)) or isinstance(message.get("id"), bool):
+        value = message["id"]
+        if isinstance(value, float) and value.is_integer() and not -2**63 <= value < 2**64:
+            return "Invalid Request: id must be a string or an integer; integers beyond 64 bits are not supported"
         return "Invalid Request: id must be a string or an integer"
     return ""
 
 
 def _id_of(message: Any) -> Any:
-    if isinstance(message, dict) and isinstance(message.get("id"), (str, int)):
+    if isinstance(message, dict) and isinstance(message.get("id"), (str, int)) and not isinstance(message["id"], bool):
         return message["id"]
     return None
 

@@ -23,7 +23,7 @@ from only1mcp.errors import (
     UNSUPPORTED_PROTOCOL_VERSION, RPCError,
 )
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
-from only1mcp.proxy.http_front import SSE_HEADERS, Exchange, accepted, event, invalid, respond, rpc_error
+from only1mcp.proxy.http_front import SSE_HEADERS, Exchange, _id_of, accepted, event, invalid, respond, rpc_error
 from only1mcp.proxy.sessions import ClientSession
 from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
 
@@ -134,7 +134,7 @@ class Stateless:
         problem = invalid(message) or ("" if "method" in message else "a response object")
         if problem:
             await respond(send, 400, rpc_error(INVALID_REQUEST, "Body must be a single JSON-RPC request or "
-                                                                f"notification object ({problem})"))
+                                                                f"notification object ({problem})", _id_of(message)))
             return
         if "id" not in message:
             await accepted(send)  # 2026 clients send no notifications; any that arrive are dropped

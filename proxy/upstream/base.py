@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from only1mcp.errors import RPCError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+import orjson
+
+from only1mcp.errors import INVALID_PARAMS, RPCError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
 __all__ = [
     "Transport",
@@ -26,6 +28,7 @@ __all__ = [
     "Deliver",
     "UpstreamSession",
     "RelatedSink",
+    "unencodable",
     "PROXY_CLIENT_CAPABILITIES",
 ]
 
@@ -152,6 +155,8 @@ class UpstreamSession:
             raise
         except (TransportClosed, HttpStatusError) as exc:
             raise UpstreamFailed(self.server, str(exc)) from exc
+        except orjson.JSONEncodeError as exc:  # the caller's params, not the upstream's fault
+            raise RPCError(INVALID_PARAMS, unencodable(method, exc)) from None
         finally:
             self._pending.pop(request_id, None)
             if pending.future.done() and not pending.future.cancelled():
@@ -259,3 +264,11 @@ class UpstreamSession:
             if not pending.future.done():
                 pending.future.set_exception(TransportClosed(reason))
 
+
+
+def unencodable(method: str, exc: Exception) -> str:
+    """Why a request cannot be sent on: JSON the proxy parsed (up to 1024 levels deep) but cannot
+    write again (orjson writes at most 255 levels)."""
+    if "Recursion" in str(exc):
+        return f"{method}: params are nested too deeply to forward (at most 255 levels of arrays and objects)"
+    return f"{method}: params cannot be forwarded ({exc})"
