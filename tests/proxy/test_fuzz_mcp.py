@@ -62,7 +62,7 @@ class Fuzzer:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx.Client(timeout=30.0)
+        self.http = httpx.Client(timeout=15.0)
         self.sent = 0
         self.by_test: Counter[str] = Counter()
         self.examples = 0
@@ -108,10 +108,25 @@ class Fuzzer:
 
     # sending ------------------------------------------------------------------------------------------
     def post(self, body: bytes, headers: list[tuple[bytes, bytes]], test: str, method: str = "POST") -> httpx.Response:
-        resp = self.http.request(method, self.url, content=body, headers=headers)
+        """One request; an SSE answer is read up to its final message (or, for a stateless
+        subscriptions/listen, its acknowledgement: the stream itself stays open until we close it)."""
+        with self.http.stream(method, self.url, content=body, headers=headers) as resp:
+            if resp.headers.get("content-type", "").startswith("text/event-stream"):
+                data = b""
+                for chunk in resp.iter_bytes():
+                    data += chunk
+                    if b"\n\n" in data and (b'"result"' in data or b'"error"' in data
+                                             or b"notifications/subscriptions/acknowledged" in data):
+                        complete = data[:data.rindex(b"\n\n") + 2]
+                        if _sse_done(complete):
+                            data = complete
+                            break
+            else:
+                data = resp.read()
+            status, resp_headers = resp.status_code, resp.headers
         self.sent += 1
         self.by_test[test] += 1
-        return resp
+        return httpx.Response(status, headers=resp_headers, content=data)
 
     def tick(self) -> None:
         self.examples += 1
@@ -132,6 +147,19 @@ class Fuzzer:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _sse_done(data: bytes) -> bool:
+    for block in data.split(b"\n\n"):
+        payload = b"\n".join(line[5:].lstrip() for line in block.split(b"\n") if line.startswith(b"data:"))
+        try:
+            message = json.loads(payload) if payload else None
+        except ValueError:
+            continue
+        if isinstance(message, dict) and ("result" in message or "error" in message
+                                          or message.get("method") == "notifications/subscriptions/acknowledged"):
+            return True
+    return False
 
 
 def _header_value(text: str) -> bytes:
@@ -282,6 +310,11 @@ def check(resp: httpx.Response, body: bytes, context: str, http_method: str = "P
             if "error" in reply:
                 assert isinstance(reply["error"].get("code"), int) and isinstance(reply["error"].get("message"), str)
         return body_json[-1]
+    if isinstance(sent, dict) and sent.get("method") == "subscriptions/listen" and status == 200:
+        notes = _messages(resp)  # a listen stream: acknowledged, then notifications until we hang up
+        if notes and notes[0].get("method") == "notifications/subscriptions/acknowledged":
+            assert all("result" not in m and "error" not in m for m in notes), notes
+            return None
     reply = _final(resp)
     _check_reply(reply, sent if isinstance(sent, dict) else None, context)
     return reply
@@ -532,6 +565,7 @@ def test_long_strings(fuzzer: Fuzzer, size: int, where: str, char: str, context:
        request_id=st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=20)), context=contexts)
 @example(method="no/such/method", params={}, request_id=1, context="2025-11-25")
 @example(method="no/such/method", params={}, request_id=1, context=STATELESS)
+@example(method="subscriptions/listen", params={}, request_id=0, context=STATELESS)  # a stream: read its ack
 @example(method="completion/complete", params={"ref": {"type": "ref/prompt", "name": {"a": 1}}}, request_id=1,
          context="2025-11-25")
 @example(method="resources/read", params={"uri": ["x"]}, request_id=1, context=STATELESS)
