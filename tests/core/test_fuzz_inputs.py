@@ -15,7 +15,10 @@ The "ci" profile (tests/conftest.py) bounds the cases and fixes the seed; ``ONLY
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import re
@@ -32,6 +35,7 @@ import orjson  # noqa: E402
 from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from only1mcp.commands import config as config_command  # noqa: E402
 from only1mcp.errors import ConfigError  # noqa: E402
 from only1mcp.events import (  # noqa: E402
     AnomalyEvent, DeadLetter, EventDecodeError, Remediation, RequestEvent, RoutingWeights,
@@ -219,6 +223,20 @@ def test_load_settings(tmp_path_factory: pytest.TempPathFactory, case: Any, dama
         assert exc.source == str(path) and exc.reason, exc
         if damage is None:
             assert _names(exc, key) or key in _CROSS, exc
+        refused = True
+    else:
+        refused = False
+    # `only1mcp config` on the same file: the resolved settings as JSON, or exit 2 with one line
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = config_command.run(argparse.Namespace(config=str(path), environ={}))
+        except SystemExit as exit_:
+            code = exit_.code
+    if refused:
+        assert code == 2 and err.getvalue().startswith("only1mcp: configuration error: "), err.getvalue()
+    else:
+        assert code == 0 and json.loads(out.getvalue())["source"] == str(path)
 
 
 def test_load_settings_unreadable(tmp_path: Path) -> None:
