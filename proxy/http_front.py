@@ -76,7 +76,7 @@ class McpEndpoint:
                                                               "and text/event-stream"))
             return
         content_type = headers.get(b"content-type", b"application/json")
-        if not content_type.startswith(b"application/json"):
+        if content_type != b"application/json" and not _is_json(content_type):
             await respond(send, 415, rpc_error(INVALID_REQUEST, "Unsupported Media Type: Content-Type must be "
                                                               "application/json"))
             return
@@ -346,6 +346,11 @@ async def _close_stream(send: Any) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:
         pass
+
+
+def _is_json(content_type: bytes) -> bool:
+    """The media type (before any parameter, any case) is application/json: not application/jsonx."""
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 def _prefers_sse(accept: bytes) -> bool:

@@ -63,6 +63,7 @@ class Fuzzer:
     def __init__(self, url: str) -> None:
         self.url = url
         self.http = httpx.Client(timeout=15.0)
+        del self.http.headers["accept"]  # httpx adds Accept: */* by default; the cases choose their own
         self.sent = 0
         self.by_test: Counter[str] = Counter()
         self.examples = 0
@@ -668,6 +669,10 @@ _FAKE = _FakeSessions()
                           "params": {"name": "echo__echo", "arguments": {"text": "hi"}}}, STATELESS), STATELESS))
 @example(case=([(b"accept", b"text/html"), (b"content-type", b"application/json")],
                {"jsonrpc": "2.0", "id": 3, "method": "ping"}, "none"))
+@example(case=([(b"accept", ACCEPT), (b"content-type", b"application/jsonx")],  # was taken as JSON
+               {"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}, "none"))
+@example(case=([(b"accept", ACCEPT), (b"content-type", b"Application/JSON; charset=utf-8")],
+               {"jsonrpc": "2.0", "id": 3, "method": "ping"}, "none"))
 def test_headers_disagree(fuzzer: Fuzzer, case: tuple[list[tuple[bytes, bytes]], dict[str, Any], str]) -> None:
     headers, message, context = case
     real = []
@@ -675,7 +680,14 @@ def test_headers_disagree(fuzzer: Fuzzer, case: tuple[list[tuple[bytes, bytes]],
         if value.startswith(b"@session:"):
             value = fuzzer.session(value.decode()[9:]).encode()
         real.append((name, value))
-    send_and_check(fuzzer, "headers_disagree", encode(message), context, message, real)
+    reply = send_and_check(fuzzer, "headers_disagree", encode(message), context, message, real)
+    last = {name: value for name, value in real}  # a repeated header: the proxy reads the last one
+    content_type = last.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+    accept = last.get(b"accept", b"")
+    if b"application/json" not in accept and b"*/*" not in accept:
+        assert reply is not None and reply["error"]["message"].startswith("Not Acceptable"), reply
+    elif content_type != b"application/json":
+        assert reply is not None and reply["error"]["message"].startswith("Unsupported Media Type"), reply
 
 
 # -- 7. Mcp-Session-Id: duplicate, unknown, missing, malformed --------------------------------------------
