@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
 from only1mcp.errors import INVALID_PARAMS, RPCError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
 __all__ = [
@@ -28,6 +26,7 @@ __all__ = [
     "Deliver",
     "UpstreamSession",
     "RelatedSink",
+    "too_deep",
     "unencodable",
     "PROXY_CLIENT_CAPABILITIES",
 ]
@@ -155,8 +154,10 @@ class UpstreamSession:
             raise
         except (TransportClosed, HttpStatusError) as exc:
             raise UpstreamFailed(self.server, str(exc)) from exc
-        except orjson.JSONEncodeError as exc:  # the caller's params, not the upstream's fault
-            raise RPCError(INVALID_PARAMS, unencodable(method, exc)) from None
+        except TypeError as exc:  # orjson: the caller's params nest too deeply to write, not the upstream's fault
+            if not too_deep(exc):
+                raise
+            raise RPCError(INVALID_PARAMS, unencodable(method)) from None
         finally:
             self._pending.pop(request_id, None)
             if pending.future.done() and not pending.future.cancelled():
@@ -266,9 +267,12 @@ class UpstreamSession:
 
 
 
-def unencodable(method: str, exc: Exception) -> str:
-    """Why a request cannot be sent on: JSON the proxy parsed (up to 1024 levels deep) but cannot
-    write again (orjson writes at most 255 levels)."""
-    if "Recursion" in str(exc):
-        return f"{method}: params are nested too deeply to forward (at most 255 levels of arrays and objects)"
-    return f"{method}: params cannot be forwarded ({exc})"
+def too_deep(exc: BaseException) -> bool:
+    """orjson's refusal to write a value nested deeper than 255 levels (it parses up to 1024): client
+    input the proxy accepted but cannot forward, hash or cache. (orjson.JSONEncodeError is TypeError
+    itself, so the message is what tells it from a bug.)"""
+    return type(exc) is TypeError and str(exc) == "Recursion limit reached"
+
+
+def unencodable(method: str) -> str:
+    return f"{method}: params are nested too deeply to forward (at most 255 levels of arrays and objects)"
