@@ -812,6 +812,15 @@ def test_unsubscribe_needs_a_string_uri(fuzzer: Fuzzer) -> None:
         assert error == {"code": -32602, "message": "resources/unsubscribe: 'uri' must be a string"}, error
 
 
+def test_forged_cursors_are_invalid(fuzzer: Fuzzer) -> None:
+    """A cursor whose position is true (or negative, or of another list) is refused, not read as 1."""
+    for payload in (b'{"k":"tools","p":true}', b'{"k":"tools","p":-1}', b'{"k":"prompts","p":0}'):
+        cursor = base64.urlsafe_b64encode(payload).decode()
+        message = {"jsonrpc": "2.0", "id": 6, "method": "tools/list", "params": {"cursor": cursor}}
+        error = _final(_post_json(fuzzer, message, "2025-11-25"))["error"]
+        assert error == {"code": -32602, "message": "Invalid cursor for tools"}, error
+
+
 def test_ids_beyond_64_bits_are_named(fuzzer: Fuzzer) -> None:
     """An integer id past 64 bits cannot be echoed exactly: refused, saying so (not "must be an integer")."""
     resp = fuzzer.post(b'{"jsonrpc": "2.0", "id": 18446744073709551616, "method": "ping"}',
