@@ -105,6 +105,15 @@ class _Call:
     def answer(self, responses: Any) -> None:
         if not isinstance(responses, dict):
             raise RPCError(INVALID_PARAMS, "inputResponses must be an object")
+        for key, result in responses.items():  # all checked before any is applied (others' keys: ignored)
+            entry = self.session.inputs.get(key)
+            if entry is not None and not isinstance(result, dict):  # the upstream could not read it: it would wait
+                raise RPCError(INVALID_PARAMS, f"inputResponses[{key!r}] must be an object: the result of "
+                                               f"{entry[0]['method']}")
+        waiting = [key for key, (_request, future) in self.session.inputs.items() if not future.done()]
+        if waiting and not any(key in responses for key in waiting):  # else the call would just wait to its timeout
+            raise RPCError(INVALID_PARAMS, f"inputResponses answers none of the pending input requests "
+                                           f"({', '.join(map(repr, waiting))})")
         for key, result in responses.items():
             entry = self.session.inputs.get(key)
             if entry is not None and not entry[1].done():
@@ -215,6 +224,7 @@ class Stateless:
             try:
                 call.answer(params.get("inputResponses") or {})
             except RPCError as exc:
+                self._parked[state] = call  # nothing was applied: the client may retry with correct answers
                 await respond(send, 400, {"jsonrpc": "2.0", "id": request_id, "error": exc.to_error()})
                 return
             call.session.logs, call.session.log_level = session.logs, session.log_level

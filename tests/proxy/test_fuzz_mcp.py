@@ -657,6 +657,63 @@ def test_tools_call_arguments(fuzzer: Fuzzer, name: Any, arguments: Any, context
         assert reply["result"]["content"][0]["text"] == arguments["text"], reply  # unicode survives the trip
 
 
+# -- 5b. 2026-07-28 input_required rounds: retries with odd inputResponses and requestState -------------
+def _stateless_call(fz: Fuzzer, name: str, arguments: dict[str, Any], extra: dict[str, Any] | None = None,
+                    capabilities: dict[str, Any] | None = None) -> tuple[bytes, dict[str, Any], httpx.Response]:
+    params: dict[str, Any] = {"name": name, "arguments": arguments, **(extra or {})}
+    params["_meta"] = {f"{META}protocolVersion": STATELESS, f"{META}clientCapabilities": capabilities or {}}
+    message = {"jsonrpc": "2.0", "id": fz.sent, "method": "tools/call", "params": params}
+    body = encode(message)
+    return body, message, fz.post(body, fz.headers_for(STATELESS, message), "input_required")
+
+
+answers = st.one_of(json_values, st.fixed_dictionaries({"action": st.one_of(st.sampled_from(["accept", "decline",
+                                                                                             "cancel"]), json_leaf),
+                                                         "content": st.one_of(json_values, st.fixed_dictionaries(
+                                                             {"name": json_leaf, "email": json_leaf}))}))
+
+
+@given(state=st.one_of(st.just("real"), st.just("real"), st.text(max_size=30), json_values),
+       responses=st.one_of(st.builds(lambda a: {"@key": a}, answers), st.builds(lambda a: {"@key": a}, answers),
+                           json_values))
+@hsettings(max_examples=600 if FUZZ else 60)  # a bad answer costs the upstream half a second
+@example(state="real", responses={"@key": {"action": "accept", "content": {"name": "n", "email": "e@x"}}})
+@example(state="real", responses={"@key": 5})
+@example(state="real", responses=[1])
+@example(state="real", responses=None)  # was: no answer, the call waited to its timeout
+@example(state="real", responses={"other": {"action": "accept"}})
+@example(state=["not", "a", "string"], responses={"@key": {"action": "decline"}})
+def test_input_required_retries(fuzzer: Fuzzer, state: Any, responses: Any) -> None:
+    body, _message, resp = _stateless_call(fuzzer, "conf__test_elicitation", {"message": "fuzz"},
+                                           capabilities={"elicitation": {}})
+    first = check(resp, body, STATELESS)
+    fuzzer.tick()
+    result = first["result"]
+    assert result["resultType"] == "input_required", first
+    [key] = result["inputRequests"]
+    real_state = result["requestState"]
+    if isinstance(responses, dict) and "@key" in responses:
+        responses = {key: responses["@key"]}
+    retry = {"requestState": real_state if state == "real" else state, "inputResponses": responses}
+    body, _message, resp = _stateless_call(fuzzer, "conf__test_elicitation", {"message": "fuzz"}, retry,
+                                           capabilities={"elicitation": {}})
+    reply = check(resp, body, STATELESS)
+    fuzzer.tick()
+    if state != "real" and "error" in reply:
+        assert reply["error"]["code"] == -32602, reply
+    refused = not isinstance(responses, dict) or key not in responses or not isinstance(responses[key], dict)
+    if refused and state == "real":  # was: forwarded upstream, which could not read it and waited to its timeout
+        assert resp.status_code == 400 and reply["error"]["code"] == -32602, reply
+        assert "inputResponses" in reply["error"]["message"], reply
+    if state != "real" or not isinstance(responses, dict) or key not in responses or refused:
+        # the first call is still parked: answer it properly, so it ends now (not at the call timeout)
+        fix = {"requestState": real_state, "inputResponses": {key: {"action": "decline"}}}
+        body, _message, resp = _stateless_call(fuzzer, "conf__test_elicitation", {"message": "fuzz"}, fix,
+                                               capabilities={"elicitation": {}})
+        done = check(resp, body, STATELESS)
+        assert "action=decline" in done["result"]["content"][0]["text"], done
+
+
 # -- 6. headers that disagree with the body --------------------------------------------------------------
 header_bytes = st.one_of(
     # what HTTP/1.1 lets a header value hold: visible ASCII, inner spaces and tabs, obs-text
@@ -852,5 +909,5 @@ def test_request_count(fuzzer: Fuzzer) -> None:
         assert count >= min(profile.max_examples, 50), f"{name} sent only {count} requests"
     total = sum(generated.values())
     print(f"\nfuzz /mcp: {total} generated requests sent (profile max_examples={profile.max_examples})")
-    if len(generated) == 10:  # the whole file ran
+    if len(generated) == 11:  # the whole file ran
         assert total >= MIN_REQUESTS, f"only {total} requests, the bar is {MIN_REQUESTS}"
