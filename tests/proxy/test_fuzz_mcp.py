@@ -869,6 +869,31 @@ def test_unsubscribe_needs_a_string_uri(fuzzer: Fuzzer) -> None:
         assert error == {"code": -32602, "message": "resources/unsubscribe: 'uri' must be a string"}, error
 
 
+def test_session_answer_that_is_not_an_object(fuzzer: Fuzzer) -> None:
+    """A client answering elicitation/create with "result": 5 on a session: the upstream gets an error at
+    once (it was forwarded 5, could not read it, and the call waited to its 5 s timeout)."""
+    headers = {"Accept": ACCEPT.decode(), "MCP-Protocol-Version": "2025-11-25"}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "conf__test_elicitation", "arguments": {"message": "m"}}}
+    started = time.monotonic()
+    with httpx.Client(timeout=15.0) as other:
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
+                           "clientInfo": {"name": "fuzz", "version": "0"}}}
+        sid = other.post(fuzzer.url, json=init, headers={"Accept": ACCEPT.decode()}).headers["mcp-session-id"]
+        headers["Mcp-Session-Id"] = sid
+        other.post(fuzzer.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        with fuzzer.http.stream("POST", fuzzer.url, json=call, headers=headers) as stream:
+            lines = stream.iter_lines()
+            asked = next(json.loads(line[5:]) for line in lines if line.startswith("data:"))
+            assert asked["method"] == "elicitation/create", asked
+            answer = other.post(fuzzer.url, json={"jsonrpc": "2.0", "id": asked["id"], "result": 5}, headers=headers)
+            assert answer.status_code == 202, answer.text
+            reply = next(json.loads(line[5:]) for line in lines if line.startswith("data:") and '"id":1' in line)
+    assert time.monotonic() - started < 3, "the upstream waited for an answer it could read"
+    assert "error" in reply or reply["result"]["isError"] is True, reply
+
+
 def test_forged_cursors_are_invalid(fuzzer: Fuzzer) -> None:
     """A cursor whose position is true (or negative, or of another list) is refused, not read as 1."""
     for payload in (b'{"k":"tools","p":true}', b'{"k":"tools","p":-1}', b'{"k":"prompts","p":0}'):
