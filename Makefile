@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint bench conformance-tools clean
+.PHONY: install up test lint bench fuzz conformance-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: install
 
 test: install conformance-tools lint
 	$(BIN)/python -m pytest
+
+# The long fuzz run (hypothesis, random seeds, the "fuzz" profile of tests/conftest.py): at least
+# 20,000 generated requests to /mcp through a real proxy, and the in-process inputs; prints the count.
+fuzz: install
+	ONLY1MCP_FUZZ=1 $(BIN)/python -m pytest -p no:cacheprovider -s -q tests/proxy/test_fuzz_mcp.py tests/core/test_fuzz_inputs.py
 
 bench: install
 	$(BIN)/only1mcp bench proxy

@@ -267,6 +267,8 @@ def _decode_fields(cls: type, data: bytes | str) -> dict[str, Any]:
     unknown = raw.keys() - names
     if unknown:
         raise EventDecodeError(f"unknown fields: {', '.join(sorted(unknown))}")
+    if "type" in raw and raw["type"] != defaults["type"]:  # another event's record, not this one
+        raise EventDecodeError(f"type {_short(raw['type'])}, expected {defaults['type']!r}")
     for name in required:
         if name not in raw:
             raise EventDecodeError(f"missing field {name!r}")

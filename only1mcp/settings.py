@@ -127,6 +127,11 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(source, "-", "file not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "-", f"invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib decodes before it parses
+        raise ConfigError(source, "-", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position "
+                                       f"{exc.start})") from None
+    except OSError as exc:  # a directory, no permission, …
+        raise ConfigError(source, "-", f"cannot read: {exc.strerror or exc}") from None
     return parse_settings(raw, source, environ or {})
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -87,9 +88,15 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
         body: dict[str, Any] = {"ready": ready, "servers": servers, "conflicts": gateway.catalog.conflicts}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        """No route, or not that method (an unknown /admin path, an id the path cannot hold): JSON too."""
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": f"{exc.detail}: {request.method} {request.url.path!r}"},
+                            status_code=exc.status_code, headers=exc.headers)
+
     routes = [Route("/healthz", healthz), Route("/readyz", readyz),
               Route("/metrics", metrics.metrics_app, methods=["GET", "HEAD"]), admin_mount(gateway)]
-    rest = Starlette(routes=routes, lifespan=lifespan)
+    rest = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     # Both follow gateway.settings, so a hot reload changes tokens and limits too.
     app = RateLimitMiddleware(ProxyApp(endpoint, rest, gateway), settings.rate_limit, on_limited=metrics.rate_limited,
                               follow=lambda: gateway.settings.rate_limit)

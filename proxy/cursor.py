@@ -34,7 +34,8 @@ def decode_cursor(kind: str, cursor: Any) -> tuple[int, Any]:
         payload = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
     except (ValueError, binascii.Error, orjson.JSONDecodeError, UnicodeEncodeError):
         raise RPCError(INVALID_PARAMS, "Invalid cursor") from None
-    if (not isinstance(payload, dict) or payload.get("k") != kind or not isinstance(payload.get("p"), int)
-            or payload["p"] < 0):
+    position = payload.get("p") if isinstance(payload, dict) else None
+    if (not isinstance(payload, dict) or payload.get("k") != kind or not isinstance(position, int)
+            or isinstance(position, bool) or position < 0):  # true is no position
         raise RPCError(INVALID_PARAMS, f"Invalid cursor for {kind}")
     return payload["p"], payload.get("u")

@@ -31,6 +31,7 @@ from only1mcp.proxy.relay import Relay
 from only1mcp.proxy.remediation import Remediations
 from only1mcp.proxy.routing import RouteRequest
 from only1mcp.proxy.sessions import LOG_LEVELS, ClientSession, SessionStore
+from only1mcp.proxy.upstream.base import too_deep, unencodable
 from only1mcp.proxy.upstream.http1 import Http1Pool
 from only1mcp.settings import ServerSettings, Settings
 
@@ -181,7 +182,10 @@ class Gateway(AdminViews, Relay):
             result = await handler(params, session, sink)
         except RPCError as exc:
             return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_error()}
-        except Exception:
+        except Exception as exc:
+            if too_deep(exc):  # arguments too deep to write again (hashing, caching them)
+                return {"jsonrpc": "2.0", "id": request_id,
+                        "error": {"code": INVALID_PARAMS, "message": unencodable(str(method))}}
             log.exception("internal error handling %s", method)
             return {"jsonrpc": "2.0", "id": request_id,
                     "error": {"code": INTERNAL_ERROR, "message": f"internal error handling {method}"}}
@@ -303,7 +307,9 @@ class Gateway(AdminViews, Relay):
         return result
 
     async def _unsubscribe(self, params: dict[str, Any], session: ClientSession, sink: Any) -> dict[str, Any]:
-        session.subscriptions.discard(params.get("uri"))  # type: ignore[arg-type]
+        if not isinstance(params.get("uri"), str):  # before the set lookups: a list or object is unhashable
+            raise RPCError(INVALID_PARAMS, "resources/unsubscribe: 'uri' must be a string")
+        session.subscriptions.discard(params["uri"])
         if any(params.get("uri") in s.subscriptions for s in self.sessions):
             return {}  # another client still wants updates for it
         return await self._resource_call(params, session, sink, "resources/unsubscribe")

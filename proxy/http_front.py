@@ -79,7 +79,7 @@ class McpEndpoint:
                                                               "and text/event-stream"))
             return
         content_type = headers.get(b"content-type", b"application/json")
-        if not content_type.startswith(b"application/json"):
+        if content_type != b"application/json" and not _is_json(content_type):
             await respond(send, 415, rpc_error(INVALID_REQUEST, "Unsupported Media Type: Content-Type must be "
                                                               "application/json"))
             return
@@ -429,6 +429,11 @@ async def _close_stream(send: Any) -> None:
         pass
 
 
+def _is_json(content_type: bytes) -> bool:
+    """The media type (before any parameter, any case) is application/json: not application/jsonx."""
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
 def _prefers_sse(accept: bytes) -> bool:
     sse, json = accept.find(b"text/event-stream"), accept.find(b"application/json")
     return sse >= 0 and (json < 0 or sse < json)
@@ -449,12 +454,15 @@ def invalid(message: Any) -> str:
     elif "id" not in message or ("result" not in message and "error" not in message):
         return "Invalid Request: neither a request, a notification nor a response"
     if "id" in message and not isinstance(message["id"], (str, int)) or isinstance(message.get("id"), bool):
+        value = message["id"]
+        if isinstance(value, float) and value.is_integer() and not -2**63 <= value < 2**64:
+            return "Invalid Request: id must be a string or an integer; integers beyond 64 bits are not supported"
         return "Invalid Request: id must be a string or an integer"
     return ""
 
 
 def _id_of(message: Any) -> Any:
-    if isinstance(message, dict) and isinstance(message.get("id"), (str, int)):
+    if isinstance(message, dict) and isinstance(message.get("id"), (str, int)) and not isinstance(message["id"], bool):
         return message["id"]
     return None
 

@@ -83,7 +83,10 @@ class ClientSession:
             error = answer["error"] if isinstance(answer["error"], dict) else {}
             raise RPCError(int(error.get("code", INTERNAL_ERROR)), str(error.get("message", "client error")),
                            error.get("data"))
-        return answer.get("result", {})
+        result = answer.get("result", {})
+        if not isinstance(result, dict):  # forwarded as is, the upstream could not read it and would wait
+            raise RPCError(INVALID_REQUEST, f"the client answered {method} with a result that is not an object")
+        return result
 
     def close(self) -> None:
         """The client is gone: fail what still waits on its answers."""

@@ -23,7 +23,7 @@ from only1mcp.errors import (
     UNSUPPORTED_PROTOCOL_VERSION, RPCError,
 )
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
-from only1mcp.proxy.http_front import SSE_HEADERS, Exchange, accepted, event, invalid, respond, rpc_error
+from only1mcp.proxy.http_front import SSE_HEADERS, Exchange, _id_of, accepted, event, invalid, respond, rpc_error
 from only1mcp.proxy.limits import Limits, refuse
 from only1mcp.proxy.sessions import ClientSession
 from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
@@ -113,6 +113,15 @@ class _Call:
     def answer(self, responses: Any) -> None:
         if not isinstance(responses, dict):
             raise RPCError(INVALID_PARAMS, "inputResponses must be an object")
+        for key, result in responses.items():  # all checked before any is applied (others' keys: ignored)
+            entry = self.session.inputs.get(key)
+            if entry is not None and not isinstance(result, dict):  # the upstream could not read it: it would wait
+                raise RPCError(INVALID_PARAMS, f"inputResponses[{key!r}] must be an object: the result of "
+                                               f"{entry[0]['method']}")
+        waiting = [key for key, (_request, future) in self.session.inputs.items() if not future.done()]
+        if waiting and not any(key in responses for key in waiting):  # else the call would just wait to its timeout
+            raise RPCError(INVALID_PARAMS, f"inputResponses answers none of the pending input requests "
+                                           f"({', '.join(map(repr, waiting))})")
         for key, result in responses.items():
             entry = self.session.inputs.get(key)
             if entry is not None and not entry[1].done():
@@ -144,7 +153,7 @@ class Stateless:
         problem = invalid(message) or ("" if "method" in message else "a response object")
         if problem:
             await respond(send, 400, rpc_error(INVALID_REQUEST, "Body must be a single JSON-RPC request or "
-                                                                f"notification object ({problem})"))
+                                                                f"notification object ({problem})", _id_of(message)))
             return
         if "id" not in message:
             await accepted(send)  # 2026 clients send no notifications; any that arrive are dropped
@@ -230,6 +239,7 @@ class Stateless:
             try:
                 call.answer(params.get("inputResponses") or {})
             except RPCError as exc:
+                self._parked[state] = call  # nothing was applied: the client may retry with correct answers
                 await respond(send, 400, {"jsonrpc": "2.0", "id": request_id, "error": exc.to_error()})
                 return
             call.session.logs, call.session.log_level = session.logs, session.log_level

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sys
 import textwrap
@@ -18,6 +19,25 @@ from pathlib import Path
 import pytest
 
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, free_port
+
+# -- fuzzing (hypothesis): a fixed seed and a bounded number of cases by default ("ci"), the long
+# run with ONLY1MCP_FUZZ=1 (`make fuzz`). Tests may read the environment; the product's CLI may not.
+FUZZ = os.environ.get("ONLY1MCP_FUZZ", "") not in ("", "0")
+try:
+    from hypothesis import HealthCheck
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # the test extra not installed: the fuzz files skip themselves
+    pass
+else:
+    _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+              HealthCheck.function_scoped_fixture]
+    # ci: the same cases on every run (derandomize), no example database, a bound per test.
+    _hypothesis_settings.register_profile("ci", max_examples=300, derandomize=True, database=None, deadline=None,
+                                          suppress_health_check=_QUIET, print_blob=True)
+    # fuzz: random seeds, many cases per test (the /mcp file sends at least 20,000 requests).
+    _hypothesis_settings.register_profile("fuzz", max_examples=2500, derandomize=False, database=None,
+                                          deadline=None, suppress_health_check=_QUIET, print_blob=True)
+    _hypothesis_settings.load_profile("fuzz" if FUZZ else "ci")
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent

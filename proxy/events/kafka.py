@@ -46,7 +46,7 @@ import orjson
 from only1mcp.events import RequestEvent
 from only1mcp.streaming import EventSettings
 
-from .spool import Spool
+from .spool import Spool, request_event_line
 
 __all__ = ["KafkaSink", "default_spool_dir"]
 
@@ -92,7 +92,7 @@ class KafkaSink:
         self._idempotence = idempotence  # None: try, fall back to a plain producer if refused
         self.idempotent: bool | None = None
         self.spool = Spool(spool_dir or default_spool_dir(settings), settings.spool_max_bytes, settings.fsync,
-                           segment_bytes=segment_bytes)
+                           segment_bytes=segment_bytes, check=request_event_line)
         self._queue: collections.deque[RequestEvent] = collections.deque()
         self._queue_size = settings.queue_size
         self._batch_size = settings.batch_size
@@ -189,7 +189,8 @@ class KafkaSink:
             "delivered": self.delivered,
             "spooled": spool["spooled"],
             "replayed": spool["replayed"],
-            "dropped": self.dropped + spool["dropped"],
+            "dropped": self.dropped + spool["dropped"] + spool["corrupt"],  # damaged spool records are lost too
+            "spool_corrupt": spool["corrupt"],
             "queue_depth": len(self._queue),
             "spool_depth": spool["spool_depth"],
             "spool_bytes": spool["spool_bytes"],

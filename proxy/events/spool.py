@@ -16,6 +16,13 @@ in order, by the next one that opens the directory.
 
 Past ``max_bytes`` on disk new lines are dropped, counted, and logged once per interval.
 Not thread safe: use it from one thread (the proxy's event loop).
+
+Reading survives damage (a torn last line after a crash, flipped bytes, garbage appended, a
+bad cursor): with a ``check`` (the Kafka sink's: :func:`request_event_line`, the line decodes
+as a :class:`~only1mcp.events.RequestEvent`) each line is checked when its segment is loaded;
+a line that fails is
+skipped, counted (``corrupt``) and logged with the reason; the intact lines before and after
+it are read in order.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from only1mcp.events import EventDecodeError, RequestEvent
 
 __all__ = ["Spool", "SpoolError", "FSYNC_POLICIES"]
 
@@ -41,9 +50,15 @@ class SpoolError(RuntimeError):
     """The spool directory cannot be used (not writable, or another process holds it)."""
 
 
+def request_event_line(line: bytes) -> Any:
+    """The default line check: the line is one request event (raises EventDecodeError if not)."""
+    return RequestEvent.fields_from_json(line)
+
+
 class Spool:
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int, fsync: str = "batch",
-                 segment_bytes: int = 4 * 1024 * 1024, log_interval_s: float = 10.0) -> None:
+                 segment_bytes: int = 4 * 1024 * 1024, log_interval_s: float = 10.0,
+                 check: Callable[[bytes], Any] | None = None) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
         self.directory = Path(directory)
@@ -51,6 +66,7 @@ class Spool:
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.log_interval_s = log_interval_s
+        self.check = check
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.directory / "lock", "a+b")  # noqa: SIM115 - held for the spool's life
@@ -66,6 +82,8 @@ class Spool:
         self.acked = 0  # lines acknowledged (replayed)
         self.dropped = 0  # lines refused: budget exhausted
         self.syncs = 0  # fsync calls
+        self.corrupt = 0  # lines skipped on reading: torn, damaged, not an event
+        self._last_corrupt_log = float("-inf")
         self._last_drop_log = float("-inf")
         self._drops_since_log = 0
         # state
@@ -115,8 +133,8 @@ class Spool:
         if self._closed and cursor.exists():
             try:
                 seq_text, pos_text = cursor.read_text().split()
-                if int(seq_text) == self._closed[0]:
-                    self._head_pos = min(int(pos_text), self._lines[self._closed[0]])
+                if int(seq_text) == self._closed[0]:  # a damaged cursor cannot point before the start
+                    self._head_pos = max(0, min(int(pos_text), self._lines[self._closed[0]]))
             except (OSError, ValueError):
                 pass
         if self._closed:
@@ -187,10 +205,10 @@ class Spool:
         kept_lines = [line for line in lines if self._admit(len(line) + 1)]
         if not kept_lines:
             return 0
-        if self._head is not None or self._head_pos:
+        if self._head is None and self._head_pos:
+            self._load_head()  # a cursor from a previous run (the head may turn out to be all damaged)
+        if self._head is not None:
             # The head is being read: fold the lines and the head's rest into one new head.
-            self._load_head()
-            assert self._head is not None
             seq = self._closed[0]
             body = kept_lines + self._head[self._head_pos:]
             self._write_closed(seq, body)
@@ -252,19 +270,54 @@ class Spool:
     # -- reading -----------------------------------------------------------------------------
 
     def _load_head(self) -> None:
-        if self._head is not None:
-            return
-        if not self._closed:
-            self._rotate()  # catch up with the writer: the active segment becomes readable
-        if not self._closed:
-            return
-        data = self._path(self._closed[0]).read_bytes()
-        lines = data.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        self._head = lines
-        seq = self._closed[0]
-        self._set(seq, self._sizes[seq], len(lines))
+        while self._head is None:
+            if not self._closed:
+                self._rotate()  # catch up with the writer: the active segment becomes readable
+            if not self._closed:
+                return
+            seq = self._closed[0]
+            try:
+                data = self._path(seq).read_bytes()
+            except OSError as exc:  # removed or unreadable behind our back: skip it, counted
+                self._report(f"segment {self._path(seq).name} unreadable ({exc.strerror})", self._lines[seq])
+                data = b""
+            lines = data.split(b"\n")
+            if lines and lines[-1] == b"":
+                lines.pop()
+            if self.check is not None:
+                lines = self._intact(seq, lines)
+            self._head = lines
+            self._set(seq, self._sizes[seq], len(lines))
+            self._head_pos = min(self._head_pos, len(lines))
+            if self._head_pos >= len(lines):  # nothing (left) to read in it: on to the next segment
+                self._drop_head()
+
+    def _intact(self, seq: int, lines: list[bytes]) -> list[bytes]:
+        """The lines that pass ``check``; the others are counted and reported, never returned."""
+        good: list[bytes] = []
+        for number, line in enumerate(lines, 1):
+            try:
+                self.check(line)  # type: ignore[misc]
+            except (EventDecodeError, ValueError, TypeError) as exc:
+                self._report(f"segment {self._path(seq).name} line {number}: {exc}", 1)
+                continue
+            good.append(line)
+        return good
+
+    def _report(self, reason: str, lines: int) -> None:
+        self.corrupt += lines
+        now = time.monotonic()
+        if now - self._last_corrupt_log >= self.log_interval_s:
+            self._last_corrupt_log = now
+            log.warning("event spool %s: skipped a damaged record (%s); %d skipped in all",
+                        self.directory, reason, self.corrupt)
+
+    def _drop_head(self) -> None:
+        seq = self._closed.pop(0)
+        self._path(seq).unlink(missing_ok=True)
+        self._forget(seq)
+        self._head, self._head_pos = None, 0
+        (self.directory / "cursor").unlink(missing_ok=True)
 
     def read(self, n: int) -> list[bytes]:
         """Up to ``n`` lines from the front, oldest first, without removing them (see :meth:`ack`)."""
@@ -281,11 +334,7 @@ class Spool:
         self._head_pos += n
         self.acked += n
         if self._head_pos >= len(self._head):
-            seq = self._closed.pop(0)
-            self._path(seq).unlink(missing_ok=True)
-            self._forget(seq)
-            self._head, self._head_pos = None, 0
-            (self.directory / "cursor").unlink(missing_ok=True)
+            self._drop_head()
         else:
             self._write_cursor()
 
@@ -307,5 +356,5 @@ class Spool:
             self._lock.close()
 
     def counters(self) -> dict[str, int]:
-        return {"spooled": self.appended, "replayed": self.acked, "dropped": self.dropped,
+        return {"spooled": self.appended, "replayed": self.acked, "dropped": self.dropped, "corrupt": self.corrupt,
                 "spool_depth": self.pending, "spool_bytes": self.bytes, "spool_segments": len(self.segments())}

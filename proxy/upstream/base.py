@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from only1mcp.errors import RPCError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from only1mcp.errors import INVALID_PARAMS, RPCError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
 __all__ = [
     "Transport",
@@ -26,6 +26,8 @@ __all__ = [
     "Deliver",
     "UpstreamSession",
     "RelatedSink",
+    "too_deep",
+    "unencodable",
     "PROXY_CLIENT_CAPABILITIES",
 ]
 
@@ -152,6 +154,10 @@ class UpstreamSession:
             raise
         except (TransportClosed, HttpStatusError) as exc:
             raise UpstreamFailed(self.server, str(exc)) from exc
+        except TypeError as exc:  # orjson: the caller's params nest too deeply to write, not the upstream's fault
+            if not too_deep(exc):
+                raise
+            raise RPCError(INVALID_PARAMS, unencodable(method)) from None
         finally:
             self._pending.pop(request_id, None)
             if pending.future.done() and not pending.future.cancelled():
@@ -259,3 +265,14 @@ class UpstreamSession:
             if not pending.future.done():
                 pending.future.set_exception(TransportClosed(reason))
 
+
+
+def too_deep(exc: BaseException) -> bool:
+    """orjson's refusal to write a value nested deeper than 255 levels (it parses up to 1024): client
+    input the proxy accepted but cannot forward, hash or cache. (orjson.JSONEncodeError is TypeError
+    itself, so the message is what tells it from a bug.)"""
+    return type(exc) is TypeError and str(exc) == "Recursion limit reached"
+
+
+def unencodable(method: str) -> str:
+    return f"{method}: params are nested too deeply to forward (at most 255 levels of arrays and objects)"
