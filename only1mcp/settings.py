@@ -191,6 +191,10 @@ def _parse_proxy(table: Any, source: str, environ: Mapping[str, str]) -> ProxySe
     values: dict[str, Any] = {}
     for key, value in table.items():
         values[key] = _coerce(value, _PROXY_TYPES[key], source, f"proxy.{key}")
+    if "max_sessions_per_client" not in values and isinstance(values.get("max_sessions"), int):
+        # A small max_sessions alone lowers the per-client default with it (rather than refusing a key
+        # the user never wrote); set both and the per-client cap must fit.
+        values["max_sessions_per_client"] = min(ProxySettings.max_sessions_per_client, values["max_sessions"])
     settings = ProxySettings(**values)
     _validate_proxy(settings, source)
     return settings

@@ -296,3 +296,10 @@ def test_anomaly_bad_values(tmp_path: Path, body: str, key: str, reason: str) ->
     error = refused(tmp_path, f"[anomaly]\n{body}\n")
     assert error.key == key
     assert reason in error.reason
+
+
+def test_a_small_max_sessions_alone_lowers_the_per_client_default(tmp_path: Path) -> None:
+    proxy = load_settings(write(tmp_path, "[proxy]\nmax_sessions = 10\n"), {}).proxy
+    assert (proxy.max_sessions, proxy.max_sessions_per_client) == (10, 10)
+    proxy = load_settings(write(tmp_path, "[proxy]\nmax_sessions = 10\nmax_sessions_per_client = 4\n"), {}).proxy
+    assert proxy.max_sessions_per_client == 4
