@@ -573,8 +573,14 @@ def _bars(rows: dict[str, Any], fleet: list[HealthScenario]) -> list[Bar]:
     if entry.get("status") == "ok":
         alarms = sum(v["false_alarms"] for v in entry["scenarios"].values())
         hours = sum(v["watched_replica_h"] for v in entry["scenarios"].values())
-        bars.append(bar.judge(false_alarm_bound_per_day(alarms, hours),
-                              f"{alarms} false alarms in {hours:.2f} replica-hours"))
+        note = f"live: {alarms} false alarms in {hours:.2f} replica-hours"
+        long = (entry.get("detectors_alone") or {}).get("long_control") or {}
+        if long.get("replica_days"):  # the healthy control's own windows, resampled long
+            note += (f"; healthy control resampled: {long['false_alarms']} in {long['replica_days']:.2f} "
+                     f"replica-days")
+            alarms += long["false_alarms"]
+            hours += 24.0 * long["replica_days"]
+        bars.append(bar.judge(false_alarm_bound_per_day(alarms, hours), note))
     else:
         bars.append(bar)
     classic = _total(rows, "classic_active", "failed_after_fault", fleet)
@@ -607,14 +613,21 @@ def _render(rows: dict[str, Any], fleet: list[HealthScenario], timing: Timing, b
                           _fmt(v.get("action_delay_s"), "s"), _fmt(v.get("moved_s"), "s"),
                           f"{v['failed_after_fault']}/{v['calls']}", str(v["false_alarms"])])
         for name, by_scenario in (entry.get("detectors_alone") or {}).items():
-            if not isinstance(by_scenario, dict):
+            if name in ("events", "error", "long_control") or not isinstance(by_scenario, dict):
                 continue
             for s in fleet:
-                v = by_scenario[s.name]
+                v = by_scenario.get(s.name)
+                if v is None:
+                    continue
                 table.append([f"  {name} alone" if name != "ensemble (replay)" else f"  {name}", s.name,
                               _fmt(v.get("detected_s"), "s"), _fmt(v.get("lead_s"), "s"), "-", "-", "-",
                               str(v["false_alarms"])])
     lines.append(render_table(headers, table))
+    long = ((rows.get("ensemble") or {}).get("detectors_alone") or {}).get("long_control") or {}
+    if long.get("replica_days"):
+        lines.append(f"healthy control resampled (the control replicas' own windows in blocks of {long['block']}, "
+                     f"scored by the worker's ensemble): {long['false_alarms']} false alarms in "
+                     f"{long['replica_days']:.2f} replica-days ({long['windows']} windows)")
     lines.append("")
     lines.append(render_bars(bars))
     return "\n".join(lines)

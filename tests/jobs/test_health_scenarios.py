@@ -60,3 +60,23 @@ def test_false_alarm_bound() -> None:
     assert false_alarm_bound_per_day(0, 72.0) == pytest.approx(1.0)  # rule of three over 3 replica-days
     assert false_alarm_bound_per_day(0, 1.0) == pytest.approx(72.0)
     assert false_alarm_bound_per_day(5, 24.0) > 5.0
+
+
+def test_the_report_renders_every_kind_of_row_and_counts_the_long_control() -> None:
+    from only1mcp.jobs.sim.health import _bars, _render
+
+    fleet = build_fleet(TIMING, ["latency-ramp", "healthy"])
+    figures = {"latency-ramp": {"detected_s": 100.0, "lead_s": 80.0, "failed_after_fault": 3, "calls": 900,
+                                "false_alarms": 0, "watched_replica_h": 0.1},
+               "healthy": {"failed_after_fault": 0, "calls": 900, "false_alarms": 0, "watched_replica_h": 0.15}}
+    rows = {"classic_active": {"status": "ok", "scenarios": figures},
+            "passive_outlier": {"status": "failed", "reason": "proxy did not start"},
+            "ensemble": {"status": "ok", "scenarios": figures,
+                         "detectors_alone": {"events": 1800, "spc": figures, "ensemble (replay)": figures,
+                                             "long_control": {"replica_days": 3.0, "false_alarms": 0}}}}
+    bars = {b.name: b for b in _bars(rows, fleet)}
+    assert bars["latency-ramp_lead"].status == "PASS" and bars["error-ramp_lead"].status == "SKIP"
+    assert bars["false_alarms"].value == pytest.approx(3.0 / (3.0 + 0.25 / 24.0))  # rule of three over it all
+    assert "resampled: 0 in 3.00 replica-days" in bars["false_alarms"].note
+    text = _render(rows, fleet, TIMING, list(bars.values()))
+    assert "spc alone" in text and "passive_outlier: failed - proxy did not start" in text
