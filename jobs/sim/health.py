@@ -625,9 +625,9 @@ def _render(rows: dict[str, Any], fleet: list[HealthScenario], timing: Timing, b
     lines.append(render_table(headers, table))
     long = ((rows.get("ensemble") or {}).get("detectors_alone") or {}).get("long_control") or {}
     if long.get("replica_days"):
-        lines.append(f"healthy control resampled (the control replicas' own windows in blocks of {long['block']}, "
+        lines.append(f"healthy control resampled (the control replicas' own windows in blocks of {long.get('block')}, "
                      f"scored by the worker's ensemble): {long['false_alarms']} false alarms in "
-                     f"{long['replica_days']:.2f} replica-days ({long['windows']} windows)")
+                     f"{long['replica_days']:.2f} replica-days ({long.get('windows')} windows)")
     lines.append("")
     lines.append(render_bars(bars))
     return "\n".join(lines)
