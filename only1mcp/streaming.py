@@ -133,6 +133,9 @@ class AnomalySettings:
     # An error or timeout rate change this small is at most one sigma to the SPC charts: healthy replicas
     # often fail no call for minutes, and a zero-width baseline made one failed call a critical anomaly.
     rate_scale: float = check(_share, 0.05)
+    # Windows in a row a severity must hold before it counts (the down rule excepted): one slow window
+    # on a shared host (a GC pause, a noisy neighbour) was a critical anomaly; a fault lasts.
+    confirm_windows: int = check(_positive, 2)
     down_after: int = check(_positive, 5)  # consecutive failed calls that make a replica "down": critical at once
     critical_action: str = field(default="eject", metadata={"choices": ANOMALY_ACTIONS})
     high_action: str = field(default="drain", metadata={"choices": ANOMALY_ACTIONS})

@@ -29,7 +29,7 @@ from only1mcp.events import AnomalyEvent, Remediation
 from only1mcp.settings import Settings
 from only1mcp.streaming import AnomalySettings
 from only1mcp.streams.anomaly_features import Aggregator, Entity, entity_name
-from only1mcp.streams.anomaly_lifecycle import Track, anomaly_event, down_verdict, remediations, step
+from only1mcp.streams.anomaly_lifecycle import Track, anomaly_event, confirmed, down_verdict, remediations, step
 from only1mcp.streams.anomaly_state import load_state, restore_ensembles, snapshot, state_path, write_state
 from only1mcp.streams.publisher import QueuedPublisher
 
@@ -74,6 +74,7 @@ class AnomalyAgent:
         self.ensembles: dict[Entity, Any] = {}
         self.tracks: dict[Entity, Track] = {}
         self.verdicts: dict[Entity, tuple[float, Any]] = {}  # (when, the ensemble's verdict on its last window)
+        self.recent: dict[Entity, list[str | None]] = {}  # raw severities of the last windows (confirmation)
         self.publisher = publisher or QueuedPublisher(settings.worker.bootstrap, key=lambda r: r.replica,
                                                       max_queued=cfg.queue_size)
         proxy = settings.proxy
@@ -110,9 +111,11 @@ class AnomalyAgent:
         if self.mode != "active":
             return [], []
         for entity, x in self.agg.roll(now).items():  # the windows that closed: new verdicts
-            self.verdicts[entity] = (now, self._assess(entity, x, now))
+            recent = self.recent.setdefault(entity, [])
+            self.verdicts[entity] = (now, confirmed(self._assess(entity, x, now), recent, self.config.confirm_windows))
         stale = now - self.config.max_window - self.config.tick_interval  # no call since: the verdict lapses
         self.verdicts = {e: v for e, v in self.verdicts.items() if v[0] >= stale}
+        self.recent = {e: r for e, r in self.recent.items() if e in self.verdicts}  # silence breaks a streak
         entities = set(self.verdicts) | set(self.tracks) | set(self.agg.streaks)
         events: list[AnomalyEvent] = []
         decisions: list[tuple[Remediation, bool]] = []
@@ -256,7 +259,7 @@ class AnomalyAgent:
             self.mode = mode
             if mode == "passive":  # what it gathered is another worker's business now
                 cfg = self.config
-                self.tracks, self.verdicts = {}, {}
+                self.tracks, self.verdicts, self.recent = {}, {}, {}
                 self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool, cfg.max_window)
 
     # -- status ----------------------------------------------------------------------------------

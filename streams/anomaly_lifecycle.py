@@ -21,17 +21,33 @@ severity reached.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from only1mcp.events import SEVERITIES, AnomalyEvent, Remediation
 from only1mcp.models.anomaly.base import Assessment
 from only1mcp.streaming import AnomalySettings
 from only1mcp.streams.anomaly_features import Entity
 
-__all__ = ["Track", "step", "anomaly_event", "remediations", "down_verdict", "RANK"]
+__all__ = ["Track", "step", "anomaly_event", "remediations", "down_verdict", "confirmed", "RANK"]
 
 RANK = {severity: i for i, severity in enumerate(SEVERITIES)}
 _HOLDING = ("eject", "drain")
+
+
+def confirmed(verdict: Assessment | None, recent: list[str | None], windows: int) -> Assessment | None:
+    """The verdict with the severity every one of the last ``windows`` windows reached (its own
+    included; ``recent`` holds the earlier ones' raw severities, newest last, and is updated). One
+    slow window on a shared host is not an anomaly; a fault lasts. The hard down rule is not
+    confirmed this way: it needs no history and must act at once."""
+    raw = verdict.severity if verdict is not None else None
+    recent.append(raw)
+    del recent[:-max(1, windows)]
+    if verdict is None or windows <= 1 or raw is None:
+        return verdict
+    if len(recent) < windows or any(s is None for s in recent):
+        return replace(verdict, severity=None)
+    floor = min(RANK[s] for s in recent if s is not None)
+    return verdict if RANK[raw] == floor else replace(verdict, severity=SEVERITIES[floor])
 
 
 @dataclass

@@ -148,7 +148,8 @@ async def _bench(args: argparse.Namespace, timing: Timing, tmp: Path) -> dict[st
                 rows[row] = await _run_row(args, row, fleet, timing, tmp / f"{i}-{row}", infra)
             except Exception as exc:  # one row failing must not lose the others
                 rows[row] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
-            print(f"health: {row}: {rows[row]['status']} after {time.perf_counter() - began:.0f}s", file=sys.stderr)
+            why = f" ({rows[row].get('reason')})" if rows[row]["status"] != "ok" else ""
+            print(f"health: {row}: {rows[row]['status']} after {time.perf_counter() - began:.0f}s{why}", file=sys.stderr)
     finally:
         if infra is not None:
             await infra.stop()
@@ -228,7 +229,15 @@ async def _run_row(args: argparse.Namespace, row: str, fleet: list[HealthScenari
     run_dir.mkdir(parents=True)
     loop = row in _LOOP_ROWS
     if loop:
-        await infra.reset_topics()
+        try:
+            await infra.reset_topics()
+        except Exception as exc:  # the broker went away while the classic rows ran: start it again
+            print(f"health: the broker did not answer ({type(exc).__name__}: {exc}); restarting it", file=sys.stderr)
+            await infra.stop()
+            await infra.start()
+            if infra.error:
+                raise RuntimeError(f"broker/Redis restart failed: {infra.error}") from exc
+            await infra.reset_topics()
     ports = free_ports(3 * len(fleet) + 1, HOST)
     proxy_port, replica_ports = ports[0], ports[1:]
     by_port: dict[int, str] = {}

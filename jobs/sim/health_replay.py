@@ -64,6 +64,10 @@ def replay(observations: dict[str, list[tuple[float, dict[str, float]]]], featur
     from only1mcp.events import SEVERITIES
     from only1mcp.models.anomaly.ensemble import Ensemble
 
+    from only1mcp.streaming import AnomalySettings
+    from only1mcp.streams.anomaly_lifecycle import confirmed
+
+    confirm = AnomalySettings().confirm_windows
     names = [d.name for d in _worker_ensemble(features, timeout_ms).detectors]
     floor_at = SEVERITIES.index(floor)
     out: dict[str, dict[str, list[float]]] = {n: {} for n in [*names, "ensemble (replay)"]}
@@ -75,9 +79,9 @@ def replay(observations: dict[str, list[tuple[float, dict[str, float]]]], featur
             else:
                 detector = next(d for d in full.detectors if d.name == name)
                 model = Ensemble([detector], {name: 1.0}, full.thresholds)
-            flagged = False
+            flagged, recent = False, []
             for t, x in rows:
-                verdict = model.assess_one(x, t)
+                verdict = confirmed(model.assess_one(x, t), recent, confirm)
                 hit = verdict.severity is not None and SEVERITIES.index(verdict.severity) >= floor_at
                 if hit and not flagged:
                     out[name].setdefault(replica, []).append(t)
@@ -95,6 +99,7 @@ def long_control(observations: Sequence[list[tuple[float, dict[str, float]]]], f
     import numpy as np
 
     from only1mcp.events import SEVERITIES
+    from only1mcp.streaming import AnomalySettings
 
     sources = [rows for rows in observations if len(rows) > block]
     if not sources or days <= 0:
@@ -121,9 +126,13 @@ def long_control(observations: Sequence[list[tuple[float, dict[str, float]]]], f
         t = np.cumsum(step)
         scores = ens.score_learn_many(X_all[index], t)
         last_flag, found = -np.inf, 0
+        confirm = AnomalySettings().confirm_windows
+        recent: list[int] = []  # the last windows' severity ranks (-1: none), as the agent confirms them
         for when, score in zip(t, scores):
-            severity = ens.severity(float(score))
-            if severity is not None and SEVERITIES.index(severity) >= floor_at:
+            raw = ens.severity(float(score))
+            recent = (recent + [-1 if raw is None else SEVERITIES.index(raw)])[-confirm:]
+            rank = min(recent) if len(recent) == confirm else -1
+            if rank >= floor_at:
                 if when - last_flag > close_after:
                     found += 1
                 last_flag = when
@@ -141,10 +150,14 @@ def timeline(rows: list[tuple[float, dict[str, float]]], features: Sequence[str]
     import math
 
 
+    from only1mcp.streaming import AnomalySettings
+    from only1mcp.streams.anomaly_lifecycle import confirmed
+
     ens = _worker_ensemble(features, timeout_ms)
+    confirm, recent = AnomalySettings().confirm_windows, []
     out = []
     for t, x in rows:
-        verdict = ens.assess_one(x, t)
+        verdict = confirmed(ens.assess_one(x, t), recent, confirm)
         out.append({"t": t, **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in x.items()},
                     "score": round(verdict.score, 4), "severity": verdict.severity})
     return out
