@@ -262,8 +262,9 @@ class Ensemble:
 def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
     """The standard detector set over ``features`` (e.g. ``latency_p50_ms``, ``latency_p95_ms``,
     ``error_rate``, ``calls_per_s``, ``timeout_rate``): SPC and the isolation forest on all of them,
-    river's Half-Space Trees (``online=False`` leaves it out), and the trend detector on the
-    latency- and error-like ones (all of them when none is; ``trend=False`` leaves it out).
+    river's Half-Space Trees (``online=False`` leaves it out), the trend detector on the
+    latency- and error-like ones (all of them when none is; ``trend=False`` leaves it out), and with
+    ``zscore=True`` the rolling z-score (``zscore_options``: window, limit).
 
     Options: ``weights``, ``thresholds``, ``combine``, ``on_error``, ``history``, ``flag_at`` (see :class:`Ensemble`);
     ``seed``; ``limits`` (feature → failure limit) and ``timeout`` (in the latency features' unit)
@@ -276,7 +277,7 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
     from only1mcp.models.anomaly.trend import Trend
 
     known = {"weights", "thresholds", "combine", "on_error", "history", "flag_at", "seed", "limits", "timeout", "online",
-             "trend", "spc", "iforest", "hst", "trend_options"}
+             "trend", "spc", "iforest", "hst", "trend_options", "zscore", "zscore_options"}
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"default_ensemble got unknown options {sorted(unknown)!r}")
@@ -294,6 +295,10 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
         watched = [f for f in features if feature_role(f) in ("latency", "errors")] or features
         detectors.append(Trend(watched, limits=options.get("limits"), timeout=options.get("timeout"),
                                **options.get("trend_options", {})))
+    if options.get("zscore", False):  # the rolling z-score member (the offline set carries it)
+        from only1mcp.models.anomaly.zscore import RollingZ
+
+        detectors.append(RollingZ(features, **options.get("zscore_options", {})))
     weights = {**DEFAULT_WEIGHTS, **(options.get("weights") or {})}
     return Ensemble(detectors, {d.name: weights.get(d.name, 1.0) for d in detectors},
                     options.get("thresholds", DEFAULT_THRESHOLDS), combine=options.get("combine", "noisy_or"),

@@ -29,7 +29,8 @@ __all__ = ["SeriesScores", "score_series", "offline_ensemble", "OFFLINE_OPTIONS"
 # iforest refits than the worker's default: on long files the refit dominates the cost.
 OFFLINE_OPTIONS: dict[str, Any] = {
     "online": False,
-    "weights": {"spc": 1.0, "iforest": 0.2, "hst": 0.0, "trend": 0.5},
+    "zscore": True,
+    "weights": {"spc": 1.0, "iforest": 0.2, "hst": 0.0, "trend": 0.3, "zscore": 0.5},
     "combine": "noisy_or",
     "flag_at": 0.96,
     "iforest": {"window": 1024, "first_fit": 256, "refit_every": 16384},

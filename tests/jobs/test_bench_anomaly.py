@@ -19,7 +19,7 @@ from only1mcp.jobs.bench import cli as bench_cli
 from only1mcp.jobs.bench.anomaly import evaluate, rolling_z_flags
 from only1mcp.jobs.bench.anomaly_data import KINDS, make_series
 
-METHODS = {"spc", "iforest", "hst", "trend", "ensemble", "ensemble+hst", "rolling_z", "rolling_z_tuned"}
+METHODS = {"spc", "iforest", "hst", "trend", "zscore", "ensemble", "ensemble+hst", "rolling_z", "rolling_z_tuned"}
 
 
 @pytest.fixture(scope="module")
