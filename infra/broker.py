@@ -335,6 +335,18 @@ class EmbeddedBroker:
         assert self.process is not None
         self._signal(self.process, signal.SIGSTOP)
         self._paused = True
+        # kill() only queues the signal: on a busy machine the broker may answer a request or two
+        # before it is scheduled and stops. Wait until the kernel reports it stopped (Linux).
+        proc_stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + 2.0
+        while proc_stat.exists() and time.monotonic() < deadline:
+            try:
+                state = proc_stat.read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state in ("T", "t"):
+                break
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """Thaw a paused broker (SIGCONT)."""
