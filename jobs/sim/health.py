@@ -571,8 +571,10 @@ def _bars(rows: dict[str, Any], fleet: list[HealthScenario]) -> list[Bar]:
     for ramp in ("latency-ramp", "error-ramp"):
         bar = Bar(f"{ramp}_lead", f"{ramp}: ensemble flags r0 before the crash by", ">=", 30.0, " s")
         entry = (rows.get("ensemble") or {}).get("scenarios", {}).get(ramp) if ramp in names else None
-        bars.append(bar.judge(None if not entry else entry.get("lead_s"),
-                              "" if entry and entry.get("lead_s") is not None else "not flagged or not run"))
+        bar.judge(None if not entry else entry.get("lead_s"), "" if entry else "not run")
+        if entry and entry.get("lead_s") is None:  # it ran and was never flagged: a miss, not a skip
+            bar.status, bar.note = "FAIL", "not flagged before the crash"
+        bars.append(bar)
     bar = Bar("sudden_crash_action", "sudden crash: traffic moved away (ensemble_remediation) after", "<=", 1.0, " s")
     entry = (rows.get("ensemble_remediation") or {}).get("scenarios", {}).get("sudden-crash")
     bars.append(bar.judge(None if not entry else entry.get("action_delay_s")))
