@@ -293,18 +293,9 @@ class AnomalyAgent:
 
 def install(app: Any, settings: Settings) -> AnomalyAgent:
     """Create the anomaly agent and run its ticks as a task of the Faust app."""
-    from only1mcp.events import TOPICS
+    from only1mcp.streams.kafka import request_partitions
 
-    source = TOPICS["requests"]
-
-    def assignment() -> set[int] | None:
-        try:
-            assigned = app.consumer.assignment()
-        except Exception:  # not started yet
-            return None
-        return {tp.partition for tp in assigned if tp.topic == source}
-
-    agent = AnomalyAgent(settings, assignment=assignment)
+    agent = AnomalyAgent(settings, assignment=request_partitions(app))
 
     @app.task
     async def anomalies() -> None:

@@ -33,7 +33,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as _Consumer
 from faust.transport.drivers.aiokafka import Transport as _Transport
 
-__all__ = ["WorkerApp", "Transport", "BatchHandler"]
+__all__ = ["WorkerApp", "Transport", "BatchHandler", "request_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +160,20 @@ class WorkerApp(faust.App):
                 raise RuntimeError(f"batch topics need the aiokafka driver, not {url}")
             return super()._new_transport()
         return Transport(self.conf.broker_consumer, self)
+
+
+def request_partitions(app: Any) -> Callable[[], set[int] | None]:
+    """A probe of which ``mcp.requests`` partitions this worker holds now (None before the consumer
+    starts): the agents that publish only from the holder of partition 0 ask it every tick."""
+    from only1mcp.events import TOPICS
+
+    source = TOPICS["requests"]
+
+    def assignment() -> set[int] | None:
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:  # not started yet
+            return None
+        return {tp.partition for tp in assigned if tp.topic == source}
+
+    return assignment

@@ -90,10 +90,7 @@ class DecisionPublisher:
                 pass
         if self.producer is not None:
             producer, self.producer = self.producer, None
-            try:
-                await asyncio.wait_for(producer.stop(), 5.0)
-            except Exception:
-                pass
+            await _stop(producer)
 
 
 class QueuedPublisher:
@@ -186,7 +183,12 @@ class QueuedPublisher:
                     log.warning("%d records not delivered at stop (Kafka at %s)", len(self.queue), self.bootstrap)
         if self.producer is not None:
             producer, self.producer = self.producer, None
-            try:
-                await asyncio.wait_for(producer.stop(), 5.0)
-            except Exception:
-                pass
+            await _stop(producer)
+
+
+async def _stop(producer: Any) -> None:
+    """Stop a producer, giving up after 5 s: a worker that stops must not hang on a gone broker."""
+    try:
+        await asyncio.wait_for(producer.stop(), 5.0)
+    except Exception:
+        pass

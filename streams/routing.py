@@ -774,16 +774,9 @@ def _load_version(registry: Any, version: str) -> Any:
 
 def install(app: Any, settings: Settings) -> RoutingAgent:
     """Create the routing agent and run its ticks as a task of the Faust app."""
-    source = TOPICS["requests"]
+    from only1mcp.streams.kafka import request_partitions
 
-    def assignment() -> set[int] | None:
-        try:
-            assigned = app.consumer.assignment()
-        except Exception:  # not started yet
-            return None
-        return {tp.partition for tp in assigned if tp.topic == source}
-
-    agent = RoutingAgent(settings, assignment=assignment)
+    agent = RoutingAgent(settings, assignment=request_partitions(app))
 
     @app.task
     async def routing_weights() -> None:
