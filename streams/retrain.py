@@ -23,18 +23,15 @@ def retrain_recent(data_dir: str, registry_dir: str, min_calls: int) -> dict[str
         pass
     """Train on the last hour's calls once the store holds ``min_calls`` of them: a JSON-able answer
     (the training job's report, or ``skipped`` with the count)."""
-    from only1mcp.feature_store.offline.duckdb import connect, retry_vanished
+    from only1mcp.feature_store.offline.duckdb import query
 
     since = time.time() - TRAIN_WINDOW_S
-    con = connect(data_dir)  # a count first: cheaper than loading the rows to learn there are too few
-    try:
-        rows = int(retry_vanished(lambda: con.execute(
-            "SELECT count(*) FROM requests WHERE method = 'tools/call' AND NOT coalesce(cache_hit, false) "
-            "AND replica IS NOT NULL AND ts >= ?", [since]).fetchall()[0][0]))
+    try:  # a count first: cheaper than loading the rows to learn there are too few
+        rows = int(query(data_dir, "SELECT count(*) FROM requests WHERE method = 'tools/call' "
+                                   "AND NOT coalesce(cache_hit, false) AND replica IS NOT NULL AND ts >= ?",
+                         [since])[1][0][0])
     except Exception:  # no data yet: the views do not exist
         rows = 0
-    finally:
-        con.close()
     if rows < min_calls:
         return {"skipped": True, "rows": rows}
     from only1mcp.jobs.train_latency import train_latency

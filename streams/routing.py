@@ -443,21 +443,18 @@ class RoutingAgent:
     def _side_from_store(self, until: float) -> tuple[Any, set[str], float]:
         """(a predictor fed with the store's calls of the last ``_HISTORY_S`` before ``until`` — at
         most ``_HISTORY_ROWS`` —, their event ids, the seconds they span)."""
-        from only1mcp.feature_store.offline.duckdb import connect
+        from only1mcp.feature_store.offline.duckdb import query
 
         side = self._new_side()
         if not any(Path(self.settings.store.data_dir).glob("requests/**/*.parquet")):
             return side, set(), 0.0
-        con = connect(self.settings.store.data_dir)
-        try:
-            present = {row[0] for row in con.execute("DESCRIBE requests").fetchall()}
-            select = ", ".join(c if c in present else f"NULL AS {c}" for c in _HISTORY_COLUMNS)
-            rows = con.execute(
-                f"SELECT {select} FROM requests WHERE ts >= ? AND ts < ? AND method = 'tools/call' "
-                "AND NOT coalesce(cache_hit, false) AND replica IS NOT NULL AND latency_ms IS NOT NULL "
-                "ORDER BY ts DESC LIMIT ?", [until - _HISTORY_S, until, _HISTORY_ROWS]).fetchall()
-        finally:
-            con.close()
+        data_dir = self.settings.store.data_dir
+        present = {row[0] for row in query(data_dir, "DESCRIBE requests")[1]}
+        select = ", ".join(c if c in present else f"NULL AS {c}" for c in _HISTORY_COLUMNS)
+        rows = query(data_dir,
+                     f"SELECT {select} FROM requests WHERE ts >= ? AND ts < ? AND method = 'tools/call' "
+                     "AND NOT coalesce(cache_hit, false) AND replica IS NOT NULL AND latency_ms IS NOT NULL "
+                     "ORDER BY ts DESC LIMIT ?", [until - _HISTORY_S, until, _HISTORY_ROWS])[1]
         rows.reverse()
         ids: set[str] = set()
         for row in rows:

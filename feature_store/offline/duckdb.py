@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from only1mcp.feature_store.offline.parquet import REQUEST_SCHEMA, feature_tables, features_dir, requests_dir
 
-__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table", "retry_vanished"]
+__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table", "retry_vanished", "query"]
 
 T = TypeVar("T")
 
@@ -121,5 +121,24 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: str | Path) -> list[s
 def connect(data_dir: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the offline store's views."""
     con = duckdb.connect(database)
-    create_views(con, data_dir)
+    try:
+        retry_vanished(lambda: create_views(con, data_dir))  # a view binds its files' schema now
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def query(data_dir: str | Path, sql: str, params: list[object] | None = None,
+          ) -> tuple[list[str], list[tuple[object, ...]]]:
+    """(column names, rows) of one query over the store, on a connection of its own, retried if
+    a file vanished under it (the one way to read a store a worker is compacting)."""
+    con = connect(data_dir)
+    try:
+        def run() -> tuple[list[str], list[tuple[object, ...]]]:
+            cursor = con.execute(sql, params or None)
+            names = [column[0] for column in cursor.description or []]
+            return names, cursor.fetchall()
+        return retry_vanished(run)
+    finally:
+        con.close()

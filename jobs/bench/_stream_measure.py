@@ -84,13 +84,9 @@ class ParquetWatch:
 
 
 def _distinct_events(data_dir: Path) -> tuple[int, int]:
-    from only1mcp.feature_store.offline.duckdb import connect
+    from only1mcp.feature_store.offline.duckdb import query
 
-    con = connect(data_dir)
-    try:
-        rows, distinct = con.sql("SELECT count(*), count(DISTINCT event_id) FROM requests_raw").fetchall()[0]
-    finally:
-        con.close()
+    rows, distinct = query(data_dir, "SELECT count(*), count(DISTINCT event_id) FROM requests_raw")[1][0]
     return int(rows), int(distinct)
 
 

@@ -626,34 +626,23 @@ async def _wait_parquet(data_dir: Path, expected: int, since: float, timeout_s: 
 
 
 def _count_events(data_dir: Path, since: float, until: float | None = None) -> int:
-    from only1mcp.feature_store.offline.duckdb import connect
+    from only1mcp.feature_store.offline.duckdb import query
 
+    window = f"ts >= {since!r}" + (f" AND ts <= {until!r}" if until is not None else "")
     try:
-        con = connect(data_dir)
+        return int(query(data_dir, f"SELECT count(*) FROM requests WHERE {window} "
+                                   f"AND method = 'tools/call' AND tool <> 'sim_stats'")[1][0][0])
     except Exception:
         return 0
-    try:
-        window = f"ts >= {since!r}" + (f" AND ts <= {until!r}" if until is not None else "")
-        return int(con.sql(f"SELECT count(*) FROM requests WHERE {window} "
-                           f"AND method = 'tools/call' AND tool <> 'sim_stats'").fetchall()[0][0])
-    except Exception:
-        return 0
-    finally:
-        con.close()
 
 
 def _routing_share(data_dir: Path, since: float, until: float) -> dict[str, Any]:
     """What decided the measured calls, from their events: learned weights (by source) or the fallback."""
-    from only1mcp.feature_store.offline.duckdb import connect, retry_vanished
+    from only1mcp.feature_store.offline.duckdb import query
 
     try:
-        con = connect(data_dir)
-        try:
-            rows = retry_vanished(lambda: con.sql(
-                f"SELECT policy, reason FROM requests WHERE ts >= {since!r} AND ts <= {until!r} "
-                f"AND method = 'tools/call' AND tool <> 'sim_stats'").fetchall())
-        finally:
-            con.close()
+        rows = query(data_dir, f"SELECT policy, reason FROM requests WHERE ts >= {since!r} AND ts <= {until!r} "
+                               f"AND method = 'tools/call' AND tool <> 'sim_stats'")[1]
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
     kinds: Counter[str] = Counter()

@@ -39,7 +39,7 @@ import pytest
 
 from only1mcp.events import TOPICS
 from only1mcp.feature_store.compute import compute
-from only1mcp.feature_store.offline.duckdb import connect
+from only1mcp.feature_store.offline.duckdb import query
 from only1mcp.feature_store.online.redis import RedisOnlineStore
 from only1mcp.feature_store.registry import FEATURES, table_name
 from only1mcp.infra.broker import EmbeddedBroker, group_state
@@ -193,12 +193,8 @@ class Loop:
 
     # -- the stores --------------------------------------------------------------------------
 
-    def sql(self, query: str) -> list[tuple[Any, ...]]:
-        con = connect(self.data_dir)
-        try:
-            return con.sql(query).fetchall()
-        finally:
-            con.close()
+    def sql(self, sql: str) -> list[tuple[Any, ...]]:
+        return query(self.data_dir, sql)[1]
 
     def stored_calls(self) -> tuple[int, int, int]:
         """(tools/call rows in the requests view, distinct event ids there, raw rows incl. replays)."""
@@ -272,14 +268,8 @@ def check_duplicates_are_replays(loop: Loop) -> int:
 
 def batch_tables(loop: Loop) -> dict[str, list[dict[str, Any]]]:
     """Every window row, recomputed from the Parquet rows with the pure feature functions."""
-    con = connect(loop.data_dir)
-    try:
-        cursor = con.execute("SELECT * FROM requests")
-        names = [d[0] for d in cursor.description]
-        events = [dict(zip(names, row)) for row in cursor.fetchall()]
-    finally:
-        con.close()
-    return compute(events, WINDOWS)
+    names, rows = query(loop.data_dir, "SELECT * FROM requests")
+    return compute([dict(zip(names, row)) for row in rows], WINDOWS)
 
 
 def _same(got: float | None, want: float, feature: str) -> bool:
@@ -327,15 +317,11 @@ def closed_window_mismatches(loop: Loop, replicas: list[str]) -> tuple[int, list
     for window in WINDOWS:
         table = table_name("replica", window)
         batch = {(row["entity_id"], row["window_start"]): row for row in tables[table]}
-        con = connect(loop.data_dir)
         try:
-            cursor = con.execute(f'SELECT * FROM "{table}"')
-            names = [d[0] for d in cursor.description]
-            stored = [dict(zip(names, row)) for row in cursor.fetchall()]
+            names, rows = query(loop.data_dir, f'SELECT * FROM "{table}"')
+            stored = [dict(zip(names, row)) for row in rows]
         except Exception:  # no closed window of this size yet
             stored = []
-        finally:
-            con.close()
         for row in stored:
             if row["entity_id"] not in replicas:
                 continue
@@ -357,19 +343,15 @@ def arrived_after(loop: Loop, row: dict[str, Any]) -> str:
     """For a window row that misses events: how many of its events the worker first wrote to Parquet
     only after it computed the row (the part-<ms> file names say when), with examples."""
     glob = str(loop.data_dir / "requests" / "**" / "*.parquet")
-    con = connect(loop.data_dir)
-    try:
-        found = con.execute(
-            "WITH f AS (SELECT event_id, ts, latency_ms, "
-            "min(CAST(split_part(parse_filename(filename), '-', 2) AS BIGINT)) / 1000.0 AS written "
-            "FROM read_parquet(?, hive_partitioning = true, union_by_name = true, filename = true) "
-            "WHERE replica = ? AND ts >= ? AND ts < ? GROUP BY ALL) "
-            "SELECT count(*) FILTER (WHERE written > ?), list(struct_pack(ts, latency_ms, written) ORDER BY ts) "
-            "FILTER (WHERE written > ?)[1:3] FROM f",
-            [glob, row["entity_id"], row["window_start"], row["window_end"], row["computed_at"],
-             row["computed_at"]]).fetchall()[0]
-    finally:
-        con.close()
+    found = query(loop.data_dir,
+                  "WITH f AS (SELECT event_id, ts, latency_ms, "
+                  "min(CAST(split_part(parse_filename(filename), '-', 2) AS BIGINT)) / 1000.0 AS written "
+                  "FROM read_parquet(?, hive_partitioning = true, union_by_name = true, filename = true) "
+                  "WHERE replica = ? AND ts >= ? AND ts < ? GROUP BY ALL) "
+                  "SELECT count(*) FILTER (WHERE written > ?), list(struct_pack(ts, latency_ms, written) ORDER BY ts) "
+                  "FILTER (WHERE written > ?)[1:3] FROM f",
+                  [glob, row["entity_id"], row["window_start"], row["window_end"], row["computed_at"],
+                   row["computed_at"]])[1][0]
     return f"window computed at {row['computed_at']:.3f}; {found[0]} of its events first written after that: {found[1]}"
 
 

@@ -208,3 +208,41 @@ def test_retry_vanished_lists_the_files_again(tmp_path: Path) -> None:
     with pytest.raises(duckdb.ParserException):
         retry_vanished(lambda: syntax.append(1) or con.sql("SELEC 1"), delay_s=0.01)
     assert len(syntax) == 1
+
+
+def test_query_reads_a_store_being_compacted_without_error_or_duplicates(tmp_path: Path) -> None:
+    """The race CI met: a compactor replaces a partition's files while queries run. Every
+    ``query`` answers, each event once; a bare DuckDB query over the same race may not."""
+    import threading
+    import time
+
+    from only1mcp.feature_store.offline.duckdb import query
+    from only1mcp.jobs.compact import compact_partition
+
+    batch = events(30, start=T0 + 60)  # one hour partition
+    write_requests(tmp_path, batch)
+    stop = threading.Event()
+    rounds = [0]
+
+    def compact_forever() -> None:
+        while not stop.is_set():
+            for _ in range(4):
+                write_requests(tmp_path, batch)  # replays: the same events again
+            folder = parquet_files(tmp_path)[0].parent
+            compact_partition(folder, raw_events=True)
+            rounds[0] += 1
+
+    compactor = threading.Thread(target=compact_forever, daemon=True)
+    compactor.start()
+    answers = []
+    deadline = time.monotonic() + 3.0
+    try:
+        while time.monotonic() < deadline:
+            answers.append(query(tmp_path, "SELECT count(*), count(DISTINCT event_id) FROM requests")[1][0])
+    finally:
+        stop.set()
+        compactor.join(10)
+    assert rounds[0] > 5 and len(answers) > 5
+    assert set(answers) == {(30, 30)}
+    names, rows = query(tmp_path, "SELECT event_id, latency_ms FROM requests ORDER BY ts LIMIT 2")
+    assert names == ["event_id", "latency_ms"] and rows == [(batch[0]["event_id"], 1.0), (batch[1]["event_id"], 2.0)]
