@@ -136,6 +136,9 @@ class AnomalySettings:
     # Windows in a row a severity must hold before it counts (the down rule excepted): one slow window
     # on a shared host (a GC pause, a noisy neighbour) was a critical anomaly; a fault lasts.
     confirm_windows: int = check(_positive, 2)
+    # ...within this many seconds: thin windows (fewer than min_calls calls) between them are no evidence,
+    # so a replica that routing starves of calls can still be confirmed slow.
+    confirm_within: float = check(_positive, 60.0)
     down_after: int = check(_positive, 5)  # consecutive failed calls that make a replica "down": critical at once
     critical_action: str = field(default="eject", metadata={"choices": ANOMALY_ACTIONS})
     high_action: str = field(default="drain", metadata={"choices": ANOMALY_ACTIONS})

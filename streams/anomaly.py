@@ -28,8 +28,8 @@ from typing import Any
 from only1mcp.events import AnomalyEvent, Remediation
 from only1mcp.settings import Settings
 from only1mcp.streaming import AnomalySettings
-from only1mcp.streams.anomaly_features import Aggregator, Entity, entity_name
-from only1mcp.streams.anomaly_lifecycle import Track, anomaly_event, confirmed, down_verdict, remediations, step
+from only1mcp.streams.anomaly_features import Aggregator, Entity, entity_name, is_thin
+from only1mcp.streams.anomaly_lifecycle import Confirmation, Track, anomaly_event, down_verdict, remediations, step
 from only1mcp.streams.anomaly_state import load_state, restore_ensembles, snapshot, state_path, write_state
 from only1mcp.streams.publisher import QueuedPublisher
 
@@ -74,7 +74,7 @@ class AnomalyAgent:
         self.ensembles: dict[Entity, Any] = {}
         self.tracks: dict[Entity, Track] = {}
         self.verdicts: dict[Entity, tuple[float, Any]] = {}  # (when, the ensemble's verdict on its last window)
-        self.recent: dict[Entity, list[str | None]] = {}  # raw severities of the last windows (confirmation)
+        self.confirmations: dict[Entity, Confirmation] = {}
         self.publisher = publisher or QueuedPublisher(settings.worker.bootstrap, key=lambda r: r.replica,
                                                       max_queued=cfg.queue_size)
         proxy = settings.proxy
@@ -110,12 +110,18 @@ class AnomalyAgent:
         self._update_mode()
         if self.mode != "active":
             return [], []
+        cfg = self.config
         for entity, x in self.agg.roll(now).items():  # the windows that closed: new verdicts
-            recent = self.recent.setdefault(entity, [])
-            self.verdicts[entity] = (now, confirmed(self._assess(entity, x, now), recent, self.config.confirm_windows))
-        stale = now - self.config.max_window - self.config.tick_interval  # no call since: the verdict lapses
+            verdict = self._assess(entity, x, now)
+            if is_thin(x):  # no evidence: the last verdict stands until it lapses
+                continue
+            confirm = self.confirmations.get(entity) or Confirmation(cfg.confirm_windows, cfg.confirm_within)
+            self.confirmations[entity] = confirm
+            self.verdicts[entity] = (now, confirm(verdict, now))
+        stale = now - cfg.max_window - cfg.tick_interval  # no evidence since: the verdict lapses
         self.verdicts = {e: v for e, v in self.verdicts.items() if v[0] >= stale}
-        self.recent = {e: r for e, r in self.recent.items() if e in self.verdicts}  # silence breaks a streak
+        horizon = now - cfg.confirm_within
+        self.confirmations = {e: c for e, c in self.confirmations.items() if c.recent and c.recent[-1][0] >= horizon}
         entities = set(self.verdicts) | set(self.tracks) | set(self.agg.streaks)
         events: list[AnomalyEvent] = []
         decisions: list[tuple[Remediation, bool]] = []
@@ -259,7 +265,7 @@ class AnomalyAgent:
             self.mode = mode
             if mode == "passive":  # what it gathered is another worker's business now
                 cfg = self.config
-                self.tracks, self.verdicts, self.recent = {}, {}, {}
+                self.tracks, self.verdicts, self.confirmations = {}, {}, {}
                 self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool, cfg.max_window)
 
     # -- status ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["Entity", "Aggregator", "quantile", "is_call", "hard_failure", "entity_name", "FAILED"]
+__all__ = ["Entity", "Aggregator", "quantile", "is_call", "is_thin", "hard_failure", "entity_name", "FAILED"]
 
 Entity = tuple[str, str, str | None]  # (server, replica, tool or None for the whole replica)
 _SAMPLE = 256  # latencies kept per entity and window
@@ -43,6 +43,12 @@ def is_call(event: Mapping[str, Any]) -> bool:
     """A tools/call that reached (or tried to reach) a replica: what the agent judges replicas on."""
     return (event.get("method") == "tools/call" and not event.get("cache_hit") and event.get("status") in _COUNTED
             and bool(event.get("server")) and bool(event.get("replica")))
+
+
+def is_thin(observation: Mapping[str, float]) -> bool:
+    """A window of fewer than ``min_calls`` calls: its rates and latencies are missing."""
+    rate = observation.get("error_rate", NAN)
+    return rate is None or math.isnan(rate)
 
 
 def entity_name(entity: Entity) -> str:

@@ -20,6 +20,7 @@ severity reached.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field, replace
 
@@ -28,26 +29,36 @@ from only1mcp.models.anomaly.base import Assessment
 from only1mcp.streaming import AnomalySettings
 from only1mcp.streams.anomaly_features import Entity
 
-__all__ = ["Track", "step", "anomaly_event", "remediations", "down_verdict", "confirmed", "RANK"]
+__all__ = ["Track", "step", "anomaly_event", "remediations", "down_verdict", "Confirmation", "RANK"]
 
 RANK = {severity: i for i, severity in enumerate(SEVERITIES)}
 _HOLDING = ("eject", "drain")
 
 
-def confirmed(verdict: Assessment | None, recent: list[str | None], windows: int) -> Assessment | None:
-    """The verdict with the severity every one of the last ``windows`` windows reached (its own
-    included; ``recent`` holds the earlier ones' raw severities, newest last, and is updated). One
-    slow window on a shared host is not an anomaly; a fault lasts. The hard down rule is not
-    confirmed this way: it needs no history and must act at once."""
-    raw = verdict.severity if verdict is not None else None
-    recent.append(raw)
-    del recent[:-max(1, windows)]
-    if verdict is None or windows <= 1 or raw is None:
-        return verdict
-    if len(recent) < windows or any(s is None for s in recent):
-        return replace(verdict, severity=None)
-    floor = min(RANK[s] for s in recent if s is not None)
-    return verdict if RANK[raw] == floor else replace(verdict, severity=SEVERITIES[floor])
+class Confirmation:
+    """One entity's confirmation rule: a severity counts once ``windows`` evidence windows in a row,
+    all within ``within_s`` seconds, reached it (the verdict then carries the lowest of them). One slow
+    window on a shared host is not an anomaly; a fault lasts. A thin window (too few calls for rates
+    and latencies) is no evidence either way: routing starves a slowing replica, and thin windows
+    between its slow ones must not reset the streak; the horizon stops two slow windows far apart
+    from confirming each other. The hard down rule is not confirmed this way: it must act at once."""
+
+    def __init__(self, windows: int, within_s: float = math.inf) -> None:
+        self.windows, self.within_s = max(1, int(windows)), float(within_s)
+        self.recent: list[tuple[float, str | None]] = []  # (when, raw severity) of evidence windows, newest last
+
+    def __call__(self, verdict: Assessment | None, now: float) -> Assessment | None:
+        raw = verdict.severity if verdict is not None else None
+        self.recent = [(t, s) for t, s in self.recent if t >= now - self.within_s][-(self.windows - 1):] \
+            if self.windows > 1 else []
+        self.recent.append((now, raw))
+        if verdict is None or self.windows <= 1 or raw is None:
+            return verdict
+        severities = [s for _, s in self.recent]
+        if len(severities) < self.windows or any(s is None for s in severities):
+            return replace(verdict, severity=None)
+        floor = min(RANK[s] for s in severities if s is not None)
+        return verdict if RANK[raw] == floor else replace(verdict, severity=SEVERITIES[floor])
 
 
 @dataclass

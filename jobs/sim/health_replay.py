@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from only1mcp.streams.anomaly_features import is_thin
+
 __all__ = ["load_events", "replay"]
 
 _COLUMNS = ("ts", "server", "replica", "tool", "method", "status", "error_class", "latency_ms", "inflight",
@@ -64,10 +66,6 @@ def replay(observations: dict[str, list[tuple[float, dict[str, float]]]], featur
     from only1mcp.events import SEVERITIES
     from only1mcp.models.anomaly.ensemble import Ensemble
 
-    from only1mcp.streaming import AnomalySettings
-    from only1mcp.streams.anomaly_lifecycle import confirmed
-
-    confirm = AnomalySettings().confirm_windows
     names = [d.name for d in _worker_ensemble(features, timeout_ms).detectors]
     floor_at = SEVERITIES.index(floor)
     out: dict[str, dict[str, list[float]]] = {n: {} for n in [*names, "ensemble (replay)"]}
@@ -79,9 +77,12 @@ def replay(observations: dict[str, list[tuple[float, dict[str, float]]]], featur
             else:
                 detector = next(d for d in full.detectors if d.name == name)
                 model = Ensemble([detector], {name: 1.0}, full.thresholds)
-            flagged, recent = False, []
+            flagged, confirm = False, _confirmation()
             for t, x in rows:
-                verdict = confirmed(model.assess_one(x, t), recent, confirm)
+                verdict = model.assess_one(x, t)
+                if is_thin(x):  # no evidence either way (as in the agent)
+                    continue
+                verdict = confirm(verdict, t)
                 hit = verdict.severity is not None and SEVERITIES.index(verdict.severity) >= floor_at
                 if hit and not flagged:
                     out[name].setdefault(replica, []).append(t)
@@ -99,7 +100,6 @@ def long_control(observations: Sequence[list[tuple[float, dict[str, float]]]], f
     import numpy as np
 
     from only1mcp.events import SEVERITIES
-    from only1mcp.streaming import AnomalySettings
 
     sources = [rows for rows in observations if len(rows) > block]
     if not sources or days <= 0:
@@ -126,13 +126,12 @@ def long_control(observations: Sequence[list[tuple[float, dict[str, float]]]], f
         t = np.cumsum(step)
         scores = ens.score_learn_many(X_all[index], t)
         last_flag, found = -np.inf, 0
-        confirm = AnomalySettings().confirm_windows
-        recent: list[int] = []  # the last windows' severity ranks (-1: none), as the agent confirms them
-        for when, score in zip(t, scores):
-            raw = ens.severity(float(score))
-            recent = (recent + [-1 if raw is None else SEVERITIES.index(raw)])[-confirm:]
-            rank = min(recent) if len(recent) == confirm else -1
-            if rank >= floor_at:
+        confirm = _confirmation()
+        for row, when, score in zip(index, t, scores):
+            if is_thin(rows[row][1]):
+                continue
+            severity = confirm(_bare(ens.severity(float(score))), float(when)).severity
+            if severity is not None and SEVERITIES.index(severity) >= floor_at:
                 if when - last_flag > close_after:
                     found += 1
                 last_flag = when
@@ -150,17 +149,32 @@ def timeline(rows: list[tuple[float, dict[str, float]]], features: Sequence[str]
     import math
 
 
-    from only1mcp.streaming import AnomalySettings
-    from only1mcp.streams.anomaly_lifecycle import confirmed
-
     ens = _worker_ensemble(features, timeout_ms)
-    confirm, recent = AnomalySettings().confirm_windows, []
+    confirm = _confirmation()
     out = []
     for t, x in rows:
-        verdict = confirmed(ens.assess_one(x, t), recent, confirm)
+        verdict = ens.assess_one(x, t)
+        if not is_thin(x):
+            verdict = confirm(verdict, t)
         out.append({"t": t, **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in x.items()},
                     "score": round(verdict.score, 4), "severity": verdict.severity})
     return out
+
+
+def _confirmation() -> Any:
+    """The agent's confirmation rule with its default settings."""
+    from only1mcp.streaming import AnomalySettings
+    from only1mcp.streams.anomaly_lifecycle import Confirmation
+
+    config = AnomalySettings()
+    return Confirmation(config.confirm_windows, config.confirm_within)
+
+
+def _bare(severity: str | None) -> Any:
+    """A verdict holding only a severity (what the long control confirms)."""
+    from only1mcp.models.anomaly.base import Assessment
+
+    return Assessment(score=0.0, severity=severity, confidence=0.0, detectors={}, features={}, kind="", explanation="")
 
 
 def _worker_ensemble(features: Sequence[str], timeout_ms: float | None, **extra: Any) -> Any:

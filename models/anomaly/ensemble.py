@@ -263,8 +263,9 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
     """The standard detector set over ``features`` (e.g. ``latency_p50_ms``, ``latency_p95_ms``,
     ``error_rate``, ``calls_per_s``, ``timeout_rate``): SPC and the isolation forest on all of them,
     river's Half-Space Trees (``online=False`` leaves it out), the trend detector on the
-    latency- and error-like ones (all of them when none is; ``trend=False`` leaves it out), and with
-    ``zscore=True`` the rolling z-score (``zscore_options``: window, limit).
+    latency- and error-like ones (all of them when none is; ``trend=False`` leaves it out), with
+    ``zscore=True`` the rolling z-score (``zscore_options``: window, limit), and with
+    ``forecast=True`` the forecast residuals (``forecast_options``).
 
     Options: ``weights``, ``thresholds``, ``combine``, ``on_error``, ``history``, ``flag_at`` (see :class:`Ensemble`);
     ``seed``; ``limits`` (feature → failure limit) and ``timeout`` (in the latency features' unit)
@@ -277,7 +278,8 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
     from only1mcp.models.anomaly.trend import Trend
 
     known = {"weights", "thresholds", "combine", "on_error", "history", "flag_at", "seed", "limits", "timeout", "online",
-             "trend", "spc", "iforest", "hst", "trend_options", "zscore", "zscore_options"}
+             "trend", "spc", "iforest", "hst", "trend_options", "zscore", "zscore_options", "forecast",
+             "forecast_options"}
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"default_ensemble got unknown options {sorted(unknown)!r}")
@@ -299,6 +301,10 @@ def default_ensemble(features: Sequence[str], **options: Any) -> Ensemble:
         from only1mcp.models.anomaly.zscore import RollingZ
 
         detectors.append(RollingZ(features, **options.get("zscore_options", {})))
+    if options.get("forecast", False):  # forecast residuals (the offline set carries them)
+        from only1mcp.models.anomaly.forecast import Forecast
+
+        detectors.append(Forecast(features, **options.get("forecast_options", {})))
     weights = {**DEFAULT_WEIGHTS, **(options.get("weights") or {})}
     return Ensemble(detectors, {d.name: weights.get(d.name, 1.0) for d in detectors},
                     options.get("thresholds", DEFAULT_THRESHOLDS), combine=options.get("combine", "noisy_or"),

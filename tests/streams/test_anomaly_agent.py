@@ -441,3 +441,49 @@ def test_only_the_worker_holding_partition_0_publishes(tmp_path: Path) -> None:
     parts = {0, 3}
     drive(a, 10, now, random.Random(8), failing={"sim/1"})
     assert a.mode == "active" and [e.state for e in published(a)[0]] == ["open"]
+
+
+class SlowJudge(Remembering):
+    """Critical when the window's median latency passes 100 ms, nothing otherwise."""
+
+    def assess_one(self, x: Any, t: float) -> Assessment:
+        slow = x.get("latency_p50_ms", math.nan) > 100.0
+        return Assessment(score=0.99 if slow else 0.0, severity="critical" if slow else None, confidence=1.0,
+                          detectors={}, features={"latency_p50_ms": 9.0 if slow else 0.0},
+                          kind="latency" if slow else "", explanation="slow" if slow else "")
+
+
+def test_a_starved_slow_replica_is_confirmed_across_thin_windows(tmp_path: Path) -> None:
+    """Routing sends a slowing replica a call every few seconds: its windows stretch to max_window and
+    most hold fewer than min_calls calls (no evidence). Two slow evidence windows 25 s apart still
+    confirm each other; the thin windows between neither confirm nor reset the streak."""
+    a = agent(tmp_path, factory=SlowJudge, confirm_windows=2, confirm_within=60.0, max_window=5.0, close_after=30.0)
+    now = time.time() - 60.0
+
+    def window_of(calls: int, latency: float) -> None:
+        nonlocal now
+        a.observe([call("sim/0", "ok", now + 0.01 * i, latency) for i in range(calls)])
+        for _ in range(int(6.0 / TICK)):  # past max_window: the window closes
+            a.tick(now)
+            now += TICK
+
+    window_of(5, 400.0)  # evidence: slow, not confirmed yet
+    assert published(a)[0] == []
+    for _ in range(4):
+        window_of(2, 400.0)  # thin: too few calls to count
+    assert published(a)[0] == []
+    window_of(5, 400.0)  # the second slow evidence window, 25 s after the first
+    events, decisions = published(a)
+    assert [(e.state, e.severity, e.replica) for e in events] == [("open", "critical", "sim/0")]
+    assert [d.action for d in decisions][:1] == ["eject"]
+
+
+def test_slow_evidence_windows_beyond_confirm_within_do_not_confirm(tmp_path: Path) -> None:
+    a = agent(tmp_path, factory=SlowJudge, confirm_windows=2, confirm_within=20.0, max_window=5.0)
+    now = time.time() - 60.0
+    for calls in (5, 2, 2, 2, 2, 5):  # slow evidence 30 s apart, thin windows between
+        a.observe([call("sim/0", "ok", now + 0.01 * i, 400.0) for i in range(calls)])
+        for _ in range(int(6.0 / TICK)):
+            a.tick(now)
+            now += TICK
+    assert published(a)[0] == []

@@ -1,7 +1,7 @@
 """The one contract every anomaly detector and the ensemble keep (``models.anomaly.base.Detector``).
 
-Each case runs over SPC, the isolation forest, Half-Space Trees, the trend detector and the default
-ensemble, with small settings so the whole file stays fast; seeds are fixed.
+Each case runs over SPC, the isolation forest, Half-Space Trees, the trend detector, the rolling
+z-score, the forecast residuals and the ensembles, with small settings so the whole file stays fast; seeds are fixed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from only1mcp.models.anomaly import DetectorStateError, Score, default_ensemble
 from only1mcp.models.anomaly.base import BatchDetector, Detector
+from only1mcp.models.anomaly.forecast import Forecast
 from only1mcp.models.anomaly.iforest import IsolationForest
 from only1mcp.models.anomaly.online import HalfSpace
 from only1mcp.models.anomaly.spc import SPC
@@ -30,6 +31,7 @@ SMALL = {
     "hst": {"warmup": 20, "window_size": 30, "n_trees": 5, "height": 6, "memory": 100},
     "trend": {"window": 16},
     "zscore": {"window": 30},
+    "forecast": {"warmup": 20, "history": 64, "max_period": 16, "detect_every": 32},
 }
 FACTORIES: dict[str, Callable[[], Any]] = {
     "spc": lambda: SPC(FEATURES, **SMALL["spc"]),
@@ -37,11 +39,15 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "hst": lambda: HalfSpace(FEATURES, **SMALL["hst"]),
     "trend": lambda: Trend(FEATURES, **SMALL["trend"]),
     "zscore": lambda: RollingZ(FEATURES, **SMALL["zscore"]),
+    "forecast": lambda: Forecast(FEATURES, **SMALL["forecast"]),
     "ensemble": lambda: default_ensemble(FEATURES, spc=SMALL["spc"], iforest=SMALL["iforest"], hst=SMALL["hst"],
                                          trend_options=SMALL["trend"]),
     "ensemble+zscore": lambda: default_ensemble(FEATURES, spc=SMALL["spc"], iforest=SMALL["iforest"], hst=SMALL["hst"],
                                                 trend_options=SMALL["trend"], zscore=True,
                                                 zscore_options=SMALL["zscore"]),
+    "ensemble+offline": lambda: default_ensemble(FEATURES, spc=SMALL["spc"], iforest=SMALL["iforest"], online=False,
+                                                 trend_options=SMALL["trend"], zscore=True, forecast=True,
+                                                 zscore_options=SMALL["zscore"], forecast_options=SMALL["forecast"]),
 }
 NAMES = list(FACTORIES)
 
