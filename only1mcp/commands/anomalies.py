@@ -6,6 +6,9 @@
   (exit 0); a broker that does not answer within ``--connect-timeout`` is an error (exit 1).
 - ``anomalies score FILE.csv --time-col T --value-col V [--value-col V2 …] --out OUT.csv``: score any
   metric series offline, each row from the rows before it only (``only1mcp.commands.anomaly_score``).
+
+``tail`` without ``--config`` and ``--bootstrap`` reads the broker of the last ``only1mcp up`` in
+this folder (commands/_config.py); one stderr line says which configuration and broker.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP, else [worker] bootstrap)")
     tail.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                       help="seconds to wait for the broker before giving up (default 10)")
-    tail.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+    tail.add_argument("--config", metavar="FILE",
+                      help="TOML configuration file (default: the last `only1mcp up` here, else built-in defaults)")
     score = sub.add_parser("score", help="score a metric series in a CSV file (causal: each row from earlier rows)",
                            description="score a metric series in a CSV file; each row only from earlier rows")
     add_score_arguments(score)
@@ -78,11 +82,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import logging
 
-    from only1mcp.commands.worker import settings_from_args
+    from only1mcp.commands._config import announce, resolve_config
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors: one clear line instead
-    settings = settings_from_args(args)
+    found = resolve_config(args)  # the last `up` here knows its embedded broker's port
+    settings = found.settings
     bootstrap = args.bootstrap or settings.worker.bootstrap
+    why = " (--bootstrap)" if args.bootstrap else " (KAFKA_BOOTSTRAP)" if args.environ.get("KAFKA_BOOTSTRAP") else ""
+    announce("anomalies tail", found.describe(), f"broker {bootstrap}{why}, topic {settings.anomaly.topic}")
     try:
         return asyncio.run(_tail(args, bootstrap, settings.anomaly.topic, sys.stdout))
     except KeyboardInterrupt:

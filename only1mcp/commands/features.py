@@ -5,6 +5,10 @@
 - ``features sql "SELECT …" [--format table|csv|json|parquet] [--out FILE]``: SQL over the DuckDB
   views of the offline store (``requests``, ``<entity>_<window>`` …; see feature_store/offline/duckdb.py);
 - ``features compact``: rewrite each Parquet partition as one deduplicated file (jobs/compact.py).
+
+Without ``--config`` the configuration of the last ``only1mcp up`` in this folder is used
+(commands/_config.py); one stderr line says which, and which data folder. ``sql`` and ``compact``
+over a missing or empty store say so and exit 1 (commands/_store.py) rather than answer 0 rows.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -21,7 +26,7 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 def _common(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument("--config", metavar="FILE", default=default,
-                        help="TOML configuration file (default: built-in defaults)")
+                        help="TOML configuration file (default: the last `only1mcp up` here, else built-in defaults)")
     parser.add_argument("--data-dir", metavar="DIR", default=default,
                         help="offline store root (default: [store] data_dir)")
 
@@ -44,16 +49,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         _common(action, default=argparse.SUPPRESS)
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202 - Settings, imported lazily
-    from only1mcp.commands.worker import settings_from_args
+def _data_dir(args: argparse.Namespace, command: str) -> Path:
+    """``--data-dir``, else ``[store] data_dir`` of the configuration found; said on stderr."""
+    from only1mcp.commands._config import announce, resolve_config, shown
 
-    return settings_from_args(args)
+    if args.data_dir:
+        announce(command, f"data folder {shown(args.data_dir)} (--data-dir)")
+        return Path(args.data_dir)
+    found = resolve_config(args)
+    announce(command, found.describe(), f"data folder {shown(found.settings.store.data_dir)}")
+    return Path(found.settings.store.data_dir)
 
 
 def _list(args: argparse.Namespace) -> int:
+    from only1mcp.commands._config import announce, resolve_config
     from only1mcp.feature_store.registry import definitions, format_table
 
-    worker = _settings(args).worker
+    found = resolve_config(args)  # the windows are the configuration's
+    announce("features list", found.describe())
+    worker = found.settings.worker
     defs = [d for d in definitions([*worker.tumbling, *worker.hopping])
             if (not args.entity or d.entity_type == args.entity) and (not args.window or d.window == args.window)]
     rows = [(d.feature.name, d.feature.dtype, d.entity_type, d.window, d.feature.version, d.table,
@@ -71,13 +85,18 @@ def _sql(args: argparse.Namespace) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    from only1mcp.commands._store import offline_store_problem, refuse
     from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished
     from only1mcp.feature_store.registry import format_table
 
     if args.format == "parquet" and not args.out:
         print("only1mcp features sql: --format parquet needs --out FILE", file=sys.stderr)
         return 2
-    con = connect(args.data_dir or _settings(args).store.data_dir)
+    data_dir = _data_dir(args, "features sql")
+    problem = offline_store_problem(data_dir)
+    if problem:
+        return refuse("features sql", problem)
+    con = connect(data_dir)
     try:
         def run() -> Any:
             relation = con.sql(args.query)
@@ -109,9 +128,14 @@ def _sql(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
+    from only1mcp.commands._store import offline_store_problem, refuse
     from only1mcp.jobs.compact import compact
 
-    for name, stats in compact(args.data_dir or _settings(args).store.data_dir, dry_run=args.dry_run).items():
+    data_dir = _data_dir(args, "features compact")
+    problem = offline_store_problem(data_dir)
+    if problem:
+        return refuse("features compact", problem)
+    for name, stats in compact(data_dir, dry_run=args.dry_run).items():
         if stats.partitions:
             print(f"{name}: {stats.partitions} partition(s), {stats.files_before} → {stats.files_after} files, "
                   f"{stats.rows_before} → {stats.rows_after} rows")

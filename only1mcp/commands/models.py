@@ -6,6 +6,10 @@
   model on the candidate's hold-out), or past it with ``--force`` (integrity checks still apply);
 - ``models rollback``: the previous live version becomes live again;
 - ``models shadow VERSION | --clear``: score a candidate beside the live model.
+
+Without ``--config`` the configuration of the last ``only1mcp up`` in this folder is used
+(commands/_config.py); one stderr line says which, and which registry. ``models list`` of a
+missing or empty registry says so and exits 1.
 """
 
 from __future__ import annotations
@@ -20,22 +24,29 @@ __all__ = ["add_arguments", "run", "resolve_dirs"]
 
 def _common(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument("--config", metavar="FILE", default=default,
-                        help="TOML configuration file (default: built-in defaults)")
+                        help="TOML configuration file (default: the last `only1mcp up` here, else built-in defaults)")
     parser.add_argument("--data-dir", metavar="DIR", default=default, help="offline store root (default: [store] data_dir)")
     parser.add_argument("--registry-dir", metavar="DIR", default=default,
                         help="model registry (default: [learning] registry_dir, else <data_dir>/models)")
 
 
-def resolve_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(data_dir, registry_dir) from the flags, else the settings (``--config`` or defaults)."""
-    from only1mcp.commands.worker import settings_from_args
+def resolve_dirs(args: argparse.Namespace, command: str, with_data: bool = True) -> tuple[Path, Path]:
+    """(data_dir, registry_dir) from the flags, else the settings (commands/_config.py); said on
+    stderr as ``only1mcp COMMAND: using …`` (the data folder only ``with_data``)."""
+    from only1mcp.commands._config import announce, resolve_config, shown
 
-    settings = None
+    found = None
     if not args.data_dir or not args.registry_dir:
-        settings = settings_from_args(args)
+        found = resolve_config(args)
+    settings = found.settings if found else None
     data_dir = Path(args.data_dir or settings.store.data_dir)
-    registry = args.registry_dir or (settings.learning.registry_dir if settings else "") or data_dir / "models"
-    return data_dir, Path(registry)
+    registry = Path(args.registry_dir or (settings.learning.registry_dir if settings else "") or data_dir / "models")
+    parts = [found.describe()] if found else []
+    if with_data:
+        parts.append(f"data folder {shown(data_dir)}" + (" (--data-dir)" if args.data_dir else ""))
+    parts.append(f"model registry {shown(registry)}" + (" (--registry-dir)" if args.registry_dir else ""))
+    announce(command, *parts)
+    return data_dir, registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,14 +75,15 @@ def _fmt(value: object, spec: str = ".2f") -> str:
 
 
 def _list(registry, args: argparse.Namespace) -> int:  # noqa: ANN001 - ModelRegistry, imported lazily
+    from only1mcp.commands._store import refuse, registry_problem
     from only1mcp.feature_store.registry import format_table
 
     entries = registry.list()
+    problem = registry_problem(registry.root, len(entries))
+    if problem:  # not an empty table: a registry that is not there is worth a word and exit 1
+        return refuse("models list", problem)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
-        return 0
-    if not entries:
-        print(f"no models in {registry.root}")
         return 0
     rows = []
     for e in entries:
@@ -129,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if args.models_action not in actions:
         print("usage: only1mcp models {list,show,promote,rollback,shadow} …", file=sys.stderr)
         return 2
-    _, registry_dir = resolve_dirs(args)
+    _, registry_dir = resolve_dirs(args, f"models {args.models_action}", with_data=False)
     try:
         return actions[args.models_action](ModelRegistry(registry_dir), args)
     except ModelError as exc:

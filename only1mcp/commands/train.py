@@ -6,6 +6,8 @@ parity check, registers the version under ``[learning] registry_dir`` (default
 ``<data_dir>/models``) and runs the gate (``--no-promote``: leave it a candidate). A progress bar
 goes to stderr; the metrics table (model vs the EWMA and last-value baselines on the same
 hold-out), parity, sizes and the gate's verdict to stdout (``--json``: the whole report).
+Without ``--config``, the configuration of the last ``only1mcp up`` here (commands/_config.py);
+a missing or empty store is said as such, exit 1.
 """
 
 from __future__ import annotations
@@ -89,11 +91,15 @@ def run(args: argparse.Namespace) -> int:
         print("usage: only1mcp train latency [--config FILE] [--since T] [--until T] [--no-promote] [--json]",
               file=sys.stderr)
         return 2
+    from only1mcp.commands._store import offline_store_problem, refuse
     from only1mcp.commands.models import resolve_dirs
     from only1mcp.jobs.train_latency import MAX_ROWS, MIN_ROWS, train_latency
     from only1mcp.models.errors import ModelError
 
-    data_dir, registry_dir = resolve_dirs(args)
+    data_dir, registry_dir = resolve_dirs(args, "train latency")
+    problem = offline_store_problem(data_dir)
+    if problem:
+        return refuse("train latency", problem)
     bar = ProgressBar()
     try:
         report = train_latency(data_dir, registry_dir, since=args.since, until=args.until, progress=bar,

@@ -19,8 +19,10 @@ The children get ``KAFKA_BOOTSTRAP`` and ``REDIS_URL`` in their environment (the
 the file, see settings.parse_settings). The proxy's configuration is written to the run
 directory (default ``.only1mcp/run/only1mcp.toml``) unless ``--config`` is given without
 ``--demo`` (then the file is used as it is, and edits to it reload the proxy); each child
-logs to ``<run dir>/<name>.log``. Ctrl-C or SIGTERM stops the children newest first, then
-Redis (only if ``up`` started it) and the broker.
+logs to ``<run dir>/<name>.log``. ``.only1mcp/last-up`` records which configuration this run
+uses: the commands typed here afterwards without ``--config`` read it (commands/_config.py).
+Ctrl-C or SIGTERM stops the children newest first, then Redis (only if ``up`` started it) and
+the broker.
 """
 
 from __future__ import annotations
@@ -202,8 +204,7 @@ class Up:
             raise UpError(f"topics: {exc}") from None
         self.say(f"topics: {len(TOPICS)} topics with {partitions} partitions")
 
-        if plan.generated:  # now that the addresses are known, the file says where everything is
-            self.write_config(plan)
+        self.publish_config(plan)
         env = {**self.environ, "KAFKA_BOOTSTRAP": self.bootstrap, "REDIS_URL": self.redis_url,
                "PYTHONUNBUFFERED": "1"}
         if args.listen:
@@ -304,6 +305,20 @@ class Up:
                                     else self.run_dir.parent / "data")
         raw.setdefault("events", {}).setdefault("spool_dir", str(self.run_dir / "spool"))
         return raw
+
+    def publish_config(self, plan: Plan) -> None:
+        """A generated configuration is written now that the addresses are known (the file says
+        where everything is); either way it is recorded as this folder's last `up`, so
+        `features`, `models`, `anomalies tail` … typed here afterwards read this stack."""
+        from only1mcp.commands._config import record_last_up
+
+        if plan.generated:
+            self.write_config(plan)
+        try:
+            record_last_up(plan.config_path, self.bootstrap)
+        except OSError as exc:  # a read-only folder: the stack runs all the same, the commands need --config
+            self.say(f"warning: could not record the configuration in use here ({exc}); "
+                     f"other commands need --config {_shell_quote(str(plan.config_path))}")
 
     def write_config(self, plan: Plan) -> None:
         from only1mcp.settings import parse_settings

@@ -123,9 +123,10 @@ def test_cli_train_and_models(store, tmp_path: Path) -> None:  # noqa: ANN001
     unknown = _cli("models", "promote", "latency-nope", "--config", str(config))
     assert unknown.returncode == 1 and "no model version" in unknown.stderr
 
-    empty = tmp_path / "empty.toml"
-    empty.write_text(f'[store]\ndata_dir = "{tmp_path / "nothing"}"\n')
-    refused = _cli("train", "latency", "--config", str(empty))
+    missing = _cli("train", "latency", "--data-dir", str(tmp_path / "nothing"), "--registry-dir", str(registry))
+    assert missing.returncode == 1 and "no offline store at" in missing.stderr and "does not exist" in missing.stderr
+    write_requests(tmp_path / "few", load_sensitive_events(50, seed=3))
+    refused = _cli("train", "latency", "--data-dir", str(tmp_path / "few"), "--registry-dir", str(registry))
     assert refused.returncode == 1 and "at least 500" in refused.stderr
 
 
