@@ -91,6 +91,9 @@ class ProxySettings:
     body_timeout: float = 30.0  # seconds to receive a whole POST body; past it 408 and the connection closes
     max_stream_buffer_bytes: int = 1024 * 1024  # bytes queued for one SSE answer stream a client does not read
     stream_write_timeout: float = 30.0  # seconds one SSE write may wait for a client that does not read
+    # A demo deployment (docker-compose.yml, `only1mcp up --demo`): only then are the published demo
+    # tokens accepted; anywhere else they would be a password everyone knows (proxy/auth.py DEMO_TOKENS).
+    demo: bool = False
 
     @property
     def host(self) -> str:
@@ -200,7 +203,15 @@ def _parse_proxy(table: Any, source: str, environ: Mapping[str, str]) -> ProxySe
     return settings
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
 def _from_env(value: str, type_name: str, env_key: str, key: str) -> Any:
+    if type_name == "bool":
+        word = value.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise ConfigError(env_key, f"proxy.{key}", f"expected true or false, got {value!r}")
+        return word in _TRUE
     try:
         if type_name == "int":
             return int(value)
@@ -214,6 +225,8 @@ def _from_env(value: str, type_name: str, env_key: str, key: str) -> Any:
 
 
 def _coerce(value: Any, type_name: str, source: str, key: str) -> Any:
+    if type_name == "bool" and isinstance(value, bool):
+        return value
     if type_name == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
     if type_name == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):

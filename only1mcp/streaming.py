@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from only1mcp.traffic import _non_negative, _positive, _share, check
+from only1mcp.traffic import _non_negative, _positive, _share, check, secret
 
 __all__ = ["EventSettings", "WorkerSettings", "StoreSettings", "DecisionSettings", "LearningSettings", "AnomalySettings",
            "FSYNC_POLICIES", "ANOMALY_FEATURES", "ANOMALY_ACTIONS"]
@@ -47,7 +47,7 @@ class EventSettings:
     spool_dir: str = ""  # "" = a folder under the system temp dir, per listen port
     spool_max_bytes: int = check(_positive, 256 * 1024 * 1024)  # past it events are dropped, counted, logged
     fsync: str = field(default="batch", metadata={"choices": FSYNC_POLICIES})
-    hash_key: str = ""  # key of the keyed hashes (arguments, sessions); "" = random per process
+    hash_key: str = secret("")  # key of the keyed hashes (arguments, sessions); "" = random per process
     proxy_id: str = ""  # "" = host name and listen port
 
 

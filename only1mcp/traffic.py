@@ -16,7 +16,7 @@ from only1mcp.errors import ConfigError
 
 __all__ = [
     "HealthSettings", "OutlierSettings", "BreakerSettings", "ToolSettings", "RetrySettings", "CacheSettings",
-    "AuthSettings", "RateLimitSettings", "RemediationSettings", "parse_table", "CACHE_POLICIES",
+    "AuthSettings", "RateLimitSettings", "RemediationSettings", "parse_table", "secret", "CACHE_POLICIES",
 ]
 
 CACHE_POLICIES = ("lru", "s3fifo", "sieve")
@@ -37,11 +37,18 @@ def _share(value: Any) -> str | None:
 
 def _webhook_url(value: Any) -> str | None:
     ok = value == "" or value.startswith(("http://", "https://"))
-    return None if ok else f'expected an http:// or https:// URL, or "" for none, got {value!r}'
+    # The value is not echoed: a webhook URL is often a credential itself (a Slack hook's path is).
+    return None if ok else 'expected an http:// or https:// URL, or "" for none'
 
 
 def check(rule: Callable[[Any], str | None], default: Any) -> Any:
     return field(default=default, metadata={"check": rule})
+
+
+def secret(default: Any) -> Any:
+    """A field whose value is a credential: a refusal names the key but never shows the value
+    (errors end up in logs, on stderr and in /admin/reload answers)."""
+    return field(default=default, metadata={"secret": True})
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,8 @@ class CacheSettings:
 class AuthSettings:
     """Without tokens the proxy serves anyone, and so binds only to loopback addresses."""
 
-    tokens: tuple[str, ...] = ()  # client bearer tokens / API keys
-    admin_token: str = ""  # for /admin; empty = admin endpoints only from loopback without a token
+    tokens: tuple[str, ...] = secret(())  # client bearer tokens / API keys
+    admin_token: str = secret("")  # for /admin; empty = admin endpoints only from loopback without a token
 
 
 @dataclass(frozen=True)
@@ -167,8 +174,9 @@ def _value(spec: Any, value: Any, source: str, key: str) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
     if not ok:
+        shown = "a value of another type (not shown: a secret)" if spec.metadata.get("secret") else repr(value)
         raise ConfigError(source, key, f"expected {kind.replace('tuple[str, ...]', 'a list of strings')}, "
-                                       f"got {value!r}")
+                                       f"got {shown}")
     choices = spec.metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(source, key, f"expected one of {', '.join(choices)}, got {value!r}")

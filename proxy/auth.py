@@ -8,6 +8,11 @@ Tokens are compared as SHA-256 digests with ``hmac.compare_digest`` against ever
 configured token, so neither a token's length nor which one matched shows in the
 timing. The caller's identity goes to ``scope["state"]["client_id"]`` for rate
 limiting and logs: a short hash of its token (never the token), else its address.
+The peer address is the socket's (uvicorn runs with ``proxy_headers=False``): an
+``X-Forwarded-For`` header cannot make a remote client look like a loopback one.
+
+:func:`exposure_refusal` says why settings must not be served: no client token on a
+public address, or a published demo token (:data:`DEMO_TOKENS`) outside a demo.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ import orjson
 from only1mcp.errors import INVALID_REQUEST
 from only1mcp.traffic import AuthSettings
 
-__all__ = ["exposure_refusal", "AuthMiddleware", "client_id_of", "is_loopback_host", "peer_host"]
+__all__ = ["exposure_refusal", "AuthMiddleware", "client_id_of", "is_loopback_host", "peer_host", "DEMO_TOKENS",
+           "demo_tokens_in"]
+
+# The tokens docker-compose.yml (and infra/prometheus/prometheus.yml) give the demo stack. They are
+# published in this repository, so they protect nothing: accepted only with [proxy] demo = true.
+DEMO_TOKENS = frozenset({"only1mcp-demo-token", "only1mcp-demo-admin-token"})
 
 _PROTECTED = frozenset({"/mcp", "/mcp/", "/metrics", "/metrics/"})
 _MCP = frozenset({"/mcp", "/mcp/"})
@@ -180,9 +190,26 @@ class AuthMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def demo_tokens_in(auth: AuthSettings) -> list[str]:
+    """Which settings hold a published demo token: ``[auth] tokens`` and/or ``[auth] admin_token``.
+    (A plain comparison: the demo tokens are public, and this runs at start-up, not per request.)"""
+    found = []
+    if any(token in DEMO_TOKENS for token in auth.tokens):
+        found.append("[auth] tokens (ONLY1MCP_AUTH_TOKENS)")
+    if auth.admin_token in DEMO_TOKENS:
+        found.append("[auth] admin_token (ONLY1MCP_ADMIN_TOKEN)")
+    return found
+
+
 def exposure_refusal(settings: Any) -> str:
-    """Why the proxy must not serve as configured ("" if it may): no tokens on a non-loopback address.
-    Checked at start-up and again on every reload."""
+    """Why the proxy must not serve as configured ("" if it may): no tokens on a non-loopback address,
+    or a published demo token without ``[proxy] demo = true``. Checked at start-up and on every reload.
+    The message names settings, never a token."""
+    demo = demo_tokens_in(settings.auth)
+    if demo and not settings.proxy.demo:
+        return (f"refusing to start: {' and '.join(demo)} hold(s) a demo token published in docker-compose.yml, "
+                "which anyone can read. Set a token of your own; only for a demo, set [proxy] demo = true "
+                "(ONLY1MCP_PROXY_DEMO=true).")
     if settings.auth.tokens or is_loopback_host(settings.proxy.host):
         return ""
     return (f"refusing to listen on {settings.proxy.listen} without authentication: anyone who can reach it "

@@ -5,10 +5,16 @@ running configuration; and reload on demand."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
+from only1mcp.proxy.redact import redact_url, redacted_settings
+
 __all__ = ["AdminViews"]
+
+
+def _target(replica: Any) -> str:
+    """What an upstream replica is, without a password or query its URL may carry."""
+    return redact_url(replica.url) if replica.url else replica.label
 
 
 class AdminViews:
@@ -34,7 +40,7 @@ class AdminViews:
             replicas = []
             for replica in pool.replicas:
                 replicas.append({
-                    "id": replica.id, "target": replica.settings.label, "state": replica.state,
+                    "id": replica.id, "target": _target(replica.settings), "state": replica.state,
                     "error": replica.last_error, "restarts": replica.restarts,
                     "protocol": (replica.session.init_result.get("protocolVersion") if replica.session else None),
                     "stats": replica.stats.snapshot(now),
@@ -174,10 +180,7 @@ class AdminViews:
         return {"request_id": request_id, "calls": calls} if calls else None
 
     def admin_config(self) -> dict[str, Any]:
-        config = dataclasses.asdict(self.settings)
-        config["auth"] = {"tokens": f"{len(self.settings.auth.tokens)} configured",
-                          "admin_token": "set" if self.settings.auth.admin_token else "not set"}
-        return config
+        return redacted_settings(self.settings)
 
     def admin_set_weights(self, server: str, body: Any) -> dict[str, Any]:
         """Weights for a server whose policy is ``weighted``: ``{"weights": {replica id: w},

@@ -29,6 +29,7 @@ __all__ = ["ServerPool", "CallRecord", "Override"]
 
 log = logging.getLogger("only1mcp.pool")
 _REVIVE_WAIT_S = 2.0  # longest a call waits for a down replica to reconnect before it fails
+_NAMED = frozenset({"tools/call", "prompts/get"})  # methods whose route name is a catalog name
 
 
 class CallRecord:
@@ -193,9 +194,9 @@ class ServerPool:
                 return await self._attempt(replica, method, params, route, sink, timeout or self.timeout)
             except (UpstreamFailed, UpstreamUnavailable) as exc:
                 if attempt < attempts and len(tried) < len(self.replicas) and self.budget.try_withdraw(loop.time()):
-                    log.info("retrying %s %s on another replica after %s: %s", method, route.name, replica.id, exc)
+                    log.info("retrying %s %s on another replica after %s: %s", method, _label(route), replica.id, exc)
                     if self.metrics is not None:
-                        self.metrics.retry(self.name, route.name or method)
+                        self.metrics.retry(self.name, _label(route))
                     continue
                 raise
         raise AssertionError("unreachable")
@@ -245,7 +246,7 @@ class ServerPool:
             else:
                 self._record_health(replica.id, healthy, now - started, now, timed_out)
             if self.metrics is not None:
-                self.metrics.call(self.name, replica.id, route.name or method, now - started, outcome)
+                self.metrics.call(self.name, replica.id, _label(route), now - started, outcome)
                 self.metrics.inflight(self.name, replica.id, -1)
 
     def _record_health(self, replica_id: str, ok: bool, latency_s: float, now: float, timed_out: bool) -> None:
@@ -294,3 +295,9 @@ class ServerPool:
         finally:
             running.discard(replica.id)
         self.health.record_check(replica.id, ok, asyncio.get_running_loop().time())
+
+
+def _label(route: RouteRequest) -> str:
+    """The tool or prompt name for metrics and logs; for any other method the method itself: a resource
+    URI is the client's input (a template's parameters), not a name from the catalog."""
+    return route.name if route.name and route.method in _NAMED else route.method

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from only1mcp.events import Remediation
+from only1mcp.proxy.redact import redact_url
 from only1mcp.proxy.webhook import Webhook
 
 __all__ = ["Hold", "Remediations", "ServerRemediation", "OUTCOMES", "HOLDING"]
@@ -175,7 +176,7 @@ class ServerRemediation:
         inflight = {r.id: r.inflight for r in self.pool.replicas}
         return {"auto": self.auto, "auto_origin": "runtime" if self.server in self.book.switches else "config",
                 "max_out_share": self.max_out_share, "min_out_s": self.settings.min_out_s,
-                "webhook": self.settings.webhook or None, "flaps": self.book.flaps.get(self.server, 0),
+                "webhook": redact_url(self.settings.webhook, keep_path=False) or None, "flaps": self.book.flaps.get(self.server, 0),
                 "held": {rid: h.row(inflight.get(rid, 0)) for rid, h in self.holds.items()},
                 "alerts": dict(self.alerts)}
 

@@ -105,8 +105,9 @@ class Telemetry:
         if context is None:
             return
         status, code, error_class = classify(reply)
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
-        tool = context.tool or (params.get("name") if isinstance(params.get("name"), str) else None)
+        # Only a name the catalog resolved (set by Calls): the name of an unknown tool is the client's
+        # raw input, which events never carry (nor should it grow the streams' per-tool state).
+        tool = context.tool
         event = RequestEvent(
             event_id=context.request_id or uuid.uuid4().hex, ts=started_wall, latency_ms=(time.perf_counter() - started) * 1000.0,
             method=str(message.get("method")), status=status, proxy_id=self.proxy_id,

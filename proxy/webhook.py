@@ -3,6 +3,7 @@
 ``send`` only puts the body on a bounded queue (a full queue drops it, counted), so neither routing
 nor the decision channel ever waits on a slow or dead receiver. Each POST has a short total timeout;
 failures (connection refused, timeout, a non-2xx answer, a drop) are counted and logged rate-limited.
+The URL may be a credential (a Slack hook's path is): status and logs show it redacted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from only1mcp.proxy.redact import redact_url
+
 __all__ = ["Webhook"]
 
 log = logging.getLogger("only1mcp.webhook")
@@ -26,6 +29,7 @@ _LOG_EVERY_S = 30.0
 class Webhook:
     def __init__(self, url: str, timeout: float = 2.0, queue_size: int = 256) -> None:
         self.url, self.timeout = url, timeout
+        self.shown = redact_url(url, keep_path=False)  # what status() and the log say
         self.sent = 0
         self.failures = 0
         self.last_error = ""
@@ -43,7 +47,7 @@ class Webhook:
             self._failed(f"queue full ({self._queue.maxsize} waiting), alert dropped")
 
     def status(self) -> dict[str, Any]:
-        return {"url": self.url, "sent": self.sent, "failures": self.failures, "queued": self._queue.qsize(),
+        return {"url": self.shown, "sent": self.sent, "failures": self.failures, "queued": self._queue.qsize(),
                 "last_error": self.last_error or None}
 
     async def close(self) -> None:
@@ -73,8 +77,8 @@ class Webhook:
 
     def _failed(self, why: str) -> None:
         self.failures += 1
-        self.last_error = why
+        self.last_error = why = why.replace(self.url, self.shown)  # aiohttp's InvalidURL quotes the URL
         now = time.monotonic()
         if now - self._logged_at >= _LOG_EVERY_S:
             self._logged_at = now
-            log.warning("remediation webhook %s failed: %s (%d failures so far)", self.url, why, self.failures)
+            log.warning("remediation webhook %s failed: %s (%d failures so far)", self.shown, why, self.failures)

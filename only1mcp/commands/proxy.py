@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
+    from only1mcp.settings import Settings
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "server_config"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     from only1mcp.commands._common import load_or_exit, setup_logging
     from only1mcp.proxy.app import build_app
-    from only1mcp.proxy.auth import exposure_refusal
-    from only1mcp.proxy.limits import head_timeout_protocol
+    from only1mcp.proxy.auth import demo_tokens_in, exposure_refusal
 
     environ = dict(args.environ)
     if args.listen:
@@ -38,17 +37,28 @@ def run(args: argparse.Namespace) -> int:
     from only1mcp.settings import load_settings
 
     app = build_app(settings, reload_from=lambda: load_settings(args.config, environ))
-    logging.getLogger("only1mcp").info("serving MCP at http://%s/mcp", settings.proxy.listen)
+    log = logging.getLogger("only1mcp")
+    if demo_tokens_in(settings.auth):
+        log.warning("demo mode ([proxy] demo = true): the published demo tokens are accepted; never expose this proxy")
+    log.info("serving MCP at http://%s/mcp", settings.proxy.listen)
+    logging.getLogger("uvicorn.error").addFilter(_abandoned_on_purpose)
+    uvicorn.Server(server_config(app, settings)).run()
+    return 0
+
+
+def server_config(app: Any, settings: Settings) -> Any:
+    """The uvicorn configuration the proxy runs with (tests serve the app in process with the same)."""
+    import uvicorn
+
+    from only1mcp.proxy.limits import head_timeout_protocol
+
     # uvicorn's own limits stay as they are: timeout_keep_alive (5 s) closes idle keep-alive connections;
     # the proxy adds what uvicorn lacks (header_timeout here, body_timeout, stream limits, session and
-    # inflight caps in the app). header_timeout is read at start-up only.
-    config = uvicorn.Config(app, host=settings.proxy.host, port=settings.proxy.port, log_level="warning",
-                            access_log=False, loop="uvloop", http=head_timeout_protocol(settings.proxy.header_timeout),
-                            lifespan="on",
-                            proxy_headers=False, server_header=False, date_header=False)
-    logging.getLogger("uvicorn.error").addFilter(_abandoned_on_purpose)
-    uvicorn.Server(config).run()
-    return 0
+    # inflight caps in the app). header_timeout is read at start-up only. proxy_headers=False: the peer
+    # address (loopback or not, for the admin API) is the socket's, never a client-supplied header.
+    return uvicorn.Config(app, host=settings.proxy.host, port=settings.proxy.port, log_level="warning",
+                          access_log=False, loop="uvloop", http=head_timeout_protocol(settings.proxy.header_timeout),
+                          lifespan="on", proxy_headers=False, server_header=False, date_header=False)
 
 
 def _abandoned_on_purpose(record: logging.LogRecord) -> bool:

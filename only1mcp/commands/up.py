@@ -291,6 +291,7 @@ class Up:
                             "timeout": 10.0,
                             "replicas": [{"url": f"http://{HOST}:{p}/mcp"} for p in demo_ports]})
             raw.setdefault("cache", {}).setdefault("default_ttl", 5.0)  # the sim's read-only tools get cached
+            raw.setdefault("proxy", {})["demo"] = True  # a demo: the published demo tokens are allowed
         if fixture_port:
             servers.append({"name": "conf", "namespace": "conf",
                             "replicas": [{"url": f"http://{HOST}:{fixture_port}/mcp"}]})

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from only1mcp.proxy.redact import redact_url
 from only1mcp.proxy.upstream.base import Deliver, HttpStatusError, SessionExpired, TransportClosed
 from only1mcp.proxy.upstream.http1 import Http1Error, Http1Pool
 
@@ -149,7 +150,8 @@ class HttpTransport:
         try:
             message = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            log.warning("%s sent a message that is not JSON: %.200r", self.url, payload)
+            # Its size only: the bytes may be a (broken) result, which logs never carry.
+            log.warning("%s sent a message that is not JSON (%d bytes)", redact_url(self.url), len(payload))
             return
         for item in message if isinstance(message, list) else [message]:
             if isinstance(item, dict):

@@ -81,7 +81,9 @@ class StdioTransport:
                 try:
                     message = orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    log.warning("%s wrote a non-JSON line to stdout: %.200r", self.label, line)
+                    # Its size only: the line may be a (broken) result, which logs never carry; a
+                    # server's own diagnostics belong on stderr, which is logged as it is.
+                    log.warning("%s wrote a non-JSON line of %d bytes to stdout; dropped", self.label, len(line))
                     continue
                 for item in message if isinstance(message, list) else [message]:
                     if isinstance(item, dict):

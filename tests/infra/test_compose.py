@@ -7,7 +7,8 @@
 - every file it mounts or builds from exists, and the configuration files load as settings;
 - the topic-init service creates every topic of the core with the worker's partition count;
 - the Grafana dashboard is valid JSON whose metric names are ones the proxy really exposes;
-- Prometheus scrapes exactly the proxy services, with a token the proxies accept.
+- Prometheus scrapes exactly the proxy services, with a token the proxies accept;
+- the proxies' tokens are the published demo ones, accepted only because the stack says it is a demo.
 """
 
 from __future__ import annotations
@@ -143,13 +144,17 @@ def test_every_mounted_file_exists(services) -> None:
 
 
 def test_the_configuration_files_load(services) -> None:
-    from only1mcp.proxy.auth import exposure_refusal
+    from only1mcp.proxy.auth import DEMO_TOKENS, exposure_refusal
 
     proxies, workers = by_command(services, "proxy"), by_command(services, "worker")
     assert len(proxies) >= 2 and sum(svc.get("deploy", {}).get("replicas", 1) for svc in workers.values()) >= 2
     for name, svc in proxies.items():
         settings = load_settings(config_of(svc), environment(svc))
         assert exposure_refusal(settings) == "", name  # 0.0.0.0 in a container: tokens are required
+        # The stack's tokens are the published demo ones: the proxies accept them only as a demo.
+        assert set(settings.auth.tokens) | {settings.auth.admin_token} <= DEMO_TOKENS and settings.proxy.demo, name
+        undeclared = {k: v for k, v in environment(svc).items() if k != "ONLY1MCP_PROXY_DEMO"}
+        assert "demo token" in exposure_refusal(load_settings(config_of(svc), undeclared)), name
         assert settings.events.bootstrap == "kafka:9092" and settings.store.redis_url == "redis://redis:6379/0"
     groups = set()
     for name, svc in workers.items():
