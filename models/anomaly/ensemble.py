@@ -229,6 +229,13 @@ class Ensemble:
             return np.zeros(len(X))
         return self._combine(np.column_stack(per), np.array(weights))
 
+    def weighted_only(self) -> Ensemble:
+        """The same ensemble without its weight-0 detectors (they cannot move the score: not worth
+        their cost where no explanation or time to failure is asked for, as in offline scoring)."""
+        kept = [d for d in self.detectors if self.weights[d.name] > 0] or self.detectors[:1]
+        return Ensemble(kept, {d.name: self.weights[d.name] for d in kept}, self.thresholds, combine=self.combine,
+                        on_error=self.on_error, history=self.history, flag_at=self.flag_at, name=self.name)
+
     # -- state ------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"detector": "ensemble", "version": _VERSION, "name": self.name, "features": list(self.features),

@@ -45,8 +45,8 @@ __all__ = ["Forecast"]
 
 _VERSION = 1
 # float state columns
-_L0, _M0, _L1, _B1, _M1, _L2, _M2, _FLOOR, _LAST, _TAIL = range(10)
-_NF = 10
+_L0, _M0, _L1, _B1, _M1, _L2, _M2, _FLOOR, _LAST, _TAIL, _EW = range(11)
+_NF = 11
 # int state columns
 _NWARM, _READY, _PERIOD, _ROW = range(4)
 _NI = 4
@@ -175,7 +175,8 @@ def _rebuild_seasonal(fs, season, hist, ist, f, period, sigma_clip, p):  # pragm
 @numba.njit(cache=True)
 def _kernel(X, fs, ist, warm, hist, season, p, out_score, out_z, out_warm):  # pragma: no cover - compiled
     alpha, beta, rate, limit, sigma_clip = p[0], p[1], p[3], p[4], p[5]
-    detect_every, tail_rate = int(p[6]), p[7]
+    detect_every, tail_rate, lam = int(p[6]), p[7], p[8]
+    sigma_ew = math.sqrt(lam / (2.0 - lam))
     n_warm = warm.shape[1]
     h = hist.shape[1]
     max_period = season.shape[1]
@@ -233,8 +234,13 @@ def _kernel(X, fs, ist, warm, hist, season, p, out_score, out_z, out_warm):  # p
                     e, m = x - (fs[f, _L2] + season[f, row % period]), m2
             z = min(max(e / (_ABS_TO_SIGMA * m), -Z_CLIP), Z_CLIP)
             # heavy tails: z in units of the residuals' own 99th percentile (never below normal noise's)
-            s = _hill(abs(z) * _NORMAL_TAIL / max(fs[f, _TAIL], _NORMAL_TAIL), limit)
-            if s < 0.5:  # the tail is learned from ordinary rows only: an anomaly must not widen it
+            z_eff = z * _NORMAL_TAIL / max(fs[f, _TAIL], _NORMAL_TAIL)
+            # a sustained bias (a small level shift the predictors absorb over a few rows) shows in the
+            # EWMA of the residuals, z clipped to ±6 so that one spike cannot make it
+            ew = lam * min(max(z_eff, -6.0), 6.0) + (1.0 - lam) * fs[f, _EW]
+            fs[f, _EW] = ew
+            s = max(_hill(abs(z_eff), limit), _hill(abs(ew) / sigma_ew, limit))
+            if s < 0.5:  # the tail is learned from rows it does not flag: an anomaly must not widen it
                 fs[f, _TAIL] += tail_rate * ((1.0 if abs(z) > fs[f, _TAIL] else 0.0) - 0.01)
             out_z[i, f] = z
             if s > best:
@@ -267,16 +273,16 @@ class Forecast:
     """One-step forecast residuals per feature (level, linear, seasonal: the best predictor speaks);
     the score is the worst feature's, ``Score.features`` the residual z of every feature."""
 
-    def __init__(self, features: Sequence[str], *, warmup: int = 30, alpha: float = 0.15, beta: float = 0.1,
+    def __init__(self, features: Sequence[str], *, warmup: int = 30, alpha: float = 0.07, beta: float = 0.1,
                  gamma: float = 0.2, scale_rate: float = 0.02, limit: float = 5.0, clip: float = 3.0,
                  history: int = 512, max_period: int = 170, detect_every: int = 128, tail_rate: float = 0.1,
-                 name: str = "forecast") -> None:
+                 ewma_lambda: float = 0.3, name: str = "forecast") -> None:
         if not features:
             raise ValueError("Forecast needs at least one feature")
         if warmup < 5 or history < 3 * _MIN_PERIOD + 3 or not _MIN_PERIOD <= max_period or detect_every < 1:
             raise ValueError("warmup must be >= 5, history >= 12, max_period >= 3 and detect_every >= 1")
         for what, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("scale_rate", scale_rate),
-                            ("tail_rate", tail_rate)):
+                            ("tail_rate", tail_rate), ("ewma_lambda", ewma_lambda)):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{what} must be in (0, 1), not {value!r}")
         if not (math.isfinite(limit) and limit > 0 and math.isfinite(clip) and clip > 0):
@@ -284,7 +290,8 @@ class Forecast:
         self.name = name
         self.features = tuple(features)
         self.warmup, self.history, self.max_period = int(warmup), int(history), int(max_period)
-        self._params = np.array([alpha, beta, gamma, scale_rate, limit, clip, detect_every, tail_rate], dtype=float)
+        self._params = np.array([alpha, beta, gamma, scale_rate, limit, clip, detect_every, tail_rate,
+                                 ewma_lambda], dtype=float)
         self._reset()
 
     def _reset(self) -> None:

@@ -19,7 +19,7 @@ from only1mcp.jobs.bench import cli as bench_cli
 from only1mcp.jobs.bench.anomaly import evaluate, rolling_z_flags
 from only1mcp.jobs.bench.anomaly_data import KINDS, make_series
 
-METHODS = {"spc", "iforest", "hst", "trend", "zscore", "ensemble", "ensemble+hst", "rolling_z", "rolling_z_tuned"}
+METHODS = {"spc", "iforest", "hst", "trend", "zscore", "forecast", "ensemble", "ensemble+hst", "rolling_z", "rolling_z_tuned"}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_quick_run_writes_every_table_and_bar(bench: dict[str, Any]) -> None:
     assert bench["code"] == 0, bench["stdout"]
     report = bench["json"]
     assert report["benchmark"] == "anomaly" and report["settings"]["quick"] is True
-    assert report["wall_s"] < 60
+    assert report["wall_s"] < 300  # a runaway guard, not a speed bar
     for split in ("tuning", "holdout", "shifted", "holdout+shifted"):
         table = report["results"][split]
         assert set(table) == METHODS
