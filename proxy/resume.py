@@ -146,11 +146,15 @@ class GetStreams:
                     break  # the answer is written: the stream ends
                 if stream.owner is not token or disconnect.done():
                     break
-                done, _ = await asyncio.wait({stream.changed(), disconnect}, timeout=KEEPALIVE_S,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if not done and not await write(send, b": keepalive\n\n"):
-                    return
+                if stream.last_seq == cursor:  # nothing new since the write: wait for it (a wake-up during
+                    # the write is already spent, so the count, not the future, says whether to wait)
+                    done, _ = await asyncio.wait({stream.changed(), disconnect}, timeout=KEEPALIVE_S,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if not done and not await write(send, b": keepalive\n\n"):
+                        return
                 backlog = stream.after(cursor)
+                if backlog == []:
+                    cursor = stream.last_seq  # only ids never logged lie between (the priming event's)
         except OSError:
             pass
         finally:
