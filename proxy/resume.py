@@ -37,6 +37,19 @@ KEEPALIVE_S = 15.0
 class GetStreams:
     def __init__(self, limits: Limits, budget: ReplayBudget) -> None:
         self.limits, self.budget = limits, budget
+        self._held: set[asyncio.Future[None]] = set()  # the disconnect watch of every stream held open
+
+    def close_all(self) -> None:
+        """End every held stream (the server is shutting down: uvicorn would wait for them for ever).
+        Their clients resume elsewhere, or here after a restart, with Last-Event-ID."""
+        for watch in list(self._held):
+            watch.cancel()
+
+    def _watch(self, receive: Any) -> asyncio.Future[None]:
+        watch = asyncio.ensure_future(_disconnected(receive))
+        self._held.add(watch)
+        watch.add_done_callback(self._held.discard)
+        return watch
 
     def replay_of(self, session: Any) -> SessionReplay | None:
         """The session's replay buffers (made on first use); None when resumption is off or the session ended."""
@@ -85,7 +98,7 @@ class GetStreams:
             first += b"".join(data for _, data in backlog)
             cursor = backlog[-1][0]
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        disconnect = asyncio.ensure_future(_disconnected(receive))
+        disconnect = self._watch(receive)
         write = self.limits.write  # a client that stops reading loses the stream (the outbox is bounded)
         try:
             if not await write(send, first):
@@ -132,7 +145,7 @@ class GetStreams:
             stream.exchange.detach()
         token = stream.claim()
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        disconnect = asyncio.ensure_future(_disconnected(receive))
+        disconnect = self._watch(receive)
         write = self.limits.write
         try:
             while True:

@@ -34,6 +34,7 @@ class Proxies:
         servers = (f'[[servers]]\nname = "faults"\n[[servers.replicas]]\nurl = "{faults}"\n\n'
                    f'[[servers]]\nname = "conf"\n[[servers.replicas]]\nurl = "{conformance}"\n')
         faults_only = f'[[servers]]\nname = "faults"\n[[servers.replicas]]\nurl = "{faults}"\n'
+        self.stack, self.faults_only = stack, faults_only
         self.url, self.proc = stack.proxy(servers)
         self.small, _ = stack.proxy(faults_only, proxy_extra="replay_buffer_bytes = 4096")
         self.off, _ = stack.proxy(faults_only, proxy_extra="replay_buffer_bytes = 0")
@@ -168,16 +169,18 @@ def test_a_get_stream_resumes_and_the_old_connection_stops(proxies: Proxies) -> 
             trigger()
             trigger()
             updates = _events(lines, 2)
-            assert [e["message"]["method"] for e in updates] == ["notifications/resources/updated"] * 2
+            assert [e["message"]["method"] for e in updates] == ["notifications/resources/updated"] * 2, updates
             with second.stream("GET", proxies.url,
                                headers=_headers(sid, **{"Last-Event-ID": updates[0]["id"]})) as new:
                 new_lines = new.iter_lines()
                 replayed = _events(new_lines, 1)
-                assert replayed[0]["id"] == updates[1]["id"]  # what followed the id, on that stream
-                assert _events(lines) == []  # the old connection ended, and got nothing more
+                assert replayed[0]["id"] == updates[1]["id"], (updates, replayed)  # what followed, on that stream
+                leftover = _events(lines)
+                assert leftover == [], leftover  # the old connection ended, and got nothing more
                 trigger()
                 live = _events(new_lines, 1)
-        assert _seq(live[0]["id"]) == (_seq(updates[1]["id"])[0], _seq(updates[1]["id"])[1] + 1)
+        stream, seq = _seq(updates[1]["id"])
+        assert _seq(live[0]["id"]) == (stream, seq + 1), (updates, live)
 
 
 def test_evicted_or_unknown_ids_answer_400_and_are_counted(proxies: Proxies) -> None:
@@ -233,3 +236,18 @@ def test_the_proxy_resumes_an_upstream_stream_ended_mid_call(proxies: Proxies) -
         assert reply["result"]["content"][0]["text"] == "Reconnection test completed", reply
         assert time.monotonic() - started < 5  # resumed after the fixture's 200 ms retry, not a timeout
         assert "Traceback" not in proxies.proc.log_path.read_text()
+
+
+def test_held_get_streams_do_not_keep_the_proxy_from_stopping(proxies: Proxies) -> None:
+    url, proc = proxies.stack.proxy(proxies.faults_only)
+    with RawClient(url) as raw, httpx.Client(timeout=30) as http:
+        sid = raw.initialize()
+        with http.stream("GET", url, headers=_headers(sid)) as held:
+            lines = held.iter_lines()
+            assert next(lines) == ": stream open"
+            started = time.monotonic()
+            proxies.stack.stop(proc)  # SIGTERM; SIGKILL (-9) after 5 s
+            code, took = proc.popen.returncode, time.monotonic() - started
+            # uvicorn re-raises the SIGTERM it caught once shut down: -15 is a graceful exit.
+            assert code == -15 and took < 4, (code, took, proc.log_tail(10))
+            list(lines)  # the stream was ended, not cut
