@@ -91,6 +91,9 @@ class ProxySettings:
     body_timeout: float = 30.0  # seconds to receive a whole POST body; past it 408 and the connection closes
     max_stream_buffer_bytes: int = 1024 * 1024  # bytes queued for one SSE answer stream a client does not read
     stream_write_timeout: float = 30.0  # seconds one SSE write may wait for a client that does not read
+    # Last-Event-ID resumption (session revisions): sent SSE events kept for replay, oldest evicted first.
+    replay_buffer_bytes: int = 1024 * 1024  # per session; 0 = no event ids, no resumption
+    replay_total_bytes: int = 64 * 1024 * 1024  # over all sessions (the least recently written lose theirs first)
     # A demo deployment (docker-compose.yml, `only1mcp up --demo`): only then are the published demo
     # tokens accepted; anywhere else they would be a password everyone knows (proxy/auth.py DEMO_TOKENS).
     demo: bool = False
@@ -249,6 +252,9 @@ def _validate_proxy(p: ProxySettings, source: str) -> None:
     if p.max_sessions_per_client > p.max_sessions:
         raise ConfigError(source, "proxy.max_sessions_per_client",
                           f"must not exceed max_sessions ({p.max_sessions}), got {p.max_sessions_per_client}")
+    for key in ("replay_buffer_bytes", "replay_total_bytes"):
+        if getattr(p, key) < 0:
+            raise ConfigError(source, f"proxy.{key}", "must be 0 (resumption off) or a number of bytes")
     if p.max_stream_buffer_bytes < 4096:
         raise ConfigError(source, "proxy.max_stream_buffer_bytes",
                           f"must be at least 4096 bytes (a few events), got {p.max_stream_buffer_bytes}")

@@ -101,4 +101,6 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
     app = RateLimitMiddleware(ProxyApp(endpoint, rest, gateway), settings.rate_limit, on_limited=metrics.rate_limited,
                               follow=lambda: gateway.settings.rate_limit)
     app = AuthMiddleware(app, settings.auth, follow=lambda: gateway.settings.auth)
-    return RequestMetricsMiddleware(app, metrics)
+    app = RequestMetricsMiddleware(app, metrics)
+    app.close_streams = endpoint.streams.close_all  # type: ignore[attr-defined]  # for the server's shutdown
+    return app

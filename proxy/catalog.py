@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from only1mcp.proxy.param_headers import annotations
+
 __all__ = ["Catalog", "Entry", "KINDS", "expose_name", "template_regex"]
 
 log = logging.getLogger("only1mcp.catalog")
@@ -66,6 +68,8 @@ class Catalog:
     templates: list[tuple[re.Pattern[str], str, str]] = field(default_factory=list)  # (regex, uri template, server)
     conflicts: list[str] = field(default_factory=list)
     version: int = 0
+    # Exposed tool name → its x-mcp-header annotations (valid ones only), to check 2026-07-28 Mcp-Param headers.
+    param_headers: dict[str, Any] = field(default_factory=dict)
 
     def update(self, server: str, kind: str, items: list[dict[str, Any]]) -> bool:
         """Replace one server's list of one kind; return whether the exposed list changed."""
@@ -114,6 +118,7 @@ class Catalog:
             return
         exposed_list: list[dict[str, Any]] = []
         index: dict[str, Entry] = {}
+        params: dict[str, Any] = {}
         conflicts = [c for c in self.conflicts if not c.startswith(f"{kind}:")]
         for server, namespace in self.servers:
             for item in self.raw.get(server, {}).get(kind, []):
@@ -137,8 +142,12 @@ class Catalog:
                 hints = item.get("annotations") if isinstance(item.get("annotations"), dict) else {}
                 index[exposed] = Entry(exposed, server, name, hints.get("readOnlyHint") is True,
                                        hints.get("idempotentHint") is True)
+                if kind == "tools" and "x-mcp-header" in str(item.get("inputSchema")):  # walked only if it may say
+                    params[exposed] = annotations(item["inputSchema"])[0]
                 exposed_list.append(item if exposed == name else {**item, "name": exposed})
         self.lists[kind], self.index[kind], self.conflicts = exposed_list, index, conflicts
+        if kind == "tools":
+            self.param_headers = {name: found for name, found in params.items() if found}
 
     def _rebuild_templates(self) -> None:
         merged: list[dict[str, Any]] = []

@@ -2,8 +2,9 @@
 
 POST carries one JSON-RPC message (a batch only in 2025-03-26). A request's answer
 is plain JSON unless something related (progress, logging, a server-to-client
-request) arrives before it; then the answer switches to an SSE stream. GET holds
-the session's stream of unsolicited messages; DELETE ends the session.
+request) arrives before it; then the answer switches to an SSE stream
+(``proxy/exchange.py``). GET holds the session's stream of unsolicited messages, or
+resumes a stream with ``Last-Event-ID`` (``proxy/resume.py``); DELETE ends the session.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from only1mcp.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, STREAM_OVERRUN, TOO_MANY_INFLIGHT
+from only1mcp.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, TOO_MANY_INFLIGHT
 from only1mcp.proxy.auth import client_id_of
+from only1mcp.proxy.exchange import SSE_HEADERS, Exchange, event, respond, rpc_error
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
 from only1mcp.proxy.limits import Limits, refuse
+from only1mcp.proxy.replay import PRIMING_SINCE, ReplayBudget
+from only1mcp.proxy.resume import GetStreams
 from only1mcp.proxy.sessions import ClientSession, SessionLimit
 from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
 from only1mcp.settings import ProxySettings
@@ -29,15 +33,7 @@ __all__ = ["McpEndpoint", "Exchange", "event", "invalid", "respond", "accepted",
 log = logging.getLogger("only1mcp.http")
 
 _JSON = (b"content-type", b"application/json")
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no")]
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
-_CANCELLED = -32800  # the answer a cancelled request gets, if the client still listens
-_KEEPALIVE_S = 15.0
-
-
-def rpc_error(code: int, message: str, request_id: Any = None) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
 class McpEndpoint:
@@ -45,6 +41,8 @@ class McpEndpoint:
         self.gateway = gateway
         self.settings = settings
         self.limits = Limits(lambda: gateway.settings.proxy)  # follows reloads
+        self.replays = ReplayBudget(lambda: gateway.settings.proxy)  # Last-Event-ID buffers of all sessions
+        self.streams = GetStreams(self.limits, self.replays)
         from only1mcp.proxy.stateless import Stateless  # it builds on this module's Exchange
 
         self.stateless = Stateless(gateway, self.limits)
@@ -236,7 +234,8 @@ class McpEndpoint:
         request_id = new_request_id()  # before the handler task is made, so it sees the same context
         context = telemetry.begin(request_id)
         exchange = Exchange(send, sse, [(REQUEST_ID_HEADER, request_id.encode())], prefer_sse=prefer_sse,
-                            limits=self.limits)
+                            limits=self.limits, streams=self.streams.replay_of(session),
+                            prime=session.protocol_version >= PRIMING_SINCE)
         await exchange.run(self.gateway.handle(message, session, Sink(session, exchange.push) if sse else None),
                            receive, session, message["id"])
         telemetry.finish(context, message, exchange.reply, origin.started, origin.wall, origin.size,
@@ -251,27 +250,7 @@ class McpEndpoint:
         if session is None:
             await respond(send, status, rpc_error(INVALID_REQUEST, reason))
             return
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-        disconnect = asyncio.ensure_future(receive())
-        write = self.limits.write  # a client that stops reading loses the stream (the outbox is bounded)
-        try:
-            while not disconnect.done():
-                getter = asyncio.ensure_future(session.outbox.get())
-                done, _ = await asyncio.wait({getter, disconnect}, timeout=_KEEPALIVE_S,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    if not await write(send, event(getter.result())):
-                        return  # the server closes the connection
-                else:
-                    getter.cancel()
-                    if not disconnect.done() and not await write(send, b": keepalive\n\n"):
-                        return
-        except OSError:
-            pass
-        finally:
-            disconnect.cancel()
-        await _close_stream(send)
+        await self.streams.handle(session, headers, receive, send)
 
     async def _delete(self, headers: dict[bytes, bytes], send: Any) -> None:
         session_id = headers.get(b"mcp-session-id")
@@ -287,146 +266,13 @@ class McpEndpoint:
 class _Origin:
     """What the front knows about a request before handling it, for its event."""
 
-    __slots__ = ("size", "started", "wall", "client_id")
+    __slots__ = ("size", "started", "wall", "client_id", "raw_headers")
 
     def __init__(self, size: int, scope: dict[str, Any]) -> None:
         self.size, self.started, self.wall = size, time.perf_counter(), time.time()
+        self.raw_headers = scope["headers"]  # repeated headers kept (a doubled Mcp-Param-* is refused)
         state = scope.get("state")
         self.client_id = state.get("client_id") if isinstance(state, dict) else None
-
-
-class Exchange:
-    """One request's answer: JSON if nothing came before it, else an SSE stream.
-
-    Messages for the stream are encoded as they come and queued until written; with ``limits``,
-    a client that leaves more than ``max_stream_buffer_bytes`` unread (queued or being written)
-    loses the call (cancelled upstream, the queue freed, a final ``STREAM_OVERRUN`` error if it
-    still reads it), and a write stuck past ``stream_write_timeout`` abandons the stream."""
-
-    def __init__(self, send: Any, sse: bool, headers: list[tuple[bytes, bytes]] | None = None,
-                 prefer_sse: bool = False, limits: Limits | None = None) -> None:
-        self.send, self.sse, self.headers = send, sse, headers or []
-        self.prefer_sse = prefer_sse  # the client listed SSE first in Accept: answer as a stream
-        self.queue: list[bytes] = []  # encoded events not written yet
-        self.queued = 0  # their bytes
-        self.writing = 0  # bytes of the write in progress
-        self.started = False
-        self.reply: Any = None  # the final answer, for the request's event
-        self.sent_bytes = 0
-        self.limits = limits
-        self.overrun = False  # the client left too much unread: the call was given up
-        self.abandoned = False  # a write did not get through in time: the stream is dropped
-        self._task: asyncio.Task[Any] | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def push(self, message: dict[str, Any]) -> None:
-        if self.overrun:
-            return
-        data = event(message)
-        self.queue.append(data)
-        self.queued += len(data)
-        limits = self.limits
-        if limits is not None and self.queued + self.writing > limits.current().max_stream_buffer_bytes:
-            self._give_up(limits)
-        self._wake()
-
-    def _give_up(self, limits: Limits) -> None:
-        """Too much unread: free the queue and cancel the call (the upstream gets notifications/cancelled)."""
-        self.overrun = True
-        log.warning("a client left %d bytes of an SSE answer unread (max_stream_buffer_bytes): call cancelled",
-                    self.queued + self.writing)
-        self.queue, self.queued = [], 0
-        limits.refused["stream_overrun"] += 1
-        if self._task is not None:
-            self._task.cancel()
-
-    def _wake(self, *_: Any) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def run(self, handler: Any, receive: Any, session: ClientSession | None, request_id: Any,
-                  finish: Any = None, cancel_on_disconnect: bool = False) -> None:
-        """Answer one request. Only the stateless revision treats a closed stream as a cancel;
-        the session revisions say a disconnect is not one, so there the socket is not watched."""
-        loop = asyncio.get_running_loop()
-        task = self._task = loop.create_task(handler)
-        task.add_done_callback(self._wake)
-        disconnect = None
-        if cancel_on_disconnect:
-            disconnect = loop.create_task(receive())
-            disconnect.add_done_callback(self._wake)
-        if session is not None:
-            session.calls[request_id] = task
-            session.inflight += 1
-        try:
-            while True:
-                if self.queue and not await self._flush():
-                    break
-                if task.done() or self.overrun or (disconnect is not None and disconnect.done()):
-                    break
-                self._waiter = loop.create_future()
-                await self._waiter
-            if self.abandoned or (not task.done() and not self.overrun):
-                # The client went away, or stopped reading: closing the stream cancels the call.
-                task.cancel()
-                if self.started and not self.abandoned:
-                    await _close_stream(self.send)
-                return  # abandoned: the response stays incomplete, so the server closes the connection
-            if self.overrun:
-                reply = rpc_error(STREAM_OVERRUN, "Stream overrun: the client did not read its SSE stream; more "
-                                  "than max_stream_buffer_bytes were waiting, so the call was cancelled", request_id)
-            elif task.cancelled():
-                reply = rpc_error(_CANCELLED, "Request cancelled", request_id)
-            else:
-                reply = task.result()
-            status = 200
-            if finish is not None:
-                status, reply = finish(reply)
-            self.reply = reply
-            if self.prefer_sse and not self.started and status == 200 and not await self._flush():
-                return
-            if self.started:
-                body = event(reply)
-                self.sent_bytes += len(body)
-                if self.limits is not None:
-                    await self.limits.write(self.send, body, more_body=False)
-                else:
-                    await self.send({"type": "http.response.body", "body": body, "more_body": False})
-            else:
-                self.sent_bytes += await respond(self.send, status, reply, self.headers)
-        finally:
-            if disconnect is not None:
-                disconnect.cancel()
-            if session is not None:
-                session.calls.pop(request_id, None)
-                session.inflight -= 1
-
-    async def _flush(self) -> bool:
-        """Write what is queued; False if the client did not take it in time (the stream is abandoned)."""
-        if not self.started:
-            self.started = True
-            await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
-        body = b"".join(self.queue)
-        self.queue, self.queued = [], 0
-        self.sent_bytes += len(body)
-        if self.limits is None:
-            await self.send({"type": "http.response.body", "body": body, "more_body": True})
-            return True
-        self.writing = len(body)
-        try:
-            if await self.limits.write(self.send, body):
-                return True
-        finally:
-            self.writing = 0
-        self.abandoned = True
-        return False
-
-
-async def _close_stream(send: Any) -> None:
-    try:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except OSError:
-        pass
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -437,10 +283,6 @@ def _is_json(content_type: bytes) -> bool:
 def _prefers_sse(accept: bytes) -> bool:
     sse, json = accept.find(b"text/event-stream"), accept.find(b"application/json")
     return sse >= 0 and (json < 0 or sse < json)
-
-
-def event(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
 
 
 def invalid(message: Any) -> str:
@@ -465,16 +307,6 @@ def _id_of(message: Any) -> Any:
     if isinstance(message, dict) and isinstance(message.get("id"), (str, int)) and not isinstance(message["id"], bool):
         return message["id"]
     return None
-
-
-async def respond(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> int:
-    body = orjson.dumps(payload)
-    headers = [_JSON, (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return len(body)
 
 
 async def accepted(send: Any) -> None:

@@ -90,7 +90,7 @@ async def refuse(send: Any, status: int, code: int, message: str, request_id: An
 
 # What the front refuses, by limit (the session caps are counted by the session store).
 REFUSALS = ("body_timeout", "body_too_large", "inflight_session", "inflight_client", "stream_overrun",
-            "stream_write_timeout")
+            "stream_write_timeout", "resume_unavailable")
 
 
 class Limits:

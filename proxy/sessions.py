@@ -44,6 +44,8 @@ class ClientSession:
     calls: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)  # in-flight requests, for cancellation
     inflight: int = 0  # requests being answered now (ids may repeat, so not len(calls))
     client: str = ""  # the identity that created it (token hash or address), for the per-client cap
+    replay: Any = None  # its SSE streams' Last-Event-ID buffers (proxy/replay.py), made on first use
+    ended: bool = False  # deleted or expired: nothing is buffered for it any more
     _asked: dict[Any, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -172,6 +174,9 @@ class SessionStore:
 
     def _drop(self, session_id: str, session: ClientSession) -> None:
         del self._sessions[session_id]
+        session.ended = True
+        if session.replay is not None:  # its buffered events count against every session's bound
+            session.replay.clear()
         mine = self._by_client.get(session.client)
         if mine is not None:
             mine.pop(session_id, None)

@@ -25,6 +25,7 @@ from only1mcp.errors import (
 from only1mcp.proxy.gateway import SUPPORTED_VERSIONS, Gateway, Sink
 from only1mcp.proxy.http_front import SSE_HEADERS, Exchange, _id_of, accepted, event, invalid, respond, rpc_error
 from only1mcp.proxy.limits import Limits, refuse
+from only1mcp.proxy.param_headers import mismatch
 from only1mcp.proxy.sessions import ClientSession
 from only1mcp.proxy.telemetry import REQUEST_ID_HEADER, new_request_id
 
@@ -160,7 +161,7 @@ class Stateless:
             return
         request_id = message["id"]
         try:
-            session = self._check(message, headers)
+            session = self._check(message, headers, getattr(origin, "raw_headers", None) or [])
         except RPCError as exc:
             await respond(send, _STATUS.get(exc.code, 200), {"jsonrpc": "2.0", "id": request_id,
                                                              "error": exc.to_error()})
@@ -180,7 +181,8 @@ class Stateless:
         else:
             await self._call(message, session, sse, receive, send, origin)
 
-    def _check(self, message: dict[str, Any], headers: dict[bytes, bytes]) -> StatelessSession:
+    def _check(self, message: dict[str, Any], headers: dict[bytes, bytes],
+               raw_headers: list[tuple[bytes, bytes]]) -> StatelessSession:
         params = message.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         if not isinstance(meta, dict) or f"{_META}protocolVersion" not in meta \
@@ -202,6 +204,12 @@ class Stateless:
                            {"supported": [STATELESS_VERSION, *SUPPORTED_VERSIONS], "requested": version})
         if method not in _METHODS:
             raise RPCError(METHOD_NOT_FOUND, "Method not found", method)
+        if method == "tools/call":  # headers mirrored from arguments (x-mcp-header) must agree with them
+            name = params.get("name")
+            annotated = self.gateway.catalog.param_headers.get(name) if isinstance(name, str) else None
+            problem = mismatch(annotated, params.get("arguments"), raw_headers) if annotated else None
+            if problem:
+                raise RPCError(HEADER_MISMATCH, problem)
         info = meta.get(f"{_META}clientInfo")
         return StatelessSession(meta[f"{_META}clientCapabilities"], info if isinstance(info, dict) else {},
                                 meta.get(f"{_META}logLevel"))

@@ -9,8 +9,11 @@
 #
 # Without --scenario it runs the "active" suite (30 scenarios, 40 checks in 0.1.16)
 # and ends with "Total: N passed, M failed"; the exit code is 1 when any check failed.
-# Other flags the suite takes: --suite active|all|pending, --expected-failures FILE
-# (YAML baseline), --spec-version, --verbose (checks as JSON). Run install.sh first.
+# --suite all adds the 2 pending scenarios (json-schema-2020-12, server-sse-polling: 6 more
+# checks); the tests run that, the fixture alone with --expected-failures
+# infra/conformance/expected-failures.yml (YAML baseline: a listed scenario may have WARNINGs
+# or FAILUREs, an unlisted one may not, and a listed one that passes is a stale entry).
+# Other flags: --spec-version, --verbose (checks as JSON). Run install.sh first.
 set -euo pipefail
 
 if [ $# -lt 1 ]; then

@@ -62,7 +62,8 @@ def parse_rpc_response(content_type: str, body: bytes, request_id: int) -> dict[
                 value = line[5:]
                 data.append(value[1:] if value.startswith(b" ") else value)
             elif not line and data:
-                found = _match(orjson.loads(b"\n".join(data)), request_id)
+                payload = b"\n".join(data)
+                found = _match(orjson.loads(payload), request_id) if payload.strip() else None  # not a priming event
                 if found is not None:
                     return found
                 data = []  # a notification or another request's reply: keep looking

@@ -62,7 +62,8 @@ def _headers(token: str | None, sid: str | None = None, extra: Mapping[str, str]
 
 def _error_of(body: bytes) -> tuple[int | None, str, dict[str, Any]]:
     """The JSON-RPC error of a JSON or SSE body (the last message carrying one), if any."""
-    for message in reversed(sse_messages(body) if body.startswith((b"event:", b"data:", b":")) else [_json(body)]):
+    is_sse = body.startswith((b"event:", b"data:", b":", b"id:"))  # id: a session stream's priming event
+    for message in reversed(sse_messages(body) if is_sse else [_json(body)]):
         if isinstance(message, dict) and isinstance(message.get("error"), dict):
             error = message["error"]
             return error.get("code"), str(error.get("message", "")), error.get("data") or {}

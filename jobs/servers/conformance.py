@@ -1,16 +1,20 @@
 """The conformance fixture: an MCP server with every feature the MCP conformance suite tests.
 
 ``@modelcontextprotocol/conformance`` 0.1.16 (``conformance server --url URL``) runs
-30 server scenarios, 40 checks, each as a client of this server: tools returning
+30 server scenarios, 40 checks (32 and 46 with ``--suite all``), each as a client of this
+server: tools returning
 text/image/audio/resource content, a failing tool, tools that log, report progress,
 and ask the client for sampling and elicitation in mid-call, resources (static,
 binary, template, subscribable), prompts, completion, ``logging/setLevel``, ping,
-concurrent POST SSE streams and DNS-rebinding protection.
+concurrent POST SSE streams and DNS-rebinding protection; and the tools of the two pending
+scenarios (``conformance_pending.py``): a JSON Schema 2020-12 input schema, and a tool that
+closes its stream mid-call so the client must resume it with ``Last-Event-ID``.
 
 The fixture is a plain ``MCPServer`` from the mcp SDK served over Streamable HTTP
 at ``/mcp`` with SDK defaults: stateful sessions (``Mcp-Session-Id``), SSE responses
 to POSTs, server-to-client requests and notifications on the originating POST's
-stream, and Host/Origin checks that admit only loopback names. The proxy is later
+stream, and Host/Origin checks that admit only loopback names; plus an event store, so
+its streams carry event ids and can be resumed with ``Last-Event-ID``. The proxy is later
 put in front of it and must pass the same checks, so nothing here is tuned to the
 suite beyond the fixture names and payloads it asks for.
 
@@ -52,6 +56,8 @@ from mcp.types import (
 )
 
 from only1mcp.jobs.servers import conformance_catalog as catalog
+from only1mcp.jobs.servers.conformance_pending import register_pending_tools
+from only1mcp.jobs.servers.event_store import MemoryEventStore
 
 __all__ = ["build_server", "build_app", "serve", "LOOPBACK_SECURITY"]
 
@@ -117,6 +123,7 @@ def build_server() -> MCPServer:
     state = _SessionState()
     _register_content_tools(server)
     _register_interactive_tools(server, state)
+    register_pending_tools(server)
     catalog.register_resources(server)
     catalog.register_prompts(server)
     _register_handlers(server, state)
@@ -291,8 +298,10 @@ def _register_handlers(server: MCPServer, state: _SessionState) -> None:
 
 
 def build_app(host: str = "127.0.0.1"):
-    """The Starlette app serving a fresh fixture at ``/mcp`` (Streamable HTTP, stateful)."""
-    return build_server().streamable_http_app(host=host, transport_security=LOOPBACK_SECURITY)
+    """The Starlette app serving a fresh fixture at ``/mcp`` (Streamable HTTP, stateful, resumable: its
+    events carry ids, kept by an event store, and clients are told to wait 200 ms before reconnecting)."""
+    return build_server().streamable_http_app(host=host, transport_security=LOOPBACK_SECURITY,
+                                              event_store=MemoryEventStore(), retry_interval=200)
 
 
 def serve(host: str, port: int) -> None:

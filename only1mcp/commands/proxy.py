@@ -19,8 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from only1mcp.commands._common import load_or_exit, setup_logging
     from only1mcp.proxy.app import build_app
     from only1mcp.proxy.auth import demo_tokens_in, exposure_refusal
@@ -42,8 +40,22 @@ def run(args: argparse.Namespace) -> int:
         log.warning("demo mode ([proxy] demo = true): the published demo tokens are accepted; never expose this proxy")
     log.info("serving MCP at http://%s/mcp", settings.proxy.listen)
     logging.getLogger("uvicorn.error").addFilter(_abandoned_on_purpose)
-    uvicorn.Server(server_config(app, settings)).run()
+    _closing_server(server_config(app, settings), getattr(app, "close_streams", None)).run()
     return 0
+
+
+def _closing_server(config: Any, close_streams: Any) -> Any:
+    """A uvicorn server that ends the held SSE streams when it shuts down: its graceful shutdown waits for
+    every response to end, and a GET stream never does (clients resume with Last-Event-ID)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            if close_streams is not None:
+                close_streams()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def server_config(app: Any, settings: Settings) -> Any:

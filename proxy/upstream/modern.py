@@ -7,18 +7,25 @@ is answered by asking the client (the same relay as a session-era server-to-clie
 request) and the call retried with ``inputResponses``; ``subscriptions/listen``
 replaces the GET stream; ``logging/setLevel`` and ``resources/subscribe`` become
 request ``_meta`` and the listen filter. Cancelling a call closes its stream.
+
+A ``tools/call`` mirrors the arguments its tool marks with ``x-mcp-header`` into
+``Mcp-Param-<Name>`` headers (``proxy/param_headers.py``), learned from the upstream's
+``tools/list`` (listed once by the session itself if the catalog's listing went through
+another replica); a tool whose annotations break the rules is left out of the list. An
+upstream that answers -32020 (HeaderMismatch) gets its tools listed again and the call
+retried once if that changes its headers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from only1mcp.errors import INTERNAL_ERROR, RPCError
+from only1mcp.errors import HEADER_MISMATCH, INTERNAL_ERROR, RPCError
+from only1mcp.proxy.param_headers import annotations, header_value, mirror
 from only1mcp.proxy.upstream.base import PROXY_CLIENT_CAPABILITIES, RelatedSink, UpstreamSession
 
 __all__ = ["ModernSession", "NotModern", "STATELESS_VERSION"]
@@ -36,14 +43,6 @@ class NotModern(Exception):
     """The upstream does not speak 2026-07-28: fall back to an initialize session."""
 
 
-def header_value(value: str) -> str:
-    """Headers carry printable ASCII as is; anything else as =?base64?…?= (the revision's rule)."""
-    if value and value == value.strip() and all(" " <= c <= "~" for c in value) \
-            and not (value.startswith("=?base64?") and value.endswith("?=")):
-        return value
-    return "=?base64?" + base64.b64encode(value.encode()).decode("ascii") + "?="
-
-
 class _ListenSink:
     """Frames of the listen stream that are not session-wide (the acknowledgement) are dropped."""
 
@@ -57,6 +56,10 @@ class ModernSession(UpstreamSession):
     subscriptions: set[str] = field(default_factory=set)
     _client_info: dict[str, Any] = field(default_factory=dict)
     _listen_task: asyncio.Task[None] | None = None
+    # x-mcp-header annotations by tool name, from the upstream's tools/list; None until a whole list was seen.
+    _param_headers: dict[str, Any] | None = None
+    _param_pages: dict[str, Any] | None = None  # the pages of a listing under way
+    _listing: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         forward = self.on_notification
@@ -106,13 +109,71 @@ class ModernSession(UpstreamSession):
             return {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        relisted = False
+        if method == "tools/call" and self._param_headers is None:
+            await self._learn_tools(deadline)
         for _ in range(_MAX_INPUT_ROUNDS):
-            result = await super().request(method, self._envelope(params), timeout=max(deadline - loop.time(), 0.001),
-                                           on_related=on_related, headers=self._headers(method, params))
+            headers = self._headers(method, params)
+            try:
+                result = await super().request(method, self._envelope(params),
+                                               timeout=max(deadline - loop.time(), 0.001),
+                                               on_related=on_related, headers=headers)
+            except RPCError as exc:
+                if exc.code != HEADER_MISMATCH or method != "tools/call" or relisted:
+                    raise
+                relisted = True  # the tool's schema may have changed: list again, retry if its headers did
+                await self._learn_tools(deadline, again=True)
+                if self._headers(method, params) == headers:
+                    raise
+                continue
             if result.get("resultType") != "input_required":
+                if method == "tools/list":
+                    result = self._keep_valid_tools(result, params)
                 return result if method == "server/discover" else _without_envelope(result)
             params = {**params, **await self._answer_inputs(result, on_related)}
         raise RPCError(INTERNAL_ERROR, f"upstream '{self.server}' asked for input more than {_MAX_INPUT_ROUNDS} times")
+
+    def _keep_valid_tools(self, result: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """Record the page's x-mcp-header annotations; a tool whose annotations break the rules is left out."""
+        learned = self._param_pages if "cursor" in params and self._param_pages is not None else {}
+        kept = []
+        for tool in result.get("tools") or []:
+            name = tool.get("name") if isinstance(tool, dict) else None
+            found, problem = annotations(tool.get("inputSchema")) if isinstance(name, str) else ({}, None)
+            if problem:
+                log.warning("upstream %s: tool %r left out: %s", self.server, name, problem)
+                continue
+            if found:
+                learned[name] = found  # type: ignore[index]
+            kept.append(tool)
+        if result.get("nextCursor"):
+            self._param_pages = learned  # the listing goes on: calls meanwhile use the previous one
+        else:
+            self._param_headers, self._param_pages = learned, None
+        return {**result, "tools": kept}
+
+    async def _learn_tools(self, deadline: float, again: bool = False) -> None:
+        """List the upstream's tools (all pages) to learn their headers; concurrent calls share one listing."""
+        if self._listing is None or self._listing.done():
+            if not again and self._param_headers is not None:
+                return
+            self._listing = asyncio.get_running_loop().create_task(self._list_tools(deadline))
+        try:
+            await asyncio.shield(self._listing)
+        except Exception as exc:  # a call without its headers is better than no call (a -32020 relists)
+            log.info("could not list the tools of %s for their Mcp-Param headers: %s", self.server, exc)
+            if self._param_headers is None:
+                self._param_headers = {}
+
+    async def _list_tools(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        cursor = None
+        for _ in range(100):
+            params = {"cursor": cursor} if cursor is not None else {}
+            result = await self.request("tools/list", params, timeout=max(deadline - loop.time(), 0.001))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                return
 
     async def _answer_inputs(self, result: dict[str, Any], sink: RelatedSink | None) -> dict[str, Any]:
         """Ask the client what the upstream needs, as session-era server-to-client requests."""
@@ -134,11 +195,14 @@ class ModernSession(UpstreamSession):
             meta[f"{_META}logLevel"] = self.log_level
         return {**params, "_meta": meta}
 
-    @staticmethod
-    def _headers(method: str, params: dict[str, Any]) -> dict[str, str]:
+    def _headers(self, method: str, params: dict[str, Any]) -> dict[str, str]:
         headers = {"Mcp-Method": method}
         if method in _NAMED and isinstance(params.get(_NAMED[method]), str):
             headers["Mcp-Name"] = header_value(params[_NAMED[method]])
+            if method == "tools/call" and self._param_headers:
+                annotated = self._param_headers.get(params["name"])
+                if annotated:
+                    headers.update(mirror(annotated, params.get("arguments")))
         return headers
 
     def _cancel_upstream(self, request_id: int, reason: str) -> None:

@@ -114,6 +114,7 @@ def test_bars_printed_and_recorded(bench: dict[str, Any]) -> None:
 
 def test_parse_sse_skips_other_messages() -> None:
     body = (
+        b"id: p1-1\r\nretry: 1000\r\ndata: \r\n\r\n"  # a priming event: an id, no message
         b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{}}\r\n\r\n'
         b'event: message\r\ndata: {"jsonrpc":"2.0","id":7,\r\n'  # one event split over two data lines
         b'data: "result":{"content":[{"type":"text","text":"hi"}]}}\r\n\r\n'

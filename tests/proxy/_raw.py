@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ACCEPT", "VERSION", "STATELESS", "RawClient", "messages", "final", "text_of", "expect_error"]
+__all__ = ["ACCEPT", "VERSION", "STATELESS", "RawClient", "messages", "sse_events", "final", "text_of",
+           "expect_error"]
 
 ACCEPT = "application/json, text/event-stream"
 VERSION = "2025-11-25"
@@ -25,21 +26,37 @@ _DEFAULT = object()
 
 
 def messages(resp: httpx.Response) -> list[dict[str, Any]]:
-    """The JSON-RPC messages of a response: one JSON body, or every ``data:`` event of an SSE stream."""
+    """The JSON-RPC messages of a response: one JSON body, or every ``data:`` event of an SSE stream
+    (an event with empty data, such as the priming event, carries none)."""
     if resp.headers.get("content-type", "").startswith("text/event-stream"):
-        found: list[dict[str, Any]] = []
-        data: list[str] = []
-        for line in [*resp.text.splitlines(), ""]:
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line and data:
-                found.append(json.loads("\n".join(data)))
-                data = []
-        return found
+        return [event["message"] for event in sse_events(resp.text) if "message" in event]
     if not resp.content:
         return []
     body = resp.json()
     return body if isinstance(body, list) else [body]
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The events of an SSE body, in order: each with its ``id`` and ``retry`` when given and its JSON
+    ``message`` when it has data (incomplete trailing events are dropped)."""
+    found: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    data: list[str] = []
+    for line in text.split("\n"):  # not splitlines: U+2028 may sit in a JSON string
+        line = line.removesuffix("\r")
+        if not line:
+            if data or current:
+                if "".join(data).strip():
+                    current["message"] = json.loads("\n".join(data))
+                found.append(current)
+            current, data = {}, []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line.startswith("id:"):
+            current["id"] = line[3:].removeprefix(" ")
+        elif line.startswith("retry:"):
+            current["retry"] = int(line[6:].strip())
+    return found
 
 
 def final(resp: httpx.Response) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 The conformance fixture is put behind ``only1mcp proxy`` with ``namespace = ""``, so
 the suite sees the fixture's own tool, prompt and resource names, and
 ``infra/conformance/run.sh`` (``@modelcontextprotocol/conformance`` 0.1.16) runs
-against the proxy's ``/mcp``. Every scenario then exercises a relay: tool results
-of every content type, logging, progress, sampling and elicitation in mid-call,
-resources and templates, prompts, completion, concurrent SSE streams and the
-proxy's own DNS-rebinding (Origin) checks. All 40 checks must be SUCCESS.
+every scenario (``--suite all``) against the proxy's ``/mcp``. Every scenario then
+exercises a relay: tool results of every content type, logging, progress, sampling and
+elicitation in mid-call, resources and templates, prompts, completion, concurrent SSE
+streams, the proxy's own DNS-rebinding (Origin) checks, and the two pending scenarios:
+JSON Schema 2020-12 keywords kept in a listed tool, and ``server-sse-polling`` (the
+proxy's priming event and retry field; the fixture's ``test_reconnection`` ends its
+upstream stream mid-call, and the proxy resumes it with ``Last-Event-ID`` so the answer
+still reaches the client). All 32 scenarios pass, no baseline: 46 SUCCESS checks.
 
 Skipped only when the suite's Node is not installed (``infra/conformance/install.sh``).
 """

@@ -224,7 +224,8 @@ def _messages(resp: httpx.Response) -> list[Any]:
             if line.startswith("data:"):
                 data.append(line[5:].removeprefix(" "))
             elif not line and data:
-                found.append(json.loads("\n".join(data)))
+                if "".join(data).strip():  # the priming event (an id, empty data) carries no message
+                    found.append(json.loads("\n".join(data)))
                 data = []
         return found
     body = json.loads(resp.content)
@@ -885,7 +886,8 @@ def test_session_answer_that_is_not_an_object(fuzzer: Fuzzer) -> None:
         other.post(fuzzer.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
         with fuzzer.http.stream("POST", fuzzer.url, json=call, headers=headers) as stream:
             lines = stream.iter_lines()
-            asked = next(json.loads(line[5:]) for line in lines if line.startswith("data:"))
+            asked = next(json.loads(line[5:]) for line in lines  # past the priming event (empty data)
+                         if line.startswith("data:") and line[5:].strip())
             assert asked["method"] == "elicitation/create", asked
             answer = other.post(fuzzer.url, json={"jsonrpc": "2.0", "id": asked["id"], "result": 5}, headers=headers)
             assert answer.status_code == 202, answer.text
