@@ -17,7 +17,8 @@ proxy, not the upstream, is what limits) and ``only1mcp proxy`` with events on a
    call record in memory: bounded rounds keep the client's own garbage collection out of the
    latencies). Every ``--sample-every`` s: the proxy's and the worker's resident memory (VmRSS),
    open file descriptors (``/proc/<pid>/fd``) and CPU time; from the proxy's ``/metrics`` its
-   asyncio tasks (``only1mcp_asyncio_tasks``), client sessions and event counters.
+   asyncio tasks (``only1mcp_asyncio_tasks``), client sessions and event counters; and the whole
+   machine's CPU (``/proc/stat``: on a shared machine, who else ran explains a latency stretch).
    An idle sample before the first round and one after the last (6 s without calls: idle
    keep-alive connections closed) show what the proxy holds without load.
 3. **Accounting.** After the last round the worker gets ``--drain-timeout`` s to bring the
@@ -44,6 +45,7 @@ import asyncio
 import contextlib
 import datetime
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -287,6 +289,17 @@ def _records(rounds: list[dict[str, Any]], t0: float) -> list[dict[str, Any]]:
     return records
 
 
+def _host_ticks() -> dict[str, int] | None:
+    """The whole machine's CPU time so far (Linux /proc/stat, clock ticks): busy and total. The stack
+    shares the machine; when it is saturated, who else ran explains the latencies."""
+    try:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return {"busy": sum(values) - values[3] - values[4], "total": sum(values)}  # idle and iowait apart
+
+
 class _Sampler:
     """The proxy's and the worker's resources now, and the proxy's /metrics figures."""
 
@@ -305,7 +318,7 @@ class _Sampler:
 
     async def sample(self) -> dict[str, Any]:
         now = time.time()
-        one: dict[str, Any] = {"t": round(now - self.t0, 3)}
+        one: dict[str, Any] = {"t": round(now - self.t0, 3), "host": _host_ticks()}
         for name in ("proxy", "worker"):
             proc: Managed = getattr(self.stack, name)
             try:
@@ -396,6 +409,10 @@ def _windows(args: argparse.Namespace, records: list[dict[str, Any]],
         }
         for name in ("proxy", "worker"):
             row[name] = _resources([(s["t"], s[name]) for s in held[i] if s.get(name)])
+        ticks = [s["host"] for s in held[i] if s.get("host")]
+        row["host_cpu_pct"] = (round(100 * (os.cpu_count() or 1) * (ticks[-1]["busy"] - ticks[0]["busy"])
+                                     / (ticks[-1]["total"] - ticks[0]["total"]), 1)
+                               if len(ticks) > 1 and ticks[-1]["total"] > ticks[0]["total"] else None)
         windows.append(row)
     return windows
 
@@ -483,21 +500,22 @@ def _table(windows: list[dict[str, Any]], before: dict[str, Any], after: dict[st
     for w in windows:
         lat, p, wk = w["latency_ms"], w["proxy"], w["worker"]
         label = f"{w['start_s']:g}-{w['end_s']:g}s" + (" warm-up" if w["warmup"] else "")
-        cpu = f"{_fmt(p.get('cpu_pct'), '.0f')}/{_fmt(wk.get('cpu_pct'), '.0f')}"
+        cpu = f"{_fmt(p.get('cpu_pct'), '.0f')}/{_fmt(wk.get('cpu_pct'), '.0f')}/{_fmt(w['host_cpu_pct'], '.0f')}"
         rows.append([label, str(w["calls"]), f"{w['calls_per_s']:.1f}", str(w["not_ok"]),
                      _fmt(lat["p50"], ".2f"), _fmt(lat["p99"], ".2f"), _mib(p), _range(p, "own_fds"),
                      _range(p, "client_conns"), _range(p, "tasks"), _range(p, "sessions"), cpu, _mib(wk),
                      _range(wk, "fds")])
     rows.append(_idle_row("idle after", after))
     headers = ["window", "calls", "calls/s", "not ok", "p50 ms", "p99 ms", "proxy MiB", "fds", "clients", "tasks",
-               "sessions", "CPU% prx/wkr", "worker MiB", "wkr fds"]
+               "sessions", "CPU% prx/wkr/host", "worker MiB", "wkr fds"]
     return render_table(headers, rows)
 
 
 _LEGEND = ("proxy MiB, worker MiB: median resident memory; fds: the proxy's open file descriptors but its clients' "
            "connections (clients: those, kept open by the load generator's pool for its round); tasks: asyncio tasks "
            "(only1mcp_asyncio_tasks); sessions: MCP sessions held; ranges are lowest-highest of the window's samples; "
-           "not ok: tool errors (the profile's error rates) and failed calls")
+           "not ok: tool errors (the profile's error rates) and failed calls; CPU%: of one core, the proxy's, the "
+           "worker's and the whole machine's (every process, this stack's and any other's; 100 per core)")
 
 
 def _assemble(args: argparse.Namespace, stack: Any, machine: dict[str, Any], started_at: datetime.datetime,

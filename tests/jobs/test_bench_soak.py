@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def test_windows_cover_the_soak_with_their_calls_and_samples(bench: dict[str, An
             assert span is not None and 0 < span["min"] <= span["median"] <= span["max"], (key, proxy)
         assert worker["rss_kib"]["min"] > 0 and worker["fds"]["min"] > 0, worker
         assert proxy["cpu_pct"] > 0 and worker["cpu_pct"] is not None, w
+        assert proxy["cpu_pct"] < w["host_cpu_pct"] <= 100 * (os.cpu_count() or 1) + 5, w  # the machine's, all of it
     samples = report["samples"]
     times = [s["t"] for s in samples]
     assert times[0] == pytest.approx(0, abs=1.0) and times[-1] == pytest.approx(40, abs=1.0), times
