@@ -116,10 +116,19 @@ class Gateway(AdminViews, Relay):
             metrics.register_collector(self.calls.cache.stats, prefix="only1mcp_cache_",
                                        counters=("hits", "misses", "evictions", "expirations", "rejected",
                                                  "invalidations"), help_text="response cache")
+        # The event sink's counters: what a consumer of mcp.requests should find, and what was lost.
+        metrics.register_collector(self.event_counters, prefix="only1mcp_events_",
+                                   counters=("emitted", "delivered", "spooled", "replayed", "dropped",
+                                             "spool_corrupt", "send_errors"), help_text="request events")
         metrics.register_decisions(self.decision_counts, self.decision_ages)
         remediations = self.remediations
         metrics.register_remediations(lambda: remediations.counts, remediations.remediated,
                                       remediations.webhook_failures)
+
+    def event_counters(self) -> dict[str, float]:
+        """The sink's numeric counters (emitted, delivered, dropped, queue_depth, broker_up, …)."""
+        return {key: float(value) for key, value in self.events.counters().items()
+                if isinstance(value, (int, float))}  # bools included: broker_up, idempotent
 
     def decision_counts(self) -> dict[tuple[str, str], int]:
         return dict(self.subscriber.counts) if self.subscriber is not None else {}

@@ -4,11 +4,14 @@ The hot path calls the ``ProxyMetrics`` methods; each is a dict look-up of a cac
 label child and one update. Label sets are capped (``max_series``): past the cap a new
 tool is counted as ``_other`` rather than growing the registry without bound.
 Gauges computed at scrape time (the response cache's stats) come from
-:meth:`ProxyMetrics.register_collector`.
+:meth:`ProxyMetrics.register_collector`; ``only1mcp_asyncio_tasks`` (the tasks not done on
+the event loop that serves the scrape) is always there, so a leak of tasks shows on a dashboard
+(and in ``only1mcp bench soak``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -18,7 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-__all__ = ["ProxyMetrics", "MetricsEndpoint", "RequestMetricsMiddleware", "CALL_BUCKETS", "OUTCOMES", "BREAKER_STATES"]
+__all__ = ["ProxyMetrics", "MetricsEndpoint", "RequestMetricsMiddleware", "CALL_BUCKETS", "OUTCOMES", "BREAKER_STATES",
+           "loop_stats"]
 
 log = logging.getLogger("only1mcp.metrics")
 
@@ -26,6 +30,16 @@ CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 OUTCOMES = ("ok", "error", "timeout", "unavailable", "cancelled")
 BREAKER_STATES = ("closed", "open", "half_open")
 _HTTP_METHODS = frozenset({"GET", "POST", "DELETE"})
+
+
+def loop_stats() -> dict[str, int]:
+    """``{"tasks": n}``: asyncio tasks not done on the running event loop (the proxy's one loop: the
+    scrape runs on it, and counts its own task). Nothing outside a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return {}
+    return {"tasks": len(asyncio.all_tasks())}
 
 
 class _ScrapeCollector(Collector):
@@ -147,6 +161,7 @@ class ProxyMetrics:
         self._request_children: dict[tuple[str, int], Any] = {}
         self._breakers: dict[tuple[str, str], dict[str, Any]] = {}
         self._collectors: dict[str, Collector] = {}
+        self.register_collector(loop_stats, prefix="only1mcp_asyncio_", help_text="asyncio (not done, on the loop):")
         self.metrics_app = MetricsEndpoint(self.registry)
 
     # -- hot path ------------------------------------------------------------------

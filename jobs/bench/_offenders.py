@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from only1mcp.jobs.bench._procs import peak_rss_kib, rss_kib  # noqa: F401  re-exported (the flood tests use them here)
+
 __all__ = ["ACCEPT", "VERSION", "STATELESS", "Reply", "initialize", "session_flood", "slow_body", "stalled_sse",
            "inflight_flood", "stateless_call", "rss_kib", "peak_rss_kib", "parse_http", "sse_messages"]
 
@@ -309,24 +311,6 @@ async def inflight_flood(url: str, token: str | None, sid: str | None, count: in
 
         replies = list(await asyncio.gather(*(one() for _ in range(count))))
     return Counter(r.key for r in replies), replies
-
-
-def _status_kib(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process now, in KiB (Linux)."""
-    return _status_kib(pid, "VmRSS")
-
-
-def peak_rss_kib(pid: int) -> int:
-    """The highest resident memory of a process so far, in KiB (Linux)."""
-    return _status_kib(pid, "VmHWM")
 
 
 # -- run as a process by ``only1mcp bench floods``: one offender for a while, outcomes as JSON --------------

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-__all__ = ["StartError", "Managed", "ProcessGroup", "free_port", "free_ports", "run_interruptibly"]
+__all__ = ["StartError", "Managed", "ProcessGroup", "free_port", "free_ports", "run_interruptibly", "rss_kib",
+           "peak_rss_kib", "open_fds", "fd_kinds"]
 
 # Runs before the real command: asks the kernel to SIGTERM the child when its parent
 # dies (PR_SET_PDEATHSIG, kept across exec), then execs the command. Done in a tiny
@@ -74,6 +75,68 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     if len(ports) < count:
         raise OSError(f"could not find {count} unused ports")
     return ports
+
+
+def _status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process now, in KiB (Linux)."""
+    return _status_kib(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The highest resident memory of a process so far, in KiB (Linux)."""
+    return _status_kib(pid, "VmHWM")
+
+
+def open_fds(pid: int) -> int:
+    """File descriptors a process holds open now (Linux: the entries of /proc/<pid>/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def fd_kinds(pid: int, listen_port: int | None = None) -> dict[str, int]:
+    """A process's open file descriptors by kind (Linux): ``tcp`` sockets it connected or accepted,
+    of which ``accepted`` on ``listen_port`` (its clients' connections), ``listening`` sockets,
+    ``other_sockets`` (unix, udp, …), ``pipes`` and ``files`` (everything else: files, epoll, eventfd)."""
+    inodes: list[str] = []
+    kinds = {"tcp": 0, "accepted": 0, "listening": 0, "other_sockets": 0, "pipes": 0, "files": 0}
+    folder = f"/proc/{pid}/fd"
+    for name in os.listdir(folder):
+        try:
+            target = os.readlink(f"{folder}/{name}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.append(target[8:-1])
+        elif target.startswith("pipe:["):
+            kinds["pipes"] += 1
+        else:
+            kinds["files"] += 1
+    tcp: dict[str, tuple[int, str]] = {}  # inode -> (local port, state)
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    tcp[fields[9]] = (int(fields[1].rsplit(":", 1)[1], 16), fields[3])
+        except (OSError, StopIteration):
+            continue
+    for inode in inodes:
+        if inode not in tcp:
+            kinds["other_sockets"] += 1
+        elif tcp[inode][1] == "0A":  # TCP_LISTEN
+            kinds["listening"] += 1
+        else:
+            kinds["tcp"] += 1
+            kinds["accepted"] += tcp[inode][0] == listen_port
+    return kinds
 
 
 @dataclass

@@ -41,6 +41,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "a well-behaved client's p99 while session floods, slowloris bodies, stalled SSE readers and inflight "
         "floods hit the proxy; the proxy's peak memory and what each offender got back",
     ),
+    "soak": (
+        "only1mcp.jobs.bench.soak",
+        "the whole stack for 10 minutes at half the proxy's measured maximum: RSS, open fds and asyncio tasks "
+        "not growing, p99 steady, every answered call in the requests view",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",

@@ -24,8 +24,10 @@ from typing import Any
 
 import orjson
 
-from only1mcp.jobs.bench._offenders import KINDS, peak_rss_kib, rss_kib
-from only1mcp.jobs.bench._procs import Managed, ProcessGroup, StartError, free_ports, run_interruptibly
+from only1mcp.jobs.bench._offenders import KINDS
+from only1mcp.jobs.bench._procs import (
+    Managed, ProcessGroup, StartError, free_ports, peak_rss_kib, rss_kib, run_interruptibly,
+)
 from only1mcp.jobs.bench._report import Bar, machine_info, percentile, publish, render_bars, render_table
 
 __all__ = ["DEFAULT_OUT", "add_arguments", "run", "PHASES"]

@@ -32,7 +32,8 @@ from only1mcp.jobs.bench._report import percentile
 from only1mcp.jobs.sim.server import META_KEY
 from only1mcp.jobs.sim.workload import PlannedCall, SessionChain, Workload
 
-__all__ = ["CallRecord", "ToolSession", "run_open_loop", "run_closed_loop", "summarize_calls", "write_jsonl"]
+__all__ = ["CallRecord", "ToolSession", "run_open_loop", "run_closed_loop", "summarize_calls", "write_jsonl",
+           "answered"]
 
 
 @dataclass
@@ -167,6 +168,13 @@ class _client:
     async def __aexit__(self, *exc: object) -> None:
         if self.owned and self.http is not None:
             await self.http.close()
+
+
+def answered(record: Any) -> bool:
+    """Whether the server answered the call (a result, a tool error or a JSON-RPC error), as opposed to a
+    timeout or a broken exchange; ``record`` is a CallRecord or its dict."""
+    row = record if isinstance(record, dict) else asdict(record)
+    return bool(row["ok"]) or str(row["error"]).startswith(("rpc ", "tool error"))
 
 
 def summarize_calls(records: Iterable[Any], timeout_s: float | None = None) -> dict[str, Any]:

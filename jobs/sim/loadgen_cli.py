@@ -6,7 +6,8 @@ Each session is a Markov chain over tools with Zipf-distributed ``key`` argument
 (``--profile`` workload JSON, file or inline; see ``workload.py``). Per-call
 results go to ``--out`` as JSONL; the summary is printed and written beside it
 (``<out>.summary.json``). The same ``--seed`` gives the same arrivals and the same
-tool/argument sequence per session.
+tool/argument sequence per session. ``--start-at`` (open loop) pins the schedule's zero to a
+wall-clock time, so consecutive runs can be started ahead and follow each other without a gap.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, help="workload: JSON file or inline JSON (default: built in)")
     parser.add_argument("--out", default="calls.jsonl", help="per-call JSONL (default %(default)s)")
     parser.add_argument("--summary", default=None, help="summary JSON (default: <out>.summary.json)")
+    parser.add_argument("--start-at", type=float, default=None, metavar="UNIX_TIME",
+                        help="open loop: open the sessions, then wait until this time to send the first call "
+                             "(so a run can begin exactly where another ends)")
     parser.add_argument("--plan-only", action="store_true",
                         help="write the planned calls (open loop) without sending any, and exit")
 
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                     fh.write(json.dumps(call.__dict__) + "\n")
             print(f"{len(schedule)} planned calls: {args.out}")
             return 0
-        coro = run_open_loop(args.url, schedule, args.sessions, args.timeout)
+        coro = run_open_loop(args.url, schedule, args.sessions, args.timeout, start_at=args.start_at)
     else:
         coro = run_closed_loop(args.url, workload, seed, args.concurrency, args.duration, args.timeout)
     try:
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     out = write_jsonl(args.out, records)
     summary = summarize_calls(records, args.timeout)
     summary.update(url=args.url, seed=args.seed, mode="open" if args.rate is not None else "closed",
-                   rate=args.rate, concurrency=args.concurrency, duration_s=args.duration)
+                   rate=args.rate, concurrency=args.concurrency, duration_s=args.duration, start_at=args.start_at)
     summary_path = Path(args.summary or f"{out}.summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     lat = summary["latency_ms"]

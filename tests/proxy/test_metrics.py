@@ -99,6 +99,25 @@ def test_registered_collectors_are_read_at_scrape_time() -> None:
     assert value(render(m), "only1mcp_cache_entries") == 1  # one failing source does not fail the scrape
 
 
+def test_asyncio_tasks_are_counted_on_the_running_loop() -> None:
+    import asyncio
+
+    m = ProxyMetrics()
+    assert value(render(m), "only1mcp_asyncio_tasks") is None  # no loop running: no value, no error
+
+    async def scrape_beside(n: int) -> float | None:
+        parked = [asyncio.create_task(asyncio.sleep(10)) for _ in range(n)]
+        try:
+            return value(render(m), "only1mcp_asyncio_tasks")
+        finally:
+            for task in parked:
+                task.cancel()
+            await asyncio.gather(*parked, return_exceptions=True)
+
+    assert asyncio.run(scrape_beside(0)) == 1  # the scraping task itself
+    assert asyncio.run(scrape_beside(5)) == 6
+
+
 def test_label_sets_are_capped() -> None:
     m = ProxyMetrics(max_series=10)
     for i in range(50):
@@ -156,3 +175,7 @@ def test_proxy_metrics_after_some_calls(proxy: str) -> None:
                    if name == "only1mcp_calls_total" and dict(labels)["server"] == "conf"
                    and dict(labels)["outcome"] == "ok")
     assert ok_calls >= 3, resp.text  # the gateway's pools report each upstream call
+    assert value(resp.text, "only1mcp_asyncio_tasks") >= 1  # at least the scrape's own task
+    # the event sink's counters are there; events are off here (no bootstrap), so none was built
+    assert value(resp.text, "only1mcp_events_emitted_total") == 0
+    assert value(resp.text, "only1mcp_events_dropped_total") == 0 and value(resp.text, "only1mcp_events_broker_up") == 0
