@@ -41,6 +41,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "a well-behaved client's p99 while session floods, slowloris bodies, stalled SSE readers and inflight "
         "floods hit the proxy; the proxy's peak memory and what each offender got back",
     ),
+    "cache": (
+        "only1mcp.jobs.bench.cache",
+        "response-cache policies and predictive prefetch replayed on call traces: hit rate, prefetch precision, "
+        "extra upstream calls, latency, next-call accuracy, against Belady and the trace's ceilings",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",
