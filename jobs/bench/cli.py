@@ -46,6 +46,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "the whole stack for 10 minutes at half the proxy's measured maximum: RSS, open fds and asyncio tasks "
         "not growing, p99 steady, every answered call in the requests view",
     ),
+    "cache": (
+        "only1mcp.jobs.bench.cache",
+        "response-cache policies and predictive prefetch replayed on call traces: hit rate, prefetch precision, "
+        "extra upstream calls, latency, next-call accuracy, against Belady and the trace's ceilings",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",
