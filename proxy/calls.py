@@ -26,10 +26,22 @@ if TYPE_CHECKING:
     from only1mcp.proxy.gateway import Gateway
     from only1mcp.proxy.sessions import ClientSession
 
-__all__ = ["Calls", "request_id_var", "EXPLANATIONS_KEPT"]
+__all__ = ["Calls", "request_id_var", "EXPLANATIONS_KEPT", "frozen", "thawed"]
 
 request_id_var: contextvars.ContextVar[Any] = contextvars.ContextVar("only1mcp_request_id", default=None)
 _DECISIONS_KEPT = 10_000
+
+
+def frozen(attempts: list[dict[str, Any]]) -> bytes:
+    """A call's attempts as stored for /admin/decisions and /admin/explain (see Calls.explanations)."""
+    return orjson.dumps(attempts, option=orjson.OPT_NON_STR_KEYS, default=str)
+
+
+def thawed(attempts: bytes) -> list[dict[str, Any]]:
+    return orjson.loads(attempts)
+
+
+_HIT, _NONE = frozen([{"cache": "hit"}]), frozen([])
 EXPLANATIONS_KEPT = 10_000  # routed calls explained by request id; the oldest are forgotten first
 
 
@@ -38,9 +50,12 @@ class Calls:
         self.gateway = gateway
         cache = gateway.settings.cache
         self.cache = make_cache(cache.policy, cache.max_bytes) if cache.max_bytes > 0 else None
-        self.decisions: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-        # request id → (server, exposed tool, method, policy name, attempts, cache hit), formatted on demand
-        self.explanations: OrderedDict[str, tuple[str, str, str, str, list[dict[str, Any]], bool]] = OrderedDict()
+        self.decisions: OrderedDict[str, list[tuple[str, str, str, bytes]]] = OrderedDict()
+        # request id → (server, exposed tool, method, policy name, attempts, cache hit), formatted on demand.
+        # Attempts are kept as JSON bytes: 20,000 remembered calls as nested dicts and lists were most of
+        # the objects every full garbage collection walked (50–200 ms pauses under load); bytes and
+        # tuples of atoms are not tracked by the collector at all.
+        self.explanations: OrderedDict[str, tuple[str, str, str, str, bytes, bool]] = OrderedDict()
 
     def invalidate(self, server: str) -> None:
         if self.cache is not None:
@@ -67,8 +82,8 @@ class Calls:
             key = cache_key(entry.server, entry.upstream_name, arguments)
             hit = self.cache.get(key, loop.time())
             if hit is not None:
-                self._remember(entry, method, [{"cache": "hit"}])
-                self._explain(entry, method, pool.policy.name, [], True)
+                self._remember(entry, method, _HIT)
+                self._explain(entry, method, pool.policy.name, _NONE, True)
                 if context is not None:
                     context.cache_hit = True
                 return orjson.loads(hit)
@@ -82,8 +97,9 @@ class Calls:
                                      timeout=override.timeout if override is not None else None,
                                      retry_safe=retry_safe, record=record)
         finally:
-            self._remember(entry, method, record.attempts)
-            self._explain(entry, method, pool.policy.name, record.attempts, False)
+            attempts = frozen(record.attempts)
+            self._remember(entry, method, attempts)
+            self._explain(entry, method, pool.policy.name, attempts, False)
             if context is not None and record.attempts:
                 last = record.attempts[-1]
                 context.replica, context.policy, context.reason = last["replica"], last["policy"], last["reason"]
@@ -94,7 +110,7 @@ class Calls:
             self.cache.put(key, data, len(data), ttl, loop.time(), entry.server)  # type: ignore[union-attr]
         return result
 
-    def _explain(self, entry: Entry, method: str, policy: str, attempts: list[dict[str, Any]], cache_hit: bool) -> None:
+    def _explain(self, entry: Entry, method: str, policy: str, attempts: bytes, cache_hit: bool) -> None:
         request_id = request_uid.get()
         if request_id is None:
             return
@@ -103,7 +119,7 @@ class Calls:
         if len(explanations) > EXPLANATIONS_KEPT:
             explanations.popitem(last=False)
 
-    def _remember(self, entry: Entry, method: str, attempts: list[dict[str, Any]]) -> None:
+    def _remember(self, entry: Entry, method: str, attempts: bytes) -> None:
         request_id = request_id_var.get()
         if request_id is None:
             return
@@ -113,6 +129,6 @@ class Calls:
             entries = self.decisions[key] = []
             if len(self.decisions) > _DECISIONS_KEPT:
                 self.decisions.popitem(last=False)
-        entries.append({"tool": entry.exposed, "server": entry.server, "method": method, "attempts": attempts})
+        entries.append((entry.exposed, entry.server, method, attempts))
         if len(entries) > 8:  # the same id reused by many sessions: keep the latest
             del entries[0]

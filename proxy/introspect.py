@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from only1mcp.proxy.calls import thawed
 from only1mcp.proxy.redact import redact_url, redacted_settings
 
 __all__ = ["AdminViews"]
@@ -77,7 +78,8 @@ class AdminViews:
         found = self.calls.explanations.get(request_id)
         if found is None:
             return None
-        server, tool, method, policy, attempts, cache_hit = found
+        server, tool, method, policy, stored, cache_hit = found
+        attempts = thawed(stored)
         first = attempts[0] if attempts else {}
         detail = first.get("detail") or {}
         inflight = first.get("inflight") or {}
@@ -177,7 +179,11 @@ class AdminViews:
 
     def admin_decision(self, request_id: str) -> dict[str, Any] | None:
         calls = self.calls.decisions.get(request_id)
-        return {"request_id": request_id, "calls": calls} if calls else None
+        if not calls:
+            return None
+        return {"request_id": request_id, "calls": [{"tool": tool, "server": server, "method": method,
+                                                     "attempts": thawed(attempts)}
+                                                    for tool, server, method, attempts in calls]}
 
     def admin_config(self) -> dict[str, Any]:
         return redacted_settings(self.settings)
