@@ -36,8 +36,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from only1mcp.models.anomaly._common import Z_CLIP, check_header, pack, unpack, vector_of
-from only1mcp.models.anomaly.base import DetectorStateError, Observation, Score
+from only1mcp.models.anomaly._kernel import KernelDetector
+from only1mcp.models.anomaly._common import Z_CLIP, check_header, pack, unpack
+from only1mcp.models.anomaly.base import DetectorStateError
 
 __all__ = ["SPC"]
 
@@ -183,7 +184,7 @@ def _kernel(X, fs, ist, warm, cand, ring, p, min_sigma, out_score, out_z, out_wa
         out_warm[i] = not any_ready
 
 
-class SPC:
+class SPC(KernelDetector):
     """EWMA + CUSUM + Shewhart/Western Electric per feature; the score is the worst chart of the
     worst feature, ``Score.features`` the robust z of every feature."""
 
@@ -220,23 +221,9 @@ class SPC:
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return self._fs, self._ist, self._warm, self._cand, self._ring
 
-    def _run(self, X: np.ndarray, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = X.shape[0]
-        score, z, warming = np.zeros(n), np.zeros((n, len(self.features))), np.zeros(n, dtype=np.bool_)
-        _kernel(np.ascontiguousarray(X, dtype=float), *arrays, self._params, self._min_sigma, score, z, warming)
-        return score, z, warming
-
-    def score_one(self, x: Observation, t: float) -> Score:
-        row = vector_of(x, self.features)[None, :]
-        score, z, warming = self._run(row, tuple(a.copy() for a in self._arrays()))  # on copies: no learning
-        return Score(float(score[0]), dict(zip(self.features, map(float, z[0]))), None, bool(warming[0]))
-
-    def learn_one(self, x: Observation, t: float) -> None:
-        self._run(vector_of(x, self.features)[None, :], self._arrays())
-
-    def score_learn_many(self, X: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Scores of every row of ``X`` (columns in ``features`` order), each scored then learned."""
-        return self._run(np.asarray(X, dtype=float).reshape(-1, len(self.features)), self._arrays())[0]
+    def _kernel_call(self, X: np.ndarray, arrays: tuple[np.ndarray, ...], score: np.ndarray, z: np.ndarray,
+                     warming: np.ndarray) -> None:
+        _kernel(X, *arrays, self._params, self._min_sigma, score, z, warming)
 
     def state(self) -> dict[str, Any]:
         return {"detector": "spc", "version": _VERSION, "name": self.name, "features": list(self.features),
