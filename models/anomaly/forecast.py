@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from only1mcp.models.anomaly._kernel import KernelDetector
+from only1mcp.models.anomaly._compiled import baseline, hill, median
 from only1mcp.models.anomaly._common import Z_CLIP, check_header, pack, unpack
 from only1mcp.models.anomaly.base import DetectorStateError
 
@@ -55,22 +56,6 @@ _MIN_PERIOD = 3
 _MIN_ACF = 0.3  # a cycle must explain this share of the variance (noise alone: ~1/sqrt(history))
 _ABS_TO_SIGMA = 1.2533  # mean absolute deviation of a normal sample → its sigma
 _NORMAL_TAIL = 2.5758  # the 99th percentile of |z| for normal noise
-
-
-@numba.njit(inline="always")
-def _hill(v, thr):  # pragma: no cover - compiled
-    r = max(v, 0.0) / thr
-    if r > 1e70:
-        return 1.0
-    r4 = r * r * r * r
-    return r4 / (r4 + 1.0)
-
-
-@numba.njit(cache=True)
-def _median(v):  # pragma: no cover - compiled
-    s = np.sort(v)
-    n = s.size
-    return 0.5 * (s[(n - 1) // 2] + s[n // 2])
 
 
 @numba.njit(cache=True)
@@ -90,8 +75,8 @@ def _find_period(values, max_period):  # pragma: no cover - compiled
     finite = values[np.isfinite(values)]
     if finite.size < 3 * _MIN_PERIOD + 3:
         return 0
-    centre = _median(finite)
-    spread = 1.4826 * _median(np.abs(finite - centre))
+    centre = median(finite)
+    spread = 1.4826 * median(np.abs(finite - centre))
     if spread <= 0.0:
         return 0
     n = values.size
@@ -153,7 +138,7 @@ def _rebuild_seasonal(fs, season, hist, ist, f, period, sigma_clip, p):  # pragm
     n = values.size
     first = row - n  # the row number of values[0]
     finite = values[np.isfinite(values)]
-    centre = _median(finite)
+    centre = median(finite)
     for j in range(season.shape[1]):
         season[f, j] = 0.0
     sums = np.zeros(period)
@@ -200,16 +185,8 @@ def _kernel(X, fs, ist, warm, hist, season, p, out_score, out_z, out_warm):  # p
                 ist[f, _NWARM] += 1
                 fs[f, _LAST] = x
                 if ist[f, _NWARM] == n_warm:
-                    v = np.sort(warm[f])
-                    level = _median(v)
-                    sigma = 1.4826 * _median(np.abs(v - level))
-                    step = math.inf
-                    for k in range(1, v.size):
-                        d = v[k] - v[k - 1]
-                        if 0.0 < d < step:
-                            step = d
-                    floor = step / 2.0 if step < math.inf else (1e-3 * abs(level) if level != 0.0 else 1e-300)
-                    mad = max(sigma, floor) / _ABS_TO_SIGMA
+                    level, sigma, floor = baseline(warm[f])
+                    mad = sigma / _ABS_TO_SIGMA
                     fs[f, _L0], fs[f, _M0] = level, mad
                     fs[f, _L1], fs[f, _B1], fs[f, _M1] = level, 0.0, mad
                     fs[f, _L2], fs[f, _M2], fs[f, _FLOOR] = level, mad, floor / _ABS_TO_SIGMA
@@ -240,7 +217,7 @@ def _kernel(X, fs, ist, warm, hist, season, p, out_score, out_z, out_warm):  # p
             # EWMA of the residuals, z clipped to ±6 so that one spike cannot make it
             ew = lam * min(max(z_eff, -6.0), 6.0) + (1.0 - lam) * fs[f, _EW]
             fs[f, _EW] = ew
-            s = max(_hill(abs(z_eff), limit), _hill(abs(ew) / sigma_ew, limit))
+            s = max(hill(abs(z_eff), limit), hill(abs(ew) / sigma_ew, limit))
             if s < 0.5:  # the tail is learned from rows it does not flag: an anomaly must not widen it
                 fs[f, _TAIL] += tail_rate * ((1.0 if abs(z) > fs[f, _TAIL] else 0.0) - 0.01)
             out_z[i, f] = z

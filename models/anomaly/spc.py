@@ -37,6 +37,7 @@ import numba
 import numpy as np
 
 from only1mcp.models.anomaly._kernel import KernelDetector
+from only1mcp.models.anomaly._compiled import baseline, hill
 from only1mcp.models.anomaly._common import Z_CLIP, check_header, pack, unpack
 from only1mcp.models.anomaly.base import DetectorStateError
 
@@ -49,36 +50,6 @@ _NF = 11
 _NWARM, _READY, _RUN, _RINGN, _AGE = range(5)
 _NI = 5
 _RING = 8
-
-
-@numba.njit(cache=True)
-def _baseline(values):  # pragma: no cover - compiled (robust_baseline of _common, in numba)
-    v = np.sort(values)
-    n = v.size
-    level = 0.5 * (v[(n - 1) // 2] + v[n // 2])
-    dev = np.sort(np.abs(v - level))
-    sigma = 1.4826 * 0.5 * (dev[(n - 1) // 2] + dev[n // 2])
-    step = math.inf
-    for i in range(1, n):
-        d = v[i] - v[i - 1]
-        if d > 0.0 and d < step:
-            step = d
-    if step < math.inf:
-        floor = step / 2.0
-    elif level != 0.0:
-        floor = 1e-3 * abs(level)
-    else:
-        floor = 1e-300
-    return level, max(sigma, floor), floor
-
-
-@numba.njit(inline="always")
-def _hill(v, thr):  # pragma: no cover - compiled
-    r = max(v, 0.0) / thr
-    if r > 1e70:
-        return 1.0
-    r4 = r * r * r * r
-    return r4 / (r4 + 1.0)
 
 
 @numba.njit(cache=True)
@@ -102,7 +73,7 @@ def _kernel(X, fs, ist, warm, cand, ring, p, min_sigma, out_score, out_z, out_wa
                 warm[f, ist[f, _NWARM]] = x
                 ist[f, _NWARM] += 1
                 if ist[f, _NWARM] == n_warm:
-                    level, sigma, floor = _baseline(warm[f])
+                    level, sigma, floor = baseline(warm[f])
                     fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR], fs[f, _BASE_SIGMA] = level, sigma, floor, sigma
                     fs[f, _MADEW] = sigma / 1.2533
                     fs[f, _PREV_SIGMA] = 0.0  # no previous normal yet
@@ -155,7 +126,7 @@ def _kernel(X, fs, ist, warm, cand, ring, p, min_sigma, out_score, out_z, out_wa
                         k4 += 1
                 if k4 == 8:
                     rule = max(rule, r4)
-            s = max(_hill(abs(z), shew_z), _hill(abs(e) / sigma_e, ewma_l), _hill(max(cpos, cneg), cusum_h), rule)
+            s = max(hill(abs(z), shew_z), hill(abs(e) / sigma_e, ewma_l), hill(max(cpos, cneg), cusum_h), rule)
             fs[f, _EWMA], fs[f, _CPOS], fs[f, _CNEG] = e, cpos, cneg
             out_z[i, f] = z
             if s > best:
@@ -172,7 +143,7 @@ def _kernel(X, fs, ist, warm, cand, ring, p, min_sigma, out_score, out_z, out_wa
                 cand[f, ist[f, _RUN]] = x
                 ist[f, _RUN] += 1
                 if ist[f, _RUN] == accept:  # persisted: the new normal (the old one is kept as previous)
-                    level, sigma, floor = _baseline(cand[f])
+                    level, sigma, floor = baseline(cand[f])
                     if ist[f, _AGE] >= 2 * accept or fs[f, _PREV_SIGMA] == 0.0:  # a settled normal, not a passing one
                         fs[f, _PREV_MU], fs[f, _PREV_SIGMA], fs[f, _PREV_FLOOR] = fs[f, _MU], fs[f, _SIGMA], fs[f, _FLOOR]
                     ist[f, _AGE] = 0

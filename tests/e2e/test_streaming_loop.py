@@ -40,6 +40,7 @@ import pytest
 from only1mcp.events import TOPICS
 from only1mcp.feature_store.compute import compute
 from only1mcp.feature_store.offline.duckdb import query
+from only1mcp.jobs.bench._stack import FAST_PROFILE
 from only1mcp.feature_store.online.redis import RedisOnlineStore
 from only1mcp.feature_store.registry import FEATURES, table_name
 from only1mcp.infra.broker import EmbeddedBroker, group_state
@@ -55,17 +56,7 @@ CONCURRENCY = 12
 FLUSH_S = 0.5
 GRACE_S = 5.0  # WorkerSettings.grace
 WINDOWS = ("10s", "60s", "60s/10s")
-# Fast simulated tools (so 10k calls fit in well under a minute on two cores), two with errors.
-PROFILE = {
-    "workers": 64,
-    "tools": {
-        "search": {"median_ms": 2.0, "sigma": 0.3, "read_only": True, "error_rate": 0.02},
-        "get_document": {"median_ms": 1.0, "sigma": 0.3, "read_only": True},
-        "summarize": {"median_ms": 3.0, "sigma": 0.3, "read_only": True},
-        "update_record": {"median_ms": 2.0, "sigma": 0.3, "read_only": False},
-        "delete_record": {"median_ms": 1.5, "sigma": 0.3, "read_only": False, "error_rate": 0.1},
-    },
-}
+PROFILE = FAST_PROFILE  # millisecond tools (10k calls fit in well under a minute on two cores), two with errors
 
 
 def _log(message: str) -> None:
