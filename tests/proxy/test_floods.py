@@ -291,11 +291,14 @@ def test_a_slow_sse_reader_gets_the_stream_overrun_error(front: Front) -> None:
     with RawClient(front.url) as raw:
         raw.http.headers["Authorization"] = f"Bearer {STREAM}"
         sid = raw.initialize()
-    # Reads 64 KiB every 0.2 s (at most 320 KB/s, pauses well within stream_write_timeout) while the
+    # Reads 64 KiB every 0.05 s (at most 1.3 MB/s, pauses well within stream_write_timeout) while the
     # upstream streams much faster: the buffer fills, the call is cancelled, and once the reader has
-    # taken what the sockets held, the last event it gets is the overrun error, then the end.
-    outcome = asyncio.run(off.stalled_sse(front.url, STREAM, sid, COUNT, SIZE, stall_s=0.2, pause=0.2,
-                                          read_chunk=65536, give_up_s=25))
+    # taken what the sockets held, the last event it gets is the overrun error, then the end. Slower
+    # (64 KiB every 0.2 s through an 8 KiB receive buffer, ~100 KB/s) was flaky: the kernel wakes a
+    # blocked writer only once a share of its send buffer (autotuned to megabytes) is free, which at
+    # that pace took longer than stream_write_timeout, and the stream was dropped before the error.
+    outcome = asyncio.run(off.stalled_sse(front.url, STREAM, sid, COUNT, SIZE, stall_s=0.2, pause=0.05,
+                                          rcvbuf=65536, read_chunk=65536, give_up_s=25))
     assert outcome.status == 200 and outcome.closed, outcome
     assert outcome.code == STREAM_OVERRUN, outcome
     assert outcome.progress < COUNT // 4, outcome
