@@ -1,8 +1,9 @@
 """``only1mcp worker status``: the worker's consumer group, offset by offset, as the broker keeps it.
 
 For the group (``--group``, default ``[worker] group``) and each topic it consumes (``--topic``,
-repeatable; default ``mcp.requests`` and any topic named ``<group>-…`` on the broker but table
-changelogs), per partition: the committed offset, the log end offset (highwater) and the lag
+repeatable; default: ``mcp.requests``, the worker's internal input topic when the broker has it,
+topics named ``<group>-…`` but table changelogs, and any other topic the group has committed
+offsets on), per partition: the committed offset, the log end offset (highwater) and the lag
 between them; then the group's state and members as the broker describes them.
 
 How each figure is read, so that it is right on Apache Kafka and on the embedded broker (tansu):
@@ -36,6 +37,9 @@ __all__ = ["add_status_arguments", "run_status", "read_status", "GroupStatus", "
 
 _CLIENT_ID = "only1mcp-worker-status"
 _PROBE_WAIT_S = 3.0  # a probing fetch starts at a record that exists: the answer comes at once
+# The worker's input topics, by their names in only1mcp.events.TOPICS: the first always, the others
+# when the core names them and the broker has them (the entity re-keying stage's internal topic).
+_WORKER_INPUTS = ("requests", "feature_events")
 
 
 class BrokerUnreachable(RuntimeError):
@@ -79,8 +83,8 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TOML configuration file (default: the last `only1mcp up` here, else built-in defaults)")
     parser.add_argument("--group", metavar="G", help="consumer group (default: [worker] group)")
     parser.add_argument("--topic", metavar="T", action="append",
-                        help="a topic the group consumes; repeat for more (default: mcp.requests and the "
-                             "group's own <group>-… topics on the broker, table changelogs apart)")
+                        help="a topic the group consumes; repeat for more (default: mcp.requests, the worker's internal "
+                             "topics, <group>-… topics but changelogs, and any topic the group committed on)")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.add_argument("--bootstrap", metavar="HOST:PORT",
                         help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP, else [worker] bootstrap)")
@@ -88,28 +92,46 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the broker before giving up (default 10)")
 
 
-def default_topics(group: str, existing: set[str]) -> list[str]:
-    """``mcp.requests``, then the group's own topics (``<group>-…``) but table changelogs: a changelog
-    is read back at recovery and never committed, so its "lag" would always be its whole log."""
+def default_topics(group: str, existing: set[str], committed_on: set[str] = frozenset()) -> list[str]:
+    """The topics the worker's group consumes: ``mcp.requests`` (always, so a missing one is said),
+    the worker's internal input topics of the core's TOPICS that exist, the group's own topics
+    (``<group>-…``) but table changelogs (read back at recovery, never committed: their "lag" would
+    always be their whole log), and any other topic the group has committed offsets on."""
     from only1mcp.events import TOPICS
 
+    internal = [TOPICS[name] for name in _WORKER_INPUTS[1:] if name in TOPICS and TOPICS[name] in existing]
     own = sorted(t for t in existing if t.startswith(f"{group}-") and not t.endswith("-changelog"))
-    return list(dict.fromkeys([TOPICS["requests"], *own]))
+    return list(dict.fromkeys([TOPICS[_WORKER_INPUTS[0]], *internal, *own, *sorted(committed_on & existing)]))
 
 
-async def _describe_group(bootstrap: str, group: str, timeout_s: float) -> tuple[str, list[dict[str, Any]]]:
+async def _topics_with_commits(member: Any, existing: dict[str, list[int]]) -> set[str]:
+    """The topics on which the group has committed at least one offset (one OffsetFetch per partition)."""
+    from aiokafka import TopicPartition
+
+    found = set()
+    for topic, partitions in sorted(existing.items()):
+        if topic.startswith("__"):  # the broker's own (__consumer_offsets, …)
+            continue
+        for partition in partitions:
+            committed = await member.committed(TopicPartition(topic, partition))
+            if committed is not None and committed >= 0:
+                found.add(topic)
+                break
+    return found
+
+
+async def _topic_partitions(admin: Any) -> dict[str, list[int]]:
+    """Every topic on the broker and its partitions (Metadata for all topics)."""
+    return {d["topic"]: sorted(p["partition"] for p in d["partitions"])
+            for d in await admin.describe_topics() if not d["error_code"] and d["partitions"]}
+
+
+async def _describe_group(admin: Any, group: str) -> tuple[str, list[dict[str, Any]]]:
     """(state, members) from DescribeGroups; members' partitions are None when the broker sends no
     assignment (tansu sends none, nor client ids)."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                client_id=_CLIENT_ID)
-    await admin.start()
-    try:
-        responses = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
+    responses = await admin.describe_consumer_groups([group])
     for response in responses:
         for error_code, name, state, _ptype, _protocol, members, *_ in response.groups:
             if name != group or error_code:
@@ -157,8 +179,10 @@ async def _probe_highwaters(consumer: Any, listed: dict[Any, int], starts: dict[
 async def read_status(bootstrap: str, group: str, topics: list[str] | None, timeout_s: float = 10.0) -> GroupStatus:
     """The group's offsets on ``topics`` (None: :func:`default_topics`). Raises BrokerUnreachable."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
     request_ms = int(max(1.0, timeout_s) * 1000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_ms, client_id=_CLIENT_ID)
     # One consumer reads the log (no group: it can fetch without touching anyone's offsets), one in
     # the group reads what the group committed; neither subscribes, so neither joins the group.
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
@@ -166,15 +190,19 @@ async def read_status(bootstrap: str, group: str, topics: list[str] | None, time
     member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                               request_timeout_ms=request_ms, client_id=_CLIENT_ID)
     try:
+        await admin.start()
         await reader.start()
         await member.start()
-        existing = await reader.topics()
-        wanted = list(dict.fromkeys(topics)) if topics else default_topics(group, existing)
-        state, members = await _describe_group(bootstrap, group, timeout_s)
+        existing = await _topic_partitions(admin)
+        if topics:
+            wanted = list(dict.fromkeys(topics))
+        else:
+            wanted = default_topics(group, set(existing), await _topics_with_commits(member, existing))
+        state, members = await _describe_group(admin, group)
         status = GroupStatus(bootstrap, group, state, members)
         tps = []
         for topic in wanted:
-            partitions = reader.partitions_for_topic(topic) if topic in existing else None
+            partitions = existing.get(topic)
             if not partitions:
                 status.missing_topics.append(topic)
                 continue
@@ -192,7 +220,7 @@ async def read_status(bootstrap: str, group: str, topics: list[str] | None, time
             notes = []
             if committed is None:
                 lag = end - start
-                notes.append("no committed offset: the whole log is lag")
+                notes.append("no committed offset" + (": the whole log is lag" if lag else ""))
             else:
                 lag = max(0, end - committed)
                 if committed > end:
@@ -218,6 +246,10 @@ async def read_status(bootstrap: str, group: str, topics: list[str] | None, time
                 await consumer.stop()
             except Exception:
                 pass
+        try:
+            await admin.close()
+        except Exception:
+            pass
 
 
 def format_table(status: GroupStatus) -> str:
