@@ -26,6 +26,10 @@ def _tick(value: Any) -> str | None:
     return None if 0.05 <= value <= 0.5 else "must be between 0.05 and 0.5 seconds"
 
 
+def _port(value: Any) -> str | None:  # issue 12: [worker] metrics_port
+    return None if 0 <= value <= 65535 else "must be a TCP port (0 = off)"
+
+
 def _features(value: Any) -> str | None:
     unknown = [name for name in value if name not in ANOMALY_FEATURES]
     if unknown or not value or len(set(value)) != len(value):
@@ -70,6 +74,9 @@ class WorkerSettings:
     # dataset by the worker (many small files slow every query down); 0 = never (run `features compact`)
     merge_interval: float = check(_non_negative, 30.0)  # seconds between merges of each partition's small
     # files (<= 8 MiB: micro-batches, earlier merges) between compactions; 0 = never
+    # issue 12: the worker's Prometheus /metrics (consumer lag per partition, streams/metrics.py); 0 = off
+    metrics_port: int = check(_port, 0)
+    metrics_host: str = "127.0.0.1"  # issue 12: where /metrics listens ("0.0.0.0" in a container)
 
 
 @dataclass(frozen=True)
