@@ -2,9 +2,9 @@
 
 For the group (``--group``, default ``[worker] group``) and each topic it consumes (``--topic``,
 repeatable; default: ``mcp.requests``, the worker's internal input topic when the broker has it,
-topics named ``<group>-…`` but table changelogs, and any other topic the group has committed
-offsets on), per partition: the committed offset, the log end offset (highwater) and the lag
-between them; then the group's state and members as the broker describes them.
+topics named ``<group>-…`` but table changelogs and Faust's leader topic, and any other topic the
+group has committed offsets on), per partition: the committed offset, the log end offset
+(highwater) and the lag between them; then the group's state and members as the broker says.
 
 How each figure is read, so that it is right on Apache Kafka and on the embedded broker (tansu):
 
@@ -40,6 +40,7 @@ _PROBE_WAIT_S = 3.0  # a probing fetch starts at a record that exists: the answe
 # The worker's input topics, by their names in only1mcp.events.TOPICS: the first always, the others
 # when the core names them and the broker has them (the entity re-keying stage's internal topic).
 _WORKER_INPUTS = ("requests", "feature_events")
+_NOT_CONSUMED = ("-changelog", "-__assignor-__leader")  # <group>-… topics the group commits nothing on
 
 
 class BrokerUnreachable(RuntimeError):
@@ -96,11 +97,12 @@ def default_topics(group: str, existing: set[str], committed_on: set[str] = froz
     """The topics the worker's group consumes: ``mcp.requests`` (always, so a missing one is said),
     the worker's internal input topics of the core's TOPICS that exist, the group's own topics
     (``<group>-…``) but table changelogs (read back at recovery, never committed: their "lag" would
-    always be their whole log), and any other topic the group has committed offsets on."""
+    always be their whole log) and Faust's leader-election topic (never written), and any other
+    topic the group has committed offsets on."""
     from only1mcp.events import TOPICS
 
     internal = [TOPICS[name] for name in _WORKER_INPUTS[1:] if name in TOPICS and TOPICS[name] in existing]
-    own = sorted(t for t in existing if t.startswith(f"{group}-") and not t.endswith("-changelog"))
+    own = sorted(t for t in existing if t.startswith(f"{group}-") and not t.endswith(_NOT_CONSUMED))
     return list(dict.fromkeys([TOPICS[_WORKER_INPUTS[0]], *internal, *own, *sorted(committed_on & existing)]))
 
 
