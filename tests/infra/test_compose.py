@@ -7,7 +7,8 @@
 - every file it mounts or builds from exists, and the configuration files load as settings;
 - the topic-init service creates every topic of the core with the worker's partition count;
 - the Grafana dashboard is valid JSON whose metric names are ones the proxy really exposes;
-- Prometheus scrapes exactly the proxy services, with a token the proxies accept;
+- Prometheus scrapes exactly the proxy services, with a token the proxies accept, and every worker
+  replica's /metrics on the port its configuration serves;
 - the proxies' tokens are the published demo ones, accepted only because the stack says it is a demo.
 """
 
@@ -205,11 +206,28 @@ def test_prometheus_scrapes_each_proxy_service(services) -> None:
         settings = load_settings(config_of(svc), environment(svc))
         expected.add(f"{name}:{settings.proxy.port}")
         tokens |= set(settings.auth.tokens)
-    jobs = [job for job in config["scrape_configs"] if job.get("metrics_path", "/metrics") == "/metrics"]
+    jobs = [job for job in config["scrape_configs"] if "static_configs" in job]
     targets = {t for job in jobs for static in job["static_configs"] for t in static["targets"]}
     assert targets == expected
     for job in jobs:  # /metrics wants a client token
         assert job["authorization"]["credentials"] in tokens
+
+
+def test_prometheus_scrapes_every_worker_replica(services) -> None:
+    prometheus = services["prometheus"]
+    config = yaml.safe_load(mounted(prometheus, "/etc/prometheus/prometheus.yml").read_text())
+    workers = by_command(services, "worker")
+    assert workers
+    jobs = [job for job in config["scrape_configs"] if "dns_sd_configs" in job]
+    found = {(name, sd["port"]) for job in jobs for sd in job["dns_sd_configs"] for name in sd["names"]}
+    for name, svc in workers.items():
+        settings = load_settings(config_of(svc), environment(svc))
+        port = settings.worker.metrics_port
+        assert port and settings.worker.metrics_host == "0.0.0.0", name  # on, and reachable from prometheus
+        assert (name, port) in found, f"no scrape of {name}:{port} in {sorted(found)}"  # the name resolves to every replica
+        assert str(port) in {str(p) for p in svc.get("expose", [])}, name
+    for job in jobs:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
 
 
 def exposed_series_names() -> set[str]:
