@@ -58,6 +58,7 @@ _LAUNCHER = (
     "os.execv(sys.argv[1],sys.argv[1:])\n"
 )
 _TOPIC_ALREADY_EXISTS = 36
+_NOT_YET = (3, 5)  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE
 
 
 class BrokerError(RuntimeError):
@@ -160,11 +161,24 @@ async def acreate_topics(bootstrap: str, names: Iterable[str], partitions: int,
         for topic, code, message in _topic_errors(response):
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise BrokerError(f"could not create topic {topic!r}: error {code} {message or ''}".strip())
-        found: dict[str, int] = {}
-        for description in await admin.describe_topics(wanted):
-            if description["error_code"]:
-                raise BrokerError(f"topic {description['topic']!r}: error {description['error_code']} on describe")
-            found[description["topic"]] = len(description["partitions"])
+        # A multi-node Kafka answers from one broker's metadata, which learns of a new topic a
+        # moment after the controller created it: unknown (3) / no leader yet (5) are retried.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found: dict[str, int] = {}
+            for description in await admin.describe_topics(wanted):
+                code = description["error_code"]
+                if code in _NOT_YET and time.monotonic() < deadline:
+                    continue
+                if code:
+                    raise BrokerError(f"topic {description['topic']!r}: error {code} on describe")
+                found[description["topic"]] = len(description["partitions"])
+            if len(found) == len(wanted):
+                break
+            if time.monotonic() >= deadline:
+                missing = ", ".join(sorted(set(wanted) - set(found)))
+                raise BrokerError(f"topics not in the metadata after {timeout_s:g}s: {missing}")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
     wrong = {name: count for name, count in found.items() if count != partitions}
