@@ -62,6 +62,8 @@ class WorkerSettings:
     bootstrap: str = "127.0.0.1:9092"
     group: str = "only1mcp-features"
     partitions: int = check(_positive, 4)  # of the topics the worker creates (tansu needs them explicit)
+    replication: int = check(_positive, 1)  # replication factor of the topics the worker creates (and of
+    # Faust's changelogs): 1 on the embedded broker or one Kafka node; at most the broker count
     tumbling: tuple[str, ...] = ("10s", "60s")  # window sizes
     hopping: tuple[str, ...] = ("60s/10s",)  # size/step
     flush_interval: float = check(_positive, 1.0)  # seconds between micro-batches to Parquet (and offset commits)

@@ -40,7 +40,7 @@ def build_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{host.strip()}" for host in worker.bootstrap.split(",") if host.strip()],
         store="memory://",
         topic_partitions=worker.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=worker.replication,
         consumer_auto_offset_reset="earliest",  # a new group reads what the proxy sent before it started
         stream_wait_empty=False,  # acks wait for windows to close; never block a rebalance on them
         web_enabled=False,
@@ -56,16 +56,17 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> dict[str, int]:
-    """Create the topics with ``partitions`` each (an existing topic is left as it is); returns their
-    partition counts, and warns about any that differ."""
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
+                        replication: int = 1) -> dict[str, int]:
+    """Create the topics with ``partitions`` each, replicated ``replication`` times (an existing topic is
+    left as it is); returns their partition counts, and warns about any that differ."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     wanted = list(dict.fromkeys(names))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(n, partitions, 1) for n in wanted])
+        response = await admin.create_topics([NewTopic(n, partitions, replication) for n in wanted])
         for entry in response.topic_errors:
             if entry[1] not in (0, _TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"could not create topic {entry[0]!r}: error {entry[1]}")
@@ -92,7 +93,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     deadline = time.monotonic() + _BROKER_WAIT_S  # in compose, the broker may still be starting
     while True:
         try:
-            asyncio.run(ensure_topics(settings.worker.bootstrap, names, settings.worker.partitions))
+            asyncio.run(ensure_topics(settings.worker.bootstrap, names, settings.worker.partitions,
+                                      settings.worker.replication))
             break
         except Exception as exc:  # no broker there (yet), or it refused: say so plainly, no traceback
             if time.monotonic() >= deadline:
