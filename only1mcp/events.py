@@ -36,6 +36,7 @@ TOPICS = {
     "anomalies": "mcp.anomalies",  # streams → anyone; key: replica id
     "remediation": "mcp.remediation",  # streams → proxy; key: replica id
     "dead_letter": "mcp.dead-letter",  # any consumer → operators; key: the original key
+    "feature_events": "mcp.feature-events",  # streams → streams (internal): events re-keyed by entity
 }
 
 

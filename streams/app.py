@@ -53,6 +53,9 @@ def build_app(settings: Settings) -> faust.App:
     )
     app.fetch_max_wait_ms = max(1, round(worker.fetch_max_wait * 1000))
     app.feature_worker = install(app, settings)
+    from only1mcp.streams.metrics import install_metrics
+
+    install_metrics(app, settings)  # [worker] metrics_port: the worker's /metrics (streams/metrics.py); 0 = off
     return app
 
 
@@ -85,7 +88,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
 
     import time
 
-    names = [TOPICS["requests"], TOPICS["dead_letter"]]
+    names = [TOPICS["requests"], TOPICS["dead_letter"], TOPICS["feature_events"]]
     if settings.learning.enabled:
         names.append(settings.learning.topic)  # the routing agent publishes there (streams/routing.py)
     if settings.anomaly.enabled:  # the anomaly agent publishes there (streams/anomaly.py)

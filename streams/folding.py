@@ -50,7 +50,9 @@ class FlushPlan:
 class FeatureFolder:
     """Fold records into panes; cut flush plans; say which held tokens (Faust messages) to ack."""
 
-    def __init__(self, windows: Iterable[str], grace_s: float = 5.0, closed_until_ms: int = _NOW) -> None:
+    def __init__(self, windows: Iterable[str], grace_s: float = 5.0, closed_until_ms: int = _NOW,
+                 keep_raw: bool = True) -> None:
+        self.keep_raw = keep_raw  # False: raw rows are someone else's (the stage that read mcp.requests)
         self.specs = [parse_window(w) for w in windows]
         self.pane_ms = pane_size_ms(self.specs)
         self.grace_ms = int(grace_s * 1000)
@@ -81,13 +83,20 @@ class FeatureFolder:
         heapq.heappush(self.held, (release, self.seq, token))
         self.seq += 1
 
+    def hold(self, release: int, token: Any) -> None:
+        """Hold ``token`` until windows ending at ``release`` are closed and written (a record that
+        carried many events: the latest release among them; ``add`` was given no token)."""
+        self._hold(release, token)
+
     def add_poison(self, token: Any) -> None:
         """A record that went to the dead-letter topic: ack it after the next flush."""
         self.counts["poison"] += 1
         self._hold(_NOW, token)
 
-    def add(self, record: Mapping[str, Any], token: Any = None) -> str:
-        """Fold one event (a RequestEvent as a dict); returns "ok", "late" or "duplicate"."""
+    def add(self, record: Mapping[str, Any], token: Any = None,
+            entities: Iterable[tuple[str, str]] | None = None) -> str:
+        """Fold one event (a RequestEvent as a dict) into ``entities`` (default: every entity it
+        counts for); returns "ok", "late" or "duplicate"."""
         event_id = record["event_id"]
         if event_id in self.seen:  # a producer retry or a replay within this run: counted once
             self.counts["duplicates"] += 1
@@ -96,7 +105,8 @@ class FeatureFolder:
         t_ms = math.floor(record["ts"] * 1000)
         release = self.release_ms(t_ms)
         self.seen[event_id] = release
-        self.pending_raw.append(record)
+        if self.keep_raw:
+            self.pending_raw.append(record)
         self._hold(release, (event_id, token))
         self.counts["events"] += 1
         if release <= self.closed_until_ms:
@@ -105,7 +115,7 @@ class FeatureFolder:
         pane = t_ms - t_ms % self.pane_ms
         latency, error = float(record["latency_ms"]), record["status"] in ERROR_STATUSES
         request_bytes, response_bytes = record.get("request_bytes") or 0, record.get("response_bytes") or 0
-        for entity in entity_ids(record):
+        for entity in (entity_ids(record) if entities is None else entities):
             key = (*entity, pane)
             partial = self.panes.get(key)
             if partial is None:
@@ -192,5 +202,6 @@ class FeatureFolder:
             if isinstance(token, tuple):  # (event_id, token) of a folded event
                 event_id, token = token
                 self.seen.pop(event_id, None)
-            out.append(token)
+            if token is not None:  # None: the event came in a record held on its own (``hold``)
+                out.append(token)
         return out

@@ -65,6 +65,66 @@ class _WorkerConsumer(_Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    @property
+    def _first_read(self) -> dict[Any, int]:
+        """TP → offset of the first record delivered since the partition was assigned."""
+        found = self.__dict__.get("_only1mcp_first_read")
+        if found is None:
+            found = self.__dict__["_only1mcp_first_read"] = {}
+        return found
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._first_read.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        for tp in assigned:
+            self._first_read.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def _new_offset(self, tp: Any) -> int | None:
+        """The offset to commit: the end of the run of acknowledged offsets that starts exactly
+        where the partition's committed position is.
+
+        Faust's own version commits the first run of consecutive acknowledged offsets wherever
+        it starts when the partition has no committed offset yet (or it is 0), and accepts a run
+        starting one past it: with acknowledgements out of order (ours wait for windows to close,
+        records that close nothing go at once), it committed records still held, and a worker
+        taking the partition over after a crash never saw them."""
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        gaps = self._gap[tp]
+        if gaps:  # offsets without a record count as acknowledged (as in Faust)
+            top = max(acked)
+            spans = sorted(gaps.overlap(0, top), key=lambda entry: entry.begin)
+            if spans:
+                filler = [n for entry in spans for n in range(entry.begin, entry.end)]
+                acked.extend(filler)
+                gaps.chop(0, max(filler[-1], top + 1))
+        acked.sort()
+        start = self._committed_offset[tp]
+        if start is None:
+            start = self._first_read.get(tp)
+        if start is None:
+            return None
+        index = self._acked_index[tp]
+        stale = 0
+        while stale < len(acked) and acked[stale] < start:  # committed already
+            index.discard(acked[stale])
+            stale += 1
+        del acked[:stale]
+        if not acked or acked[0] != start:
+            return None
+        end = 1
+        while end < len(acked) and acked[end] == acked[end - 1] + 1:
+            end += 1
+        batch = acked[:end]
+        del acked[:end]
+        index.difference_update(batch)
+        return batch[-1] + 1
+
     def last_fetch_ms(self, tp: Any) -> int | None:
         return self._thread.last_fetch_ms(tp)
 
@@ -92,6 +152,8 @@ class _WorkerConsumer(_Consumer):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    if tp not in self._first_read:
+                        self._first_read[tp] = offset
                     if tp.topic in handlers:
                         batches.setdefault(tp.topic, []).append(message)
                     else:

@@ -44,6 +44,7 @@ from only1mcp.jobs.bench._stack import FAST_PROFILE
 from only1mcp.feature_store.online.redis import RedisOnlineStore
 from only1mcp.feature_store.registry import FEATURES, table_name
 from only1mcp.infra.broker import EmbeddedBroker, group_state
+from only1mcp.infra.kafka import KafkaCluster
 from only1mcp.infra.redis import RedisHandle, ensure_redis
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, free_port, free_ports
 
@@ -74,13 +75,13 @@ def _http_status(url: str) -> int:
 class Loop:
     """Broker, Redis, worker, simulated upstreams and proxy, all real, on free ports."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, broker: str = "embedded") -> None:
         self.tmp = tmp
         self.data_dir = tmp / "data"
         self.spool_dir = tmp / "spool"
         self.group = f"e2e-{uuid.uuid4().hex[:8]}"
         self.prefix = f"e2e-{uuid.uuid4().hex[:8]}"
-        self.broker = EmbeddedBroker()
+        self.broker: Any = EmbeddedBroker() if broker == "embedded" else KafkaCluster(1)
         self.redis: RedisHandle | None = None
         self.procs: ProcessGroup | None = None
         self.worker: Managed | None = None
@@ -136,11 +137,11 @@ class Loop:
 
     def wait_group_stable(self, timeout: float = 40.0) -> None:
         assert self.worker is not None
-        self._wait(self.worker, lambda: asyncio.run(group_state(self.broker.bootstrap, self.group)) == "Stable",
+        self._wait(self.worker, lambda: _group_stable(self.broker.bootstrap, self.group),
                    f"consumer group {self.group} stable", timeout)
 
     def close(self) -> None:
-        if self.broker.paused:
+        if getattr(self.broker, "paused", False):
             self.broker.resume()
         if self.procs is not None:
             self.procs.stop_all()
@@ -218,9 +219,17 @@ def _port_open(port: int) -> bool:
         return False
 
 
+def _group_stable(bootstrap: str, group: str) -> bool:
+    try:
+        return asyncio.run(group_state(bootstrap, group)) == "Stable"
+    except Exception:  # Kafka's group coordinator is still loading __consumer_offsets
+        return False
+
+
 @pytest.fixture
-def loop(tmp_path: Path) -> Iterator[Loop]:
-    running = Loop(tmp_path)
+def loop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Loop]:
+    """The loop on the embedded broker, or on Apache Kafka when a test asks (``indirect``)."""
+    running = Loop(tmp_path, getattr(request, "param", "embedded"))
     try:
         yield running.start()
     finally:
@@ -354,6 +363,7 @@ def percentile(values: list[float], q: float) -> float:
 # -- 1. exactly once ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("loop", ["embedded", "kafka"], indirect=True)
 def test_every_answered_call_is_stored_exactly_once_and_online_equals_batch(loop: Loop) -> None:
     started = time.monotonic()
     records: list[dict[str, Any]] = []

@@ -141,3 +141,44 @@ def test_unacked_messages_are_not_committed(broker: EmbeddedBroker, tmp_path: Pa
     seen, committed = asyncio.run(scenario())
     assert seen == 400
     assert committed == 100 * PARTITIONS
+
+
+def test_out_of_order_acks_commit_only_from_the_committed_position(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Acks that skip the oldest records commit nothing until those are acked too (Faust's own
+    rule committed the first run of acked offsets wherever it started, on a partition with no
+    committed offset yet: records still held were skipped by the next owner)."""
+    group = f"t-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[int, int]:
+        await _produce(broker.bootstrap, BATCHED, 400)  # 200 per partition
+        app = _app(broker.bootstrap, group, tmp_path)
+        held: list[Any] = []
+
+        async def handler(messages: list[Any]) -> None:
+            for message in messages:
+                if message.offset < 50:
+                    held.append(message)  # waits, as a record of an open window does
+                else:
+                    app.consumer.ack(message)
+
+        app.batch_topic(app.topic(BATCHED, value_type=bytes, value_serializer="raw"), handler)
+        await app.start()
+        try:
+            await _until(lambda: len(held) >= 100, "the held records")
+            await asyncio.sleep(2.0)  # commit intervals pass
+            before = await _committed(broker.bootstrap, group, BATCHED)
+            for message in held:
+                app.consumer.ack(message)
+            after = 0
+            for _ in range(40):
+                after = await _committed(broker.bootstrap, group, BATCHED)
+                if after == 400:
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            await app.stop()
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before == 0, f"{before} offsets committed past records still held"
+    assert after == 400
