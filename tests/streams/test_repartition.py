@@ -45,7 +45,7 @@ def _publish(log: Log, events: list[dict[str, Any]], marks: dict[int, int]) -> N
     """Events spread over source partitions at random (not by entity), then every source's mark."""
     rng = random.Random(5)
     slices = split([(rng.randrange(SOURCES), e) for e in events], TARGETS)
-    for (source, target), piece in slices.items():
+    for (_source, target), piece in slices.items():
         log.send(target, piece)
     for source, mark in marks.items():
         for target in range(TARGETS):
