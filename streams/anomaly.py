@@ -13,8 +13,9 @@ streams/anomaly_features.py); a task of the Faust app ticks every ``[anomaly] ti
 A detector or ensemble that raises costs that entity its verdict (counted, logged once). The
 ensembles' state is saved to ``<state_dir>/<group>.json`` (streams/anomaly_state.py) every
 ``save_interval`` and at stop, and restored at start. With several workers only the holder of
-partition 0 of ``mcp.requests`` publishes, and it sees only its own partitions' replicas — a known
-limit until the scale-out work re-keys the anomaly input. One worker (``only1mcp up``) sees all.
+partition 0 of ``mcp.requests`` assesses and publishes, reading every partition itself
+(streams/every_partition.py); the others stay passive. One worker holding every partition
+(``only1mcp up``) assesses what it folds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from only1mcp.streams.every_partition import EveryPartition
+from only1mcp.streams.every_partition import mode as every_partition_mode
 from only1mcp.events import AnomalyEvent, Remediation
 from only1mcp.settings import Settings
 from only1mcp.streaming import AnomalySettings
@@ -68,7 +71,8 @@ class AnomalyAgent:
         self.settings, self.config = settings, settings.anomaly
         cfg = self.config
         self.assignment = assignment or (lambda: None)
-        self.mode = "active"  # active: assesses and publishes | passive: another worker holds partition 0
+        self.mode = "fold"  # fold: fed by the feature agent | own: reads every partition itself | passive
+        self._own = EveryPartition(settings.worker.bootstrap, self._fold, "only1mcp-anomaly", self._log_once)
         self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool, cfg.max_window)
         self.factory = ensemble_factory if ensemble_factory is not None else _default_factory()
         self.ensembles: dict[Entity, Any] = {}
@@ -91,9 +95,12 @@ class AnomalyAgent:
     # -- per event (the worker's hot path) -------------------------------------------------------
 
     def observe(self, records: list[dict[str, Any]]) -> None:
-        """Fold a batch of valid RequestEvent dicts. Never raises."""
-        if self.mode != "active":
+        """Fold a batch of valid RequestEvent dicts from the feature agent. Never raises."""
+        if self.mode != "fold":  # passive, or the own reader feeds it (another worker's partitions)
             return
+        self._fold(records)
+
+    def _fold(self, records: list[dict[str, Any]]) -> None:
         try:
             self.counters["calls"] += self.agg.add_many(records)
             self.counters["events"] += len(records)
@@ -108,7 +115,7 @@ class AnomalyAgent:
         now = time.time() if now is None else now
         self.counters["ticks"] += 1
         self._update_mode()
-        if self.mode != "active":
+        if self.mode == "passive":
             return [], []
         cfg = self.config
         for entity, x in self.agg.roll(now).items():  # the windows that closed: new verdicts
@@ -246,7 +253,8 @@ class AnomalyAgent:
             await self.close()
 
     async def close(self) -> None:
-        if self.mode == "active" and self.ensembles:
+        await self._own.stop()
+        if self.mode != "passive" and self.ensembles:
             await self.save()
         await self.publisher.close()
 
@@ -257,16 +265,23 @@ class AnomalyAgent:
             parts = None
         if parts is not None and not parts:  # mid-rebalance: nothing assigned yet, keep going as before
             return
-        mode = "active" if parts is None or 0 in parts else "passive"
+        mode = every_partition_mode(parts, self.settings.worker.partitions)
         if mode != self.mode:
-            log.info("anomaly: %s", "this worker holds partition 0 of mcp.requests: assessing and publishing"
-                     if mode == "active" else "another worker holds partition 0 of mcp.requests and publishes "
-                                              "anomalies; this one stays passive (its open anomalies lapse)")
-            self.mode = mode
-            if mode == "passive":  # what it gathered is another worker's business now
+            log.info("anomaly: %s", {
+                "fold": "assessing the events this worker folds (it holds every partition of mcp.requests)",
+                "own": "this worker holds partition 0 of mcp.requests among others': reading every partition, "
+                       "assessing and publishing",
+                "passive": "another worker holds partition 0 of mcp.requests and publishes anomalies; this one "
+                           "stays passive (its open anomalies lapse)"}[mode])
+            if mode == "passive" or self.mode == "passive":  # gathered from a partial view, or nothing
                 cfg = self.config
                 self.tracks, self.verdicts, self.confirmations = {}, {}, {}
                 self.agg = Aggregator(cfg.window, cfg.min_calls, cfg.per_tool, cfg.max_window)
+            self.mode = mode
+            if mode == "own":
+                self._own.start()
+            else:
+                self._own.stop_soon()
 
     # -- status ----------------------------------------------------------------------------------
 

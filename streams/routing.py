@@ -60,7 +60,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from only1mcp.events import TOPICS, RoutingWeights
+from only1mcp.streams.every_partition import EveryPartition
+from only1mcp.streams.every_partition import mode as every_partition_mode
+from only1mcp.events import RoutingWeights
 from only1mcp.models.routing.tool_ewma import ToolEwma, counts
 from only1mcp.models.routing.weights import Curves, decisions_for, split
 from only1mcp.settings import Settings
@@ -82,7 +84,6 @@ _HISTORY_COLUMNS = ("event_id", "ts", "latency_ms", "method", "status", "server"
                     "request_bytes", "inflight")
 _RIVER_PER_S = 200
 _RIVER_HOLDOUT = 1000  # river learns each example this many examples late (its unseen hold-out for the gate)  # river learns at most this many calls per second (token bucket)
-_CONSUMER_TIMEOUT_MS = 5000
 PREDICTORS = ("live", "baseline", "shadow", "river")
 
 
@@ -115,7 +116,7 @@ class RoutingAgent:
         # The partitions of mcp.requests this worker's group gave it (None: unknown, as if all)
         self.assignment = assignment or (lambda: None)
         self.mode = "fold"  # fold: fed by the feature agent | own: reads every partition itself | passive
-        self._own: asyncio.Task[None] | None = None
+        self._own = EveryPartition(settings.worker.bootstrap, self._observe_own, "only1mcp-routing", self._log_once)
         self.learning = learning
         self.tool_ewma = ToolEwma(learning.ewma_alpha, learning.min_samples)
         self.publisher = publisher or DecisionPublisher(settings.worker.bootstrap, learning.topic)
@@ -671,13 +672,13 @@ class RoutingAgent:
         """One worker holding every partition of mcp.requests learns from what it folds (exact). In a
         group of several, each folds only some replicas' events (the topic is keyed by replica), so
         partial views would publish conflicting records: the worker holding partition 0 reads every
-        partition itself (its own consumer, no group) and publishes; the others stay passive."""
+        partition itself (streams/every_partition.py) and publishes; the others stay passive."""
         try:
             parts = self.assignment()
         except Exception:
             parts = None
         total = self.settings.worker.partitions
-        mode = "fold" if parts is None or len(parts) >= total else "own" if 0 in parts else "passive"
+        mode = every_partition_mode(parts, total)
         if mode == self.mode:
             return
         log.info("routing: %s (mcp.requests partitions here: %s of %d)", {
@@ -686,67 +687,17 @@ class RoutingAgent:
             "passive": "another worker of the group learns and publishes routing weights"}[mode],
             "all" if parts is None else sorted(parts), total)
         self.mode = mode
-        if mode == "own" and (self._own is None or self._own.done()):
-            self._own = asyncio.ensure_future(self._read_all())
-        elif mode != "own" and self._own is not None:
-            task, self._own = self._own, None
-            task.cancel()
+        if mode == "own":
+            self._own.start()
+        else:
+            self._own.stop_soon()
+
+    def _observe_own(self, records: list[dict[str, Any]]) -> None:
+        self._observe(records)
+        self.counters["own_read"] += len(records)
 
     async def _stop_own(self) -> None:
-        if self._own is not None:
-            task, self._own = self._own, None
-            task.cancel()
-            try:
-                await task
-            except BaseException:
-                pass
-
-    async def _read_all(self) -> None:
-        """Every partition of mcp.requests, from their end, decoded as the feature agent decodes."""
-        from aiokafka import AIOKafkaConsumer
-
-        from only1mcp.events import EventDecodeError, RequestEvent
-        from only1mcp.streams.agents import _check
-
-        consumer = AIOKafkaConsumer(TOPICS["requests"], bootstrap_servers=self.settings.worker.bootstrap,
-                                    group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
-                                    request_timeout_ms=_CONSUMER_TIMEOUT_MS, client_id="only1mcp-routing")
-        try:
-            while True:
-                try:
-                    await consumer.start()
-                    break
-                except Exception as exc:
-                    self._log_once("own-start", f"routing: cannot read mcp.requests yet ({exc!r}); retrying")
-                    await asyncio.sleep(1.0)
-            decode = RequestEvent.fields_from_json
-            while True:
-                try:
-                    batches = await consumer.getmany(timeout_ms=500, max_records=2000)
-                except Exception as exc:  # the broker away: aiokafka reconnects by itself
-                    self._log_once("own-read", f"routing: reading mcp.requests failed ({exc!r}); retrying")
-                    await asyncio.sleep(0.5)
-                    continue
-                records = []
-                for batch in batches.values():
-                    for message in batch:
-                        try:
-                            record = decode(message.value)
-                        except (EventDecodeError, TypeError, ValueError):
-                            continue  # the feature agent dead-letters it
-                        if _check(record) is None:
-                            records.append(record)
-                if records:
-                    try:
-                        self._observe(records)
-                    except Exception:
-                        self._log_once("observe", "routing agent failed to learn from a batch", exc_info=True)
-                self.counters["own_read"] += len(records)
-        finally:
-            try:
-                await consumer.stop()
-            except Exception:
-                pass
+        await self._own.stop()
 
 
 def _version_of(entry: Any) -> str | None:

@@ -438,9 +438,18 @@ def test_only_the_worker_holding_partition_0_publishes(tmp_path: Path) -> None:
     parts = set()  # mid-rebalance: nothing assigned yet, the mode stays
     drive(a, 1, now, random.Random(8))
     assert a.mode == "passive"
-    parts = {0, 3}
-    drive(a, 10, now, random.Random(8), failing={"sim/1"})
-    assert a.mode == "active" and [e.state for e in published(a)[0]] == ["open"]
+    parts = {0, 3}  # partition 0 among others': it assesses what its own reader of every partition sees
+    now = drive(a, 10, now, random.Random(8), failing={"sim/1"})  # what the worker folds is partial: ignored
+    assert a.mode == "own" and published(a) == ([], [])
+    rng = random.Random(8)
+    for _ in range(10):
+        a._own.observe(traffic(rng, now, {"sim/1"}))  # the reader's callback (a broker-backed test: routing's)
+        a.tick(now)
+        now += TICK
+    assert [e.state for e in published(a)[0]] == ["open"]
+    parts = {0, 1, 2, 3}
+    drive(a, 1, now, random.Random(8))
+    assert a.mode == "fold"
 
 
 class SlowJudge(Remembering):
