@@ -1,10 +1,25 @@
 """The three measurements of ``bench stream``, each against a running stack or a data dir.
 
 - :func:`produce`: fill ``mcp.requests`` as fast as aiokafka can, and say where each partition ends;
-- :func:`throughput`: from a started worker to "every event processed": the group's committed
-  offsets equal the end offsets on every partition, and the Parquet dataset holds every event
-  id (checked with DuckDB). Start-up is excluded by counting from the worker's first flush
-  (the mtime of the first raw Parquet file) and leaving out the events that flush wrote;
+- :func:`throughput`: from started workers (one or several, one consumer group) to "every event
+  processed through both stages" (the worker reads ``mcp.requests``, forwards events re-keyed by
+  entity to ``mcp.feature-events`` and folds that topic into windows): the Parquet dataset holds
+  every event id (DuckDB), the group's committed offsets reach the end of every partition of
+  ``mcp.requests`` *and* of ``mcp.feature-events`` (its end read once the first is reached, since
+  the workers' watermark marks keep it growing), and every partition's watermark file
+  (``<data_dir>/_state/<group>/<partition>.json``) is past the backlog's last window. Start-up is
+  excluded by counting from the first flush (the mtime of the first raw Parquet file) and
+  leaving out the events that flush wrote.
+
+  Figures and what they meant before the two-stage worker: ``events_per_s`` used to stop at lag 0
+  on ``mcp.requests`` and Parquet complete — with one stage that was everything. It is now
+  ``events_per_s_stage1`` (stage 1 only: read, raw rows, forwarded), and ``events_per_s`` stops
+  when everything above holds. ``events_per_s_to_parquet`` is unchanged (raw rows only);
+  ``events_per_s_to_features`` stops when the last watermark file passed the backlog (its
+  ``saved_at``: windows written, before the acknowledgements are committed). Lag 0 is seen only
+  after an offset commit, so ``events_per_s`` is a slight underestimate, as it always was.
+  ``events_per_cpu_s`` divides by the workers' CPU seconds summed (/proc), first flush to done;
+  ``worker_cpu_pct_of_core`` is that sum over the same wall time (over 100 with several workers);
 - :func:`freshness`: live events at a steady rate, each stamped ``ts`` = send time; every
   ``sample``-th event is a probe with a session id of its own, so the first time
   ``<prefix>:f:session:<probe>:<window>`` exists in Redis (the documented key layout) is the
@@ -21,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +45,7 @@ from only1mcp.events import TOPICS
 __all__ = ["produce", "ParquetWatch", "throughput", "freshness", "sql"]
 
 TOPIC = TOPICS["requests"]
+ENTITY_TOPIC = TOPICS["feature_events"]
 
 
 async def produce(bootstrap: str, records: Sequence[tuple[bytes | None, bytes]]) -> tuple[float, dict[int, int]]:
@@ -61,26 +77,65 @@ def producer_partitions(producer: Any) -> set[int]:
 
 
 class ParquetWatch:
-    """New raw-event files under ``<data_dir>/requests`` as they appear: (mtime, rows) each."""
+    """New raw-event files under ``<data_dir>/requests`` as they appear: (mtime, rows) each.
+
+    The worker merges small files every ``merge_interval`` (30 s): the merged file holds rows of
+    files already counted, which then vanish. A file that appears in a folder where files
+    vanished, no older than them and holding about their rows, is taken for that merge's output
+    and not counted again (``merges`` counts them); the vanished files stay counted at their
+    own times, so the timeline of first writes is kept."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "requests"
         self.files: dict[str, tuple[float, int]] = {}
+        self.folder: dict[str, str] = {}  # name → the folder it is in
+        self.merged: set[str] = set()  # merge outputs: not counted
+        self.gone: set[str] = set()
 
     def scan(self) -> None:
         import pyarrow.parquet as pq
 
+        present: set[str] = set()
         for folder, _dirs, names in os.walk(self.root):
             for name in names:
-                if name.endswith(".parquet") and not name.startswith(".") and name not in self.files:
+                if not name.endswith(".parquet") or name.startswith("."):
+                    continue
+                present.add(name)
+                if name not in self.files:
                     path = os.path.join(folder, name)
-                    self.files[name] = (os.stat(path).st_mtime, pq.read_metadata(path).num_rows)
+                    try:
+                        self.files[name] = (os.stat(path).st_mtime, pq.read_metadata(path).num_rows)
+                    except FileNotFoundError:  # merged away between the listing and now
+                        present.discard(name)
+                        continue
+                    self.folder[name] = folder
+        vanished = [name for name in self.files if name not in present and name not in self.gone]
+        if vanished:
+            self.gone.update(vanished)
+            self._mark_merges(vanished)
+
+    def _mark_merges(self, vanished: list[str]) -> None:
+        by_folder: dict[str, list[str]] = {}
+        for name in vanished:
+            if name not in self.merged:
+                by_folder.setdefault(self.folder[name], []).append(name)
+        for folder, names in by_folder.items():
+            rows = sum(self.files[n][1] for n in names)
+            newest = max(self.files[n][0] for n in names)
+            candidates = [n for n, f in self.folder.items() if f == folder and n not in self.gone
+                          and n not in self.merged and self.files[n][0] >= newest and self.files[n][1] >= 0.9 * rows]
+            if candidates:  # the closest in rows: replays removed by the merge make it a little smaller
+                self.merged.add(min(candidates, key=lambda n: abs(self.files[n][1] - rows)))
 
     def ordered(self) -> list[tuple[float, int]]:
-        return sorted(self.files.values())
+        return sorted(v for name, v in self.files.items() if name not in self.merged)
 
     def rows(self) -> int:
-        return sum(rows for _, rows in self.files.values())
+        return sum(rows for name, (_, rows) in self.files.items() if name not in self.merged)
+
+    @property
+    def merges(self) -> int:
+        return len(self.merged)
 
 
 def _distinct_events(data_dir: Path) -> tuple[int, int]:
@@ -90,44 +145,121 @@ def _distinct_events(data_dir: Path) -> tuple[int, int]:
     return int(rows), int(distinct)
 
 
+async def _committed(admin: Any, group: str, parts: list[Any]) -> dict[int, int]:
+    """The group's committed offset of each partition in ``parts`` (one topic); 0 where none."""
+    committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+    return {tp.partition: max(0, committed[tp].offset) if tp in committed else 0 for tp in parts}
+
+
+async def _members(admin: Any, group: str) -> tuple[str, int]:
+    """The group's state and member count, as the broker says."""
+    for response in await admin.describe_consumer_groups([group]):
+        for entry in response.groups:
+            if entry[1] == group and not entry[0]:
+                return str(entry[2]), len(entry[5])
+    return "unknown", 0
+
+
+def _closed_until(path: Path) -> tuple[int, float] | None:
+    """A watermark file's (closed_until_ms, saved_at), or None while there is none."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        return int(data["closed_until_ms"]), float(data.get("saved_at") or os.stat(path).st_mtime)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 async def throughput(bootstrap: str, group: str, data_dir: Path, n: int, ends: dict[int, int], spawned: float,
-                     alive: Callable[[], bool], cpu: Callable[[], float], timeout_s: float,
+                     alive: Callable[[], bool], cpu: Callable[[], Sequence[float]], timeout_s: float, *,
+                     entity_partitions: int, closed_by_ms: int, workers: int = 1,
+                     others_cpu: Mapping[str, Callable[[], float]] | None = None,
                      poll_s: float = 0.05) -> dict[str, Any]:
-    """Watch a worker started at ``spawned`` (time.time()) until it has processed all ``n`` events."""
+    """Watch ``workers`` workers started at ``spawned`` (time.time()) until they have processed all
+    ``n`` events through both stages; ``cpu`` gives each worker's CPU seconds so far.
+
+    Done = every event id in Parquet (DuckDB), the group's lag 0 on ``mcp.requests`` (``ends``, from
+    the producer's acknowledgements) and on ``mcp.feature-events`` (its log end read once the first
+    is reached: by then every slice of the backlog is on the broker, while marks keep coming), and
+    every partition's watermark file at or past ``closed_by_ms`` (every window of the backlog
+    closed and written)."""
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
+
+    from aiokafka.errors import KafkaError
+
+    from only1mcp.commands.worker_status import BrokerUnreachable, read_status
+    from only1mcp.streams.sinks import state_path
 
     watch = ParquetWatch(data_dir)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     await admin.start()
-    parts = [TopicPartition(TOPIC, p) for p in sorted(ends)]
-    first_seen: tuple[float, float] | None = None  # (observed at, worker CPU seconds then)
-    lag0_at = cpu_end = None
+    source_parts = [TopicPartition(TOPIC, p) for p in sorted(ends)]
+    entity_parts = [TopicPartition(ENTITY_TOPIC, p) for p in range(entity_partitions)]
+    states = {p: state_path(data_dir, group, p) for p in range(entity_partitions)}
+    others_cpu = dict(others_cpu or {})
+    first_seen: tuple[float, list[float], dict[str, float]] | None = None  # (observed at, CPU seconds then)
+    parquet_at = stage1_at = entity_at = settled_at = None
+    entity_ends: dict[int, int] | None = None
+    closed_at: dict[int, float] = {}  # partition → when its watermark file first covered closed_by_ms
     lag: dict[int, int] = dict(ends)
+    entity_lag: dict[int, int] | None = None
+    rows = distinct = 0
+    group_seen = 0.0
+    broker_error = "none"  # the last error of a broker request (retried at the next poll)
     deadline = time.time() + timeout_s
     try:
         while True:
             watch.scan()
             now = time.time()
             if first_seen is None and watch.files:
-                first_seen = (now, cpu())
-            if lag0_at is None:
-                committed = await admin.list_consumer_group_offsets(group, partitions=parts)
-                lag = {tp.partition: ends[tp.partition] - max(0, committed[tp].offset if tp in committed else 0)
-                       for tp in parts}
-                if all(v <= 0 for v in lag.values()):
-                    lag0_at, cpu_end = time.time(), cpu()
-            if lag0_at is not None and watch.rows() >= n:
+                first_seen = (now, list(cpu()), {name: read() for name, read in others_cpu.items()})
+            try:
+                if settled_at is None and now - group_seen >= 0.25:
+                    group_seen = now
+                    state, members = await _members(admin, group)
+                    if state == "Stable" and members >= workers:
+                        settled_at = now
+                if stage1_at is None:
+                    committed = await _committed(admin, group, source_parts)
+                    lag = {p: ends[p] - committed[p] for p in ends}
+                    if all(v <= 0 for v in lag.values()):
+                        stage1_at = time.time()
+                if stage1_at is not None and entity_ends is None:
+                    status = await read_status(bootstrap, group, [ENTITY_TOPIC])
+                    entity_ends = {p.partition: p.highwater for p in status.partitions}
+                if entity_ends is not None and entity_at is None:
+                    committed = await _committed(admin, group, entity_parts)
+                    entity_lag = {p: end - committed.get(p, 0) for p, end in entity_ends.items()}
+                    if all(v <= 0 for v in entity_lag.values()):
+                        entity_at = time.time()
+            except (KafkaError, BrokerUnreachable) as exc:  # e.g. Kafka's group coordinator not loaded yet
+                broker_error = f"{type(exc).__name__}: {exc}"
+            if parquet_at is None and watch.rows() >= n:
                 rows, distinct = _distinct_events(data_dir)
                 if distinct >= n:
-                    break
+                    parquet_at = time.time()
+            for partition, path in states.items():
+                if partition not in closed_at:
+                    mark = _closed_until(path)
+                    if mark is not None and mark[0] >= closed_by_ms:
+                        closed_at[partition] = mark[1]
+            if None not in (parquet_at, stage1_at, entity_at) and len(closed_at) == len(states):
+                done_at, cpu_end = time.time(), list(cpu())
+                others_end = {name: read() for name, read in others_cpu.items()}
+                break
             if not alive():
-                raise RuntimeError("the worker exited during the throughput run")
+                raise RuntimeError("a worker exited during the throughput run")
             if now > deadline:
-                raise TimeoutError(f"not done after {timeout_s:g}s: {watch.rows()} rows in Parquet, lag {lag}")
+                raise TimeoutError(f"not done after {timeout_s:g}s: {watch.rows()} rows in Parquet "
+                                   f"({distinct} distinct at the last count), lag on {TOPIC} {lag}, "
+                                   f"on {ENTITY_TOPIC} {entity_lag}, watermarks past the backlog on "
+                                   f"{sorted(closed_at)} of {sorted(states)}; last broker error: {broker_error}")
             await asyncio.sleep(poll_s)
     finally:
         await admin.close()
+    assert first_seen is not None and stage1_at is not None and parquet_at is not None and entity_at is not None
     files = watch.ordered()
     first_mtime, first_rows = files[0]
     total, parquet_done = 0, files[-1][0]
@@ -136,28 +268,47 @@ async def throughput(bootstrap: str, group: str, data_dir: Path, n: int, ends: d
         if total >= n:
             parquet_done = mtime
             break
-    end = max(parquet_done, lag0_at)
+    features_done = max(closed_at.values())
+    stage1_end = max(parquet_done, stage1_at)
+    end = max(parquet_done, stage1_at, entity_at, features_done)
     counted = n - first_rows
-    assert first_seen is not None and cpu_end is not None
-    cpu_s = cpu_end - first_seen[1]
+    each = [round(b - a, 2) for a, b in zip(first_seen[1], cpu_end)]
+    cpu_s = sum(b - a for a, b in zip(first_seen[1], cpu_end))
+    busy = done_at - first_seen[0]
+
+    def rate(until: float) -> float | None:
+        return round(counted / (until - first_mtime), 1) if until > first_mtime else None
+
     return {
         "events": n, "parquet_rows": rows, "distinct_event_ids": distinct, "partitions": len(ends),
+        "workers": workers,
         "startup_s": round(first_mtime - spawned, 3),
         "first_flush_events": first_rows,
         "measured_events": counted,
         "measured_s": round(end - first_mtime, 3),
-        "events_per_s": round(counted / (end - first_mtime), 1) if end > first_mtime else None,
+        "events_per_s": rate(end),
         "to_parquet_s": round(parquet_done - first_mtime, 3),
-        "events_per_s_to_parquet": round(counted / (parquet_done - first_mtime), 1) if parquet_done > first_mtime
-        else None,
-        "lag0_after_parquet_s": round(lag0_at - parquet_done, 3),
+        "events_per_s_to_parquet": rate(parquet_done),
+        "stage1_s": round(stage1_end - first_mtime, 3),
+        "events_per_s_stage1": rate(stage1_end),
+        "lag0_after_parquet_s": round(stage1_at - parquet_done, 3),
+        "to_features_s": round(max(parquet_done, features_done) - first_mtime, 3),
+        "events_per_s_to_features": rate(max(parquet_done, features_done)),
+        "features_after_stage1_s": round(features_done - stage1_end, 3),
+        "entity_lag0_after_features_s": round(entity_at - features_done, 3),
+        "entity_records": sum(entity_ends.values()) if entity_ends else None,
+        "closed_by_ms": closed_by_ms,
         "events_per_s_including_startup": round(n / (end - spawned), 1),
+        "group_stable_s": round(settled_at - spawned, 3) if settled_at is not None else None,
         "raw_files": len(files),
+        "raw_merges_seen": watch.merges,
         "worker_cpu_s": round(cpu_s, 2),
-        # CPU-bound ceiling: what the worker would do with the core to itself (not sharing it, not waiting)
+        "worker_cpu_s_each": each,
+        # CPU-bound ceiling: what the workers would do with the CPU to themselves (not sharing it, not waiting)
         "events_per_cpu_s": round(counted / cpu_s, 1) if cpu_s > 0 else None,
-        "worker_cpu_pct_of_core": round(100 * cpu_s / (lag0_at - first_seen[0]), 1) if lag0_at > first_seen[0]
-        else None,
+        "worker_cpu_pct_of_core": round(100 * cpu_s / busy, 1) if busy > 0 else None,
+        "others_cpu_pct_of_core": {name: round(100 * (others_end[name] - first_seen[2][name]) / busy, 1)
+                                   for name in others_end} if busy > 0 else {},
     }
 
 

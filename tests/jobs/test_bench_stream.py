@@ -3,8 +3,11 @@ pinned to one CPU, Parquet and DuckDB; the three measurements and their bars lan
 
 The benchmark runs once per module (about a minute); the other tests read its JSON and printed
 table. Bars may PASS or FAIL on a given machine, but each must be measured (never SKIP), and
-the figures behind them must be internally consistent: every event processed exactly once,
-every freshness probe seen, the SQL answer right for the generated fleet.
+the figures behind them must be internally consistent: every event processed exactly once (both
+stages: raw rows, lag 0 on mcp.requests and mcp.feature-events, every window written), every
+freshness probe seen, the SQL answer right for the generated fleet. A second run (about 40 s) puts
+two workers on Apache Kafka (one KRaft node) with a small SQL dataset: one cell, two workers
+sharing the CPUs, their CPU seconds summed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,15 @@ def test_run_succeeds_and_writes_json(bench: dict[str, Any]) -> None:
     settings = report["settings"]
     assert settings["quick"] is True and settings["events"] == 20_000 and settings["sql_events"] == 1_000_000
     assert settings["worker_core"] in settings["cpus"]
-    assert {"throughput", "freshness", "sql", "bars", "machine"} <= set(report)
+    assert {"throughput", "freshness", "sql", "bars", "machine", "cells", "scaling"} <= set(report)
+    assert settings["brokers"] == ["embedded"] and settings["workers"] == [1]
+    (cell,) = report["cells"]  # the default: one cell, whose figures are also the old top-level keys
+    assert (cell["broker"], cell["workers"]) == ("embedded", 1) and "error" not in cell
+    assert report["reference_cell"] == {"broker": "embedded", "workers": 1}
+    assert cell["events_per_s"] == report["throughput"]["events_per_s"]
+    assert cell["events_per_cpu_s"] == report["throughput"]["events_per_cpu_s"]
+    assert cell["freshness"] == report["freshness"]["visible_s"]
+    assert report["scaling"] == []  # one worker count: nothing to compare
 
 
 def test_throughput_counts_every_event_once(bench: dict[str, Any]) -> None:
@@ -58,6 +69,20 @@ def test_throughput_counts_every_event_once(bench: dict[str, Any]) -> None:
     assert tp["events_per_s_to_parquet"] >= tp["events_per_s"] > tp["events_per_s_including_startup"] > 0
     assert 0 < tp["worker_cpu_pct_of_core"] <= 110  # pinned to one CPU: never much more than one core
     assert tp["events_per_cpu_s"] > 0
+    assert tp["workers"] == 1 and tp["worker_cpus"] == [tp["worker_core"]] and len(tp["worker_cpu_s_each"]) == 1
+    _both_stages_done(tp)
+
+
+def _both_stages_done(tp: dict[str, Any]) -> None:
+    """Done means both stages: stage 1 (lag 0 on mcp.requests, every raw row) ends first, the
+    windows are written after it, the whole run ends last; each rate matches its interval."""
+    assert tp["events_per_s_to_parquet"] >= tp["events_per_s_stage1"] >= tp["events_per_s"]
+    assert tp["events_per_s_to_features"] >= tp["events_per_s"]
+    assert tp["measured_s"] >= max(tp["stage1_s"], tp["to_features_s"]) >= tp["to_parquet_s"] > 0
+    assert tp["events_per_s_stage1"] == pytest.approx(tp["measured_events"] / tp["stage1_s"], rel=0.01)
+    assert tp["entity_records"] > 0  # slices forwarded to mcp.feature-events, all acknowledged
+    assert tp["closed_by_ms"] > 0 and tp["raw_merges_seen"] >= 0
+    assert tp["group_stable_s"] is not None and 0 < tp["group_stable_s"] < tp["startup_s"] + tp["measured_s"]
 
 
 def test_freshness_sees_every_probe(bench: dict[str, Any]) -> None:
@@ -112,9 +137,103 @@ def test_bars_measured_printed_and_recorded(bench: dict[str, Any]) -> None:
 def test_table_printed(bench: dict[str, Any]) -> None:
     lines = bench["stdout"].splitlines()
     assert any(line.startswith("measurement") for line in lines), bench["stdout"]
-    for row in ("worker throughput, 1 core", "freshness p50", "freshness p99", "features sql CLI (1M)",
-                "features sql query (1M)"):
+    for row in ("worker throughput, 1 core", "  stage 1 only", "  until windows written", "freshness p50",
+                "freshness p99", "features sql CLI (1M)", "features sql query (1M)"):
         assert sum(line.startswith(row) for line in lines) == 1, (row, bench["stdout"])
+    # The cells table: a header and one row per (broker, workers).
+    assert sum(line.startswith("broker") and "per CPU-s" in line for line in lines) == 1, bench["stdout"]
+    assert sum(line.split()[:2] == ["embedded", "1"] for line in lines if line.strip()) == 1, bench["stdout"]
+
+
+# --- two workers on Apache Kafka ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kafka_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "stream-kafka.json"
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    args = parser.parse_args(["stream", "--quick", "--broker", "kafka", "--workers", "2", "--sql-events", "10000",
+                              "--repeats", "1", "--out", str(out)])
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = bench_cli.run(args)
+    return {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+            "json": json.loads(out.read_text()) if out.exists() else None}
+
+
+def test_two_workers_on_kafka_drain_the_backlog_exactly(kafka_bench: dict[str, Any]) -> None:
+    assert kafka_bench["code"] == 0, (kafka_bench["stdout"], kafka_bench["stderr"])
+    report = kafka_bench["json"]
+    assert report["settings"]["brokers"] == ["kafka"] and report["settings"]["workers"] == [2]
+    (cell,) = report["cells"]
+    assert (cell["broker"], cell["workers"]) == ("kafka", 2) and "error" not in cell, cell
+    tp = cell["throughput"]
+    assert tp == report["throughput"]  # the only cell is the reference
+    assert tp["events"] == tp["parquet_rows"] == tp["distinct_event_ids"] == 20_000
+    assert tp["workers"] == 2 and tp["worker_core"] is None and tp["worker_cpus"] == report["settings"]["cpus"]
+    each = tp["worker_cpu_s_each"]
+    assert len(each) == 2 and all(s > 0 for s in each)  # both workers worked
+    assert tp["worker_cpu_s"] == pytest.approx(sum(each), abs=0.02)
+    assert tp["events_per_cpu_s"] == pytest.approx(tp["measured_events"] / tp["worker_cpu_s"], rel=0.01)
+    assert tp["others_cpu_pct_of_core"]["broker"] > 0  # the Kafka JVM, from /proc
+    _both_stages_done(tp)
+    fr = cell["freshness_run"]
+    assert fr["probes_seen"] == fr["probes"] > 0 and cell["freshness"] == fr["visible_s"]
+
+
+def test_two_workers_on_kafka_bars_and_table(kafka_bench: dict[str, Any]) -> None:
+    report, lines = kafka_bench["json"], kafka_bench["stdout"].splitlines()
+    bars = {bar["name"]: bar for bar in report["bars"]}
+    assert bars["worker_events_per_s"]["status"] == "SKIP"  # a one-core bar: no one-worker cell in this run
+    assert bars["freshness_p99_s"]["status"] in ("PASS", "FAIL")
+    assert bars["freshness_p99_s"]["value"] == report["freshness"]["visible_s"]["p99"]
+    assert sum(line.split()[:2] == ["kafka", "2"] for line in lines if line.strip()) == 1, kafka_bench["stdout"]
+    assert any(line.startswith("worker throughput, 2 workers") for line in lines), kafka_bench["stdout"]
+
+
+# --- arguments and the scaling line, without a broker ----------------------------------------
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    return parser.parse_args(["stream", *argv])
+
+
+def test_broker_and_workers_arguments() -> None:
+    args = _parse()
+    assert args.broker == ["embedded"] and args.workers == [1]
+    args = _parse("--broker", "embedded", "kafka", "--workers", "1", "2", "3")
+    assert args.broker == ["embedded", "kafka"] and args.workers == [1, 2, 3]
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        _parse("--broker", "redpanda")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert bench_cli.run(_parse("--workers", "0")) == 2  # refused before anything starts
+    assert "--workers" in stderr.getvalue()
+
+
+def test_scaling_line_and_reference_cell() -> None:
+    from only1mcp.jobs.bench.stream import _cell_rows, _reference, _scaling
+
+    def cell(broker: str, workers: int, per_s: float, per_cpu: float) -> dict[str, Any]:
+        tp = {"events_per_s": per_s, "events_per_cpu_s": per_cpu, "worker_cpu_pct_of_core": 100.0,
+              "events_per_s_stage1": per_s * 2, "measured_events": 1000, "measured_s": 1.0,
+              "others_cpu_pct_of_core": {"broker": 10.0}, "group_stable_s": 3.0}
+        return {"broker": broker, "workers": workers, "throughput": tp,
+                "freshness": {"visible_s": {"p50": 0.2, "p99": 0.5}}}
+
+    cells = [cell("kafka", 1, 1000, 1200), cell("kafka", 2, 1500, 1100), cell("embedded", 2, 900, 800),
+             cell("embedded", 1, 1000, 1000), {"broker": "embedded", "workers": 3, "error": "TimeoutError: x"}]
+    lines, ratios = _scaling(cells)
+    assert lines == ["scaling, kafka: 2 workers / 1 worker = 1.50× events/s, 0.92× per CPU-second",
+                     "scaling, embedded: 2 workers / 1 worker = 0.90× events/s, 0.80× per CPU-second"]
+    assert {"broker": "kafka", "workers": 2, "events_per_s_ratio": 1.5, "events_per_cpu_s_ratio": 0.917} in ratios
+    assert _reference(cells) is cells[3]  # embedded with one worker, wherever it is
+    assert _reference(cells[:2]) is cells[0]
+    rows = _cell_rows(cells)
+    assert rows[-1][:3] == ["embedded", "3", "-"] and rows[-1][-1].startswith("TimeoutError")
 
 
 # --- the generators on their own ----------------------------------------------------------
