@@ -506,10 +506,13 @@ class KafkaCluster:
         return self._node(node_id).alive()
 
     def log_path(self, node_id: int | None = None) -> Path:
-        return self._node(node_id or min(self.nodes)).log_path
+        """The node's log file (default: the first node's)."""
+        return self._node(node_id or min(self.nodes, default=None)).log_path
 
     def log_tail(self, node_id: int | None = None, lines: int = 20) -> str:
         """The node's last log lines (default: the first node), after its JVM output if it wrote any."""
+        if not self.nodes:
+            return ""
         node = self._node(node_id or min(self.nodes))
         parts = []
         for path in (node.out_path, node.log_path):
@@ -601,6 +604,16 @@ class KafkaCluster:
             self._dir.mkdir(parents=True, exist_ok=True)
         else:
             self._dir, self._own_dir = Path(tempfile.mkdtemp(prefix="only1mcp-kafka-")), True
+        try:
+            self._configure()
+        except BaseException:
+            if self._own_dir:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir, self.nodes = None, {}
+            raise
+
+    def _configure(self) -> None:
+        assert self._dir is not None
         ports = _free_ports(2 * self.size, self.host)
         self.nodes = {}
         for index in range(self.size):
@@ -873,6 +886,8 @@ def main(argv: list[str] | None = None) -> int:
             print(jars, flush=True)
             return 0
         cluster = KafkaCluster(args.nodes, work_dir=args.work_dir)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (a background job)
+            signal.signal(sig, _interrupt)
         started = time.monotonic()
         with cluster:
             print(f"Kafka {KAFKA_VERSION}: {cluster.bootstrap} ({args.nodes} node(s), ready in "
@@ -888,6 +903,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokerError as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _first_dead_tail(cluster: KafkaCluster) -> str:
