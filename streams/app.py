@@ -23,7 +23,6 @@ from only1mcp.settings import Settings
 __all__ = ["build_app", "ensure_topics", "run_worker"]
 
 log = logging.getLogger(__name__)
-_TOPIC_ALREADY_EXISTS = 36
 _REBALANCE_TIMEOUT_S = 3
 _BROKER_WAIT_S = 30.0
 _SESSION_TIMEOUT_S = 10  # tansu also holds a first join for about half of it
@@ -60,26 +59,16 @@ def build_app(settings: Settings) -> faust.App:
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
-                        replication: int = 1) -> dict[str, int]:
-    """Create the topics with ``partitions`` each, replicated ``replication`` times (an existing topic is
-    left as it is); returns their partition counts, and warns about any that differ."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+                        replication: int = 1) -> None:
+    """Create the topics with ``partitions`` each, replicated ``replication`` times (infra/broker.py:
+    idempotent, and patient with a multi-node Kafka's metadata); a topic created earlier with
+    another count is left as it is, with a warning (the worker reads the real counts)."""
+    from only1mcp.infra.broker import TopicMismatch, acreate_topics
 
-    wanted = list(dict.fromkeys(names))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(n, partitions, replication) for n in wanted])
-        for entry in response.topic_errors:
-            if entry[1] not in (0, _TOPIC_ALREADY_EXISTS):
-                raise RuntimeError(f"could not create topic {entry[0]!r}: error {entry[1]}")
-        found = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(wanted)}
-    finally:
-        await admin.close()
-    for name, count in found.items():
-        if count != partitions:
-            log.warning("topic %s has %d partitions, not %d (created earlier)", name, count, partitions)
-    return found
+        await acreate_topics(bootstrap, names, partitions, replication)
+    except TopicMismatch as exc:
+        log.warning("%s (created earlier; left as they are)", exc)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
