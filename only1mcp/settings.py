@@ -154,6 +154,8 @@ _AUTH_ENV = {"ONLY1MCP_AUTH_TOKENS": "tokens", "ONLY1MCP_ADMIN_TOKEN": "admin_to
 def parse_settings(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
     _reject_unknown(raw, {"proxy", "servers", *_TABLES}, source, "")
     tables = {name: parse_table(cls, raw.get(name), source, name) for name, cls in _TABLES.items()}
+    if tables["cache"].min_ttl > tables["cache"].max_ttl:
+        raise ConfigError(source, "cache.min_ttl", f"must not exceed max_ttl ({tables['cache'].max_ttl:g} s)")
     auth_overrides = {key: environ[var] for var, key in _AUTH_ENV.items() if var in environ}
     if auth_overrides:
         merged = {**dict(raw.get("auth") or {}), **auth_overrides}

@@ -17,9 +17,11 @@ from only1mcp.errors import ConfigError
 __all__ = [
     "HealthSettings", "OutlierSettings", "BreakerSettings", "ToolSettings", "RetrySettings", "CacheSettings",
     "AuthSettings", "RateLimitSettings", "RemediationSettings", "parse_table", "secret", "CACHE_POLICIES",
+    "CACHE_SCOPES",
 ]
 
 CACHE_POLICIES = ("lru", "s3fifo", "sieve")
+CACHE_SCOPES = ("client", "shared")  # who may be answered from a tool's cached result
 T = TypeVar("T")
 
 
@@ -112,6 +114,9 @@ class ToolSettings:
 
     timeout: float | None = None
     cache_ttl: float = check(_non_negative, 0.0)  # seconds; 0 = not cached
+    # "client": a cached result answers only the client that caused it (its token, else its address);
+    # "shared": any client. Per client by default: a read-only tool may still read per-user data.
+    cache_scope: str = field(default="client", metadata={"choices": CACHE_SCOPES})
     safe: bool | None = None  # None: trust annotations (readOnlyHint / idempotentHint)
     # Operator overrides that beat any policy and any learned weight (replica ids, e.g. "search/0"):
     pin: tuple[str, ...] = ()  # route this tool only to these replicas while one of them is routable
@@ -123,6 +128,11 @@ class CacheSettings:
     max_bytes: int = check(_non_negative, 64 * 1024 * 1024)  # 0 = no cache
     policy: str = field(default="s3fifo", metadata={"choices": CACHE_POLICIES})
     default_ttl: float = check(_non_negative, 0.0)  # for safe tools without their own cache_ttl; 0 = off
+    # Learn each cached tool's TTL from whether its result changed when its entry expired, starting
+    # from its configured TTL, within [min_ttl, max_ttl]; max_ttl also caps an upstream's ttlMs hint.
+    adaptive_ttl: bool = False
+    min_ttl: float = check(_positive, 1.0)
+    max_ttl: float = check(_positive, 3600.0)
 
 
 @dataclass(frozen=True)

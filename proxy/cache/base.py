@@ -23,7 +23,7 @@ try:  # a declared dependency, but keep the key computable without it
 except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["Entry", "ResponseCache", "POLICIES", "make_cache", "cache_key"]
+__all__ = ["Entry", "ResponseCache", "POLICIES", "make_cache", "cache_key", "scoped_key"]
 
 STAT_NAMES = ("hits", "misses", "evictions", "expirations", "rejected", "invalidations")
 
@@ -54,19 +54,26 @@ class ResponseCache(ABC):
         self._tags: dict[str, dict[str, None]] = {}  # tag -> keys; invalidation without a full scan
         self._bytes = 0
         self._counts = dict.fromkeys(STAT_NAMES, 0)
+        # The value of the entry the latest get() found expired and dropped, else None: the caller
+        # compares it with the fresh result to learn how often the tool's results change.
+        self.expired: Any = None
 
     # -- the interface ---------------------------------------------------------------------
 
-    def get(self, key: str, now: float) -> Any | None:
-        """The cached value, or None if absent or expired (an expired entry is dropped)."""
+    def get(self, key: str, now: float, count_miss: bool = True) -> Any | None:
+        """The cached value, or None if absent or expired (an expired entry is dropped, its value
+        kept in ``expired`` until the next get). ``count_miss=False`` for a first look-up the
+        caller follows with another under a second key: one call counts one miss, not two."""
+        self.expired = None
         entry = self._entries.get(key)
         if entry is None:
-            self._counts["misses"] += 1
+            self._counts["misses"] += count_miss
             return None
         if entry.expired(now):
             self._discard(entry)
+            self.expired = entry.value
             self._counts["expirations"] += 1
-            self._counts["misses"] += 1
+            self._counts["misses"] += count_miss
             return None
         self._counts["hits"] += 1
         self._on_hit(entry)
@@ -198,3 +205,10 @@ def cache_key(server: str, tool: str, arguments: Mapping[str, Any] | None) -> st
         canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                                default=dict).encode()
     return f"{server}\x00{tool}\x00{hashlib.sha256(canonical).hexdigest()}"
+
+
+def scoped_key(key: str, client: str) -> str:
+    """``key`` (a ``cache_key``) for one client only: ``client`` is an opaque identity (the proxy
+    passes a keyed hash, never a token). It never equals a shared key: the part after the 64-hex
+    argument digest has no counterpart there."""
+    return f"{key}\x00{client}"

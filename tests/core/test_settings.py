@@ -307,3 +307,18 @@ def test_a_small_max_sessions_alone_lowers_the_per_client_default(tmp_path: Path
     assert (proxy.max_sessions, proxy.max_sessions_per_client) == (10, 10)
     proxy = load_settings(write(tmp_path, "[proxy]\nmax_sessions = 10\nmax_sessions_per_client = 4\n"), {}).proxy
     assert proxy.max_sessions_per_client == 4
+
+
+def test_cache_scope_and_adaptive_ttl_settings(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, server(extra='[servers.tools.t]\ncache_ttl = 5\n')), {})
+    assert settings.servers[0].tools["t"].cache_scope == "client"  # per client unless declared shared
+    assert (settings.cache.adaptive_ttl, settings.cache.min_ttl, settings.cache.max_ttl) == (False, 1.0, 3600.0)
+    body = server(extra='[servers.tools.t]\ncache_scope = "shared"\n') + "\n[cache]\nadaptive_ttl = true\nmax_ttl = 60\n"
+    settings = load_settings(write(tmp_path, body), {})
+    assert settings.servers[0].tools["t"].cache_scope == "shared" and settings.cache.max_ttl == 60.0
+    error = refused(tmp_path, server(extra='[servers.tools.t]\ncache_scope = "everyone"\n'))
+    assert error.key == "servers[web].tools.t.cache_scope" and "expected one of client, shared" in error.reason
+    error = refused(tmp_path, "[cache]\nmin_ttl = 10\nmax_ttl = 5\n")
+    assert error.key == "cache.min_ttl" and "must not exceed max_ttl (5 s)" in error.reason
+    error = refused(tmp_path, "[cache]\nmin_ttl = 0\n")
+    assert error.key == "cache.min_ttl" and "must be positive" in error.reason
