@@ -53,7 +53,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     ),
     "stream": (
         "only1mcp.jobs.bench.stream",
-        "streaming worker events/s on one core, event→Redis freshness, features sql over 10M events",
+        "streaming worker events/s (on one core; per broker, embedded or Apache Kafka, and worker count, with events "
+        "per CPU-second), event→Redis freshness, features sql over 10M events",
     ),
 }
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import math
 import os
 import shutil
@@ -249,6 +250,20 @@ def _pid_cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU ``cpu`` has been busy with anything since boot (/proc/stat: all but idle and
+    iowait), to show how much of the machine other work took during a cell."""
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith(f"cpu{cpu} "):
+                    ticks = [int(x) for x in line.split()[1:]]
+                    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("nan")
+
+
 def _run_cell(args: argparse.Namespace, environ: dict[str, str], kind: str, workers: int,
               records: list[tuple[bytes | None, bytes]], end_ts: float, redis_url: str, core: int,
               cpus: list[int], several: bool) -> dict[str, Any]:
@@ -319,7 +334,8 @@ async def _cell(args: argparse.Namespace, kind: str, workers: int, broker: Any,
                                     lambda: all(w.alive() for w in started),
                                     lambda: [w.cpu_seconds() for w in started], args.timeout,
                                     entity_partitions=args.partitions, closed_by_ms=closed_by_ms, workers=workers,
-                                    others_cpu={"broker": lambda: _pid_cpu_seconds(broker_pid)})
+                                    others_cpu={"broker": lambda: _pid_cpu_seconds(broker_pid),
+                                                **{f"cpu{c}": functools.partial(_cpu_busy_seconds, c) for c in cpus}})
         finally:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
@@ -373,12 +389,13 @@ def _cell_rows(cells: list[dict[str, Any]]) -> list[list[str] | str]:
             rows.append([*head, "-", "-", "-", "-", "-", "-", cell["error"].splitlines()[0][:100]])
             continue
         tp, fr = cell["throughput"], cell["freshness"]
-        broker_pct = tp["others_cpu_pct_of_core"].get("broker")
+        others = tp["others_cpu_pct_of_core"]
+        busy = "/".join(_fmt(v) for k, v in sorted(others.items()) if k.startswith("cpu"))
         rows.append([*head, _fmt(tp["events_per_s"]), _fmt(tp["events_per_cpu_s"]),
                      f"{_fmt(tp['worker_cpu_pct_of_core'])} %", _fmt(tp["events_per_s_stage1"]),
                      _fmt(fr["visible_s"]["p50"], ".3f"), _fmt(fr["visible_s"]["p99"], ".3f"),
-                     f"{tp['measured_events']:,} ev in {tp['measured_s']:.1f} s; broker {_fmt(broker_pct)} % of a "
-                     f"core; stable after {_fmt(tp['group_stable_s'], '.1f')} s"])
+                     f"{tp['measured_events']:,} ev in {tp['measured_s']:.1f} s; broker {_fmt(others.get('broker'))} % "
+                     f"of a core; CPUs busy {busy or '-'} %; stable after {_fmt(tp['group_stable_s'], '.1f')} s"])
     return rows
 
 
