@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from only1mcp.context import ContextSettings
 from only1mcp.errors import ConfigError
 from only1mcp.streaming import (
     AnomalySettings, DecisionSettings, EventSettings, LearningSettings, StoreSettings, WorkerSettings,
@@ -121,6 +122,7 @@ class Settings:
     decisions: DecisionSettings = field(default_factory=DecisionSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
+    context: ContextSettings = field(default_factory=ContextSettings)  # tools/list context optimisation
     source: str = "<defaults>"
 
 
@@ -143,7 +145,8 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
 
 _TABLES = {"auth": AuthSettings, "rate_limit": RateLimitSettings, "cache": CacheSettings, "retry": RetrySettings,
            "events": EventSettings, "worker": WorkerSettings, "store": StoreSettings,
-           "decisions": DecisionSettings, "learning": LearningSettings, "anomaly": AnomalySettings}
+           "decisions": DecisionSettings, "learning": LearningSettings, "anomaly": AnomalySettings,
+           "context": ContextSettings}
 # Where the broker and Redis are is the environment's business (only1mcp up, compose): these win.
 _ADDRESS_ENV = {"KAFKA_BOOTSTRAP": (("events", "bootstrap"), ("worker", "bootstrap"), ("decisions", "bootstrap")),
                 "REDIS_URL": (("store", "redis_url"),)}

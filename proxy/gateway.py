@@ -21,6 +21,7 @@ from only1mcp.errors import (
 )
 from only1mcp.proxy.calls import Calls, request_id_var
 from only1mcp.proxy.catalog import SEPARATOR, Catalog
+from only1mcp.proxy.context import Context
 from only1mcp.proxy.events import make_sink
 from only1mcp.proxy.introspect import AdminViews
 from only1mcp.proxy.telemetry import Telemetry
@@ -74,6 +75,7 @@ class Gateway(AdminViews, Relay):
         self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()
         self.calls = Calls(self)
+        self.context = Context(self.catalog, lambda: self.settings.context)  # tools/list context optimisation
         events = settings.events
         self.events = make_sink(events)
         self.telemetry = Telemetry(self.events, events.hash_key,
@@ -215,8 +217,9 @@ class Gateway(AdminViews, Relay):
     async def _ping(self, params: dict[str, Any], session: ClientSession, sink: Any) -> dict[str, Any]:
         return {}
 
-    def _page(self, kind: str, key: str, params: dict[str, Any]) -> dict[str, Any]:
-        items = self.catalog.lists[kind]
+    def _page(self, kind: str, key: str, params: dict[str, Any], items: list[dict[str, Any]] | None = None,
+              ) -> dict[str, Any]:
+        items = self.catalog.lists[kind] if items is None else items
         start = 0
         if params.get("cursor") is not None:
             start, _ = decode_cursor(kind, params["cursor"])
@@ -229,6 +232,8 @@ class Gateway(AdminViews, Relay):
         return result
 
     async def _tools_list(self, params: dict[str, Any], session: ClientSession, sink: Any) -> dict[str, Any]:
+        if self.context.active(session):  # an opted-in client: its likely tools and the search tool
+            return self._page("tools", "tools", params, self.context.tools(session))
         return self._page("tools", "tools", params)
 
     async def _prompts_list(self, params: dict[str, Any], session: ClientSession, sink: Any) -> dict[str, Any]:
@@ -252,6 +257,10 @@ class Gateway(AdminViews, Relay):
         if arguments is not None and not isinstance(arguments, dict):
             raise RPCError(INVALID_PARAMS, f"{method}: 'arguments' must be an object")
         entry = self.catalog.lookup(kind, name)
+        if kind == "tools" and self.settings.context.enabled:  # counted for ranking; the search tool answered
+            answer = self.context.on_call(name, entry, arguments, session)
+            if answer is not None:
+                return answer
         if entry is None:
             self._raise_if_owner_down(name)
             raise RPCError(INVALID_PARAMS, f"Unknown {kind[:-1]}: {name}")

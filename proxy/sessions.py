@@ -46,6 +46,7 @@ class ClientSession:
     client: str = ""  # the identity that created it (token hash or address), for the per-client cap
     replay: Any = None  # its SSE streams' Last-Event-ID buffers (proxy/replay.py), made on first use
     ended: bool = False  # deleted or expired: nothing is buffered for it any more
+    context: Any = None  # what its tools/list shows (proxy/context.py View), made on first use
     _asked: dict[Any, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
