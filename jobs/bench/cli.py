@@ -51,6 +51,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "response-cache policies and predictive prefetch replayed on call traces: hit rate, prefetch precision, "
         "extra upstream calls, latency, next-call accuracy, against Belady and the trace's ceilings",
     ),
+    "context": (
+        "only1mcp.jobs.bench.context",
+        "tools/list context optimisation on replayed agent sessions: the pruned list's size (bytes, tokens) vs the "
+        "full catalog of 5 servers, and whether each next call's tool is in the list or found by search_tools",
+    ),
     "stream": (
         "only1mcp.jobs.bench.stream",
         "streaming worker events/s (on one core; per broker, embedded or Apache Kafka, and worker count, with events "
