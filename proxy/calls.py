@@ -4,6 +4,14 @@ tools, the per-tool timeout and retry safety, and the decision record of every c
 Safety comes from the tool's annotations unless ``[servers.tools.NAME] safe`` overrides
 them: ``readOnlyHint`` tools may be cached and retried, ``idempotentHint`` tools retried
 only, every other tool is sent exactly once.
+
+A cached result answers only the client that caused it (``cache_scope = "client"``, the
+default: the key carries a keyed hash of the client's identity), or every client
+(``cache_scope = "shared"``). A result's own cache hints (MCP 2026-07-28, top-level fields of
+the result) win over the configuration for that entry: ``cacheScope: "public"`` may be shared,
+``"private"`` (or any value not understood) never is; ``ttlMs`` is the entry's TTL, capped at
+``[cache] max_ttl``. Hints never make a tool cacheable that is not: only cache-safe tools with
+a TTL configured are cached at all.
 """
 
 from __future__ import annotations
@@ -11,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from only1mcp.proxy.cache import cache_key, make_cache
+from only1mcp.proxy.cache import AdaptiveTTLs, cache_key, make_cache, scoped_key
 from only1mcp.proxy.catalog import Entry
 from only1mcp.proxy.pool import CallRecord
 from only1mcp.proxy.routing import RouteRequest
@@ -43,6 +52,7 @@ def thawed(attempts: bytes) -> list[dict[str, Any]]:
 
 _HIT, _NONE = frozen([{"cache": "hit"}]), frozen([])
 EXPLANATIONS_KEPT = 10_000  # routed calls explained by request id; the oldest are forgotten first
+_CLIENTS_KEPT = 100_000  # memoised client-identity hashes; cleared (and recomputed) past this
 
 
 class Calls:
@@ -56,10 +66,17 @@ class Calls:
         # the objects every full garbage collection walked (50–200 ms pauses under load); bytes and
         # tuples of atoms are not tracked by the collector at all.
         self.explanations: OrderedDict[str, tuple[str, str, str, str, bytes, bool]] = OrderedDict()
+        self.adaptive = AdaptiveTTLs()  # learned per-tool TTLs, used while [cache] adaptive_ttl is on
+        self._clients: dict[str, str] = {}  # client identity → its keyed hash, the client part of a key
+        # Tools one of whose results was stored under the other scope's key (a cacheScope hint): only
+        # their look-ups try both keys, so every other cached call stays one look-up.
+        self._crossed: set[tuple[str, str]] = set()
 
     def invalidate(self, server: str) -> None:
         if self.cache is not None:
             self.cache.invalidate(server)
+        if server not in self.gateway.pools:  # removed by a reload: what was learned about it goes too
+            self.adaptive.forget(server)
 
     async def call(self, method: str, entry: Entry, params: dict[str, Any], session: ClientSession,
                    sink: Any) -> dict[str, Any]:
@@ -78,9 +95,12 @@ class Calls:
         if context is not None:
             context.tool, context.server = entry.exposed, entry.server
             context.args_hash = gateway.telemetry.hash(arguments)
+        shared_scope, mine, expired = False, "", None
         if ttl > 0 and self.cache is not None:
             key = cache_key(entry.server, entry.upstream_name, arguments)
-            hit = self.cache.get(key, loop.time())
+            shared_scope = override is not None and override.cache_scope == "shared"
+            mine = scoped_key(key, self._client(session))
+            hit, expired = self._lookup(entry, key, mine, shared_scope, loop.time())
             if hit is not None:
                 self._remember(entry, method, _HIT)
                 self._explain(entry, method, pool.policy.name, _NONE, True)
@@ -106,9 +126,56 @@ class Calls:
                 context.attempts = len(record.attempts)
                 context.inflight = last["inflight"].get(last["replica"])
         if key is not None and not result.get("isError"):
-            data = orjson.dumps(result)
-            self.cache.put(key, data, len(data), ttl, loop.time(), entry.server)  # type: ignore[union-attr]
+            self._store(entry, result, key, mine, shared_scope, ttl, expired, loop.time())
         return result
+
+    def _client(self, session: ClientSession) -> str:
+        """The client part of a ``client``-scoped key: the keyed hash of the session's client identity
+        (a token's id, else the peer address) that request events carry as ``client_id``, so a key
+        names no token nor address, and the events and the cache agree on who a client is."""
+        client = session.client
+        hashed = self._clients.get(client)
+        if hashed is None:
+            if len(self._clients) >= _CLIENTS_KEPT:
+                self._clients.clear()
+            hashed = self._clients[client] = self.gateway.telemetry.hash(client.encode())
+        return hashed
+
+    def _lookup(self, entry: Entry, shared: str, mine: str, shared_scope: bool, now: float) -> tuple[Any, Any]:
+        """(the cached result or None, the value of an entry found expired or None)."""
+        cache = self.cache
+        assert cache is not None
+        first, second = (shared, mine) if shared_scope else (mine, shared)
+        if (entry.server, entry.upstream_name) not in self._crossed:
+            return cache.get(first, now), cache.expired
+        hit = cache.get(first, now, count_miss=False)
+        expired = cache.expired
+        if hit is None:
+            hit = cache.get(second, now)
+            expired = expired if expired is not None else cache.expired
+        return hit, expired
+
+    def _store(self, entry: Entry, result: dict[str, Any], shared: str, mine: str, shared_scope: bool,
+               base_ttl: float, expired: Any, now: float) -> None:
+        """Cache a fresh result under the key of its scope, for its TTL; learn the tool's TTL."""
+        settings = self.gateway.settings.cache
+        data = orjson.dumps(result)
+        ttl = base_ttl
+        if settings.adaptive_ttl:
+            server, tool = entry.server, entry.upstream_name
+            if expired is not None:  # its entry had just expired: did the result change meanwhile?
+                ttl = self.adaptive.learn(server, tool, base_ttl, settings.min_ttl, settings.max_ttl,
+                                          data != expired)
+            else:
+                ttl = self.adaptive.ttl(server, tool, base_ttl, settings.min_ttl, settings.max_ttl)
+        hint = result.get("ttlMs")
+        if isinstance(hint, (int, float)) and not isinstance(hint, bool) and 0 <= hint < math.inf:
+            ttl = min(hint / 1000.0, settings.max_ttl)  # 0 = immediately stale: not stored
+        scope = result.get("cacheScope")
+        share = shared_scope if scope is None else scope == "public"  # an unknown scope is not shared
+        if share != shared_scope:
+            self._crossed.add((entry.server, entry.upstream_name))
+        self.cache.put(shared if share else mine, data, len(data), ttl, now, entry.server)  # type: ignore[union-attr]
 
     def _explain(self, entry: Entry, method: str, policy: str, attempts: bytes, cache_hit: bool) -> None:
         request_id = request_uid.get()

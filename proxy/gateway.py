@@ -118,6 +118,7 @@ class Gateway(AdminViews, Relay):
             metrics.register_collector(self.calls.cache.stats, prefix="only1mcp_cache_",
                                        counters=("hits", "misses", "evictions", "expirations", "rejected",
                                                  "invalidations"), help_text="response cache")
+            metrics.register_cache_ttls(self.calls.adaptive.current)
         # The event sink's counters: what a consumer of mcp.requests should find, and what was lost.
         metrics.register_collector(self.event_counters, prefix="only1mcp_events_",
                                    counters=("emitted", "delivered", "spooled", "replayed", "dropped",

@@ -174,8 +174,13 @@ class AdminViews:
         cache = self.calls.cache
         if cache is None:
             return {"enabled": False}
-        return {"enabled": True, "policy": self.settings.cache.policy, "max_bytes": self.settings.cache.max_bytes,
-                **cache.stats()}
+        settings = self.settings.cache
+        # The learned TTLs of tools whose entries have expired at least once; any other cached tool
+        # uses its configured cache_ttl (or default_ttl), as /admin/config shows.
+        adaptive = {"enabled": settings.adaptive_ttl, "min_ttl": settings.min_ttl, "max_ttl": settings.max_ttl,
+                    "ttls": self.calls.adaptive.snapshot()}
+        return {"enabled": True, "policy": settings.policy, "max_bytes": settings.max_bytes, **cache.stats(),
+                "adaptive_ttl": adaptive}
 
     def admin_decision(self, request_id: str) -> dict[str, Any] | None:
         calls = self.calls.decisions.get(request_id)

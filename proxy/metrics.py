@@ -116,6 +116,26 @@ class _RemediationCollector(Collector):
                                   "dropped", value=float(failures))
 
 
+class _TTLCollector(Collector):
+    """The response cache's learned TTL per tool (adaptive TTLs), read at scrape time."""
+
+    def __init__(self, ttls: Callable[[], Mapping[tuple[str, str], float]]) -> None:
+        self.ttls = ttls
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            ttls = dict(self.ttls())
+        except Exception:  # a scrape must not fail because one source did
+            log.exception("cache TTL metrics failed")
+            return
+        gauge = GaugeMetricFamily("only1mcp_cache_ttl_seconds", "Learned TTL of a tool's cached results "
+                                  "([cache] adaptive_ttl), for tools whose entries have expired at least once",
+                                  labels=("server", "tool"))
+        for key, seconds in sorted(ttls.items()):
+            gauge.add_metric(key, float(seconds))
+        yield gauge
+
+
 class _LimitCollector(Collector):
     """Sessions held and what the limits refused, read at scrape time (nothing on the call path)."""
 
@@ -250,6 +270,10 @@ class ProxyMetrics:
         """Expose ``only1mcp_remediations_total{server,action,outcome}``,
         ``only1mcp_replicas_remediated{server,action}`` and ``only1mcp_webhook_failures_total``."""
         self.register_custom("remediations", _RemediationCollector(counts, held, failures))
+
+    def register_cache_ttls(self, ttls: Callable[[], Mapping[tuple[str, str], float]]) -> None:
+        """Expose ``only1mcp_cache_ttl_seconds{server,tool}`` from ``ttls()`` (the adaptive TTLs)."""
+        self.register_custom("cache_ttls", _TTLCollector(ttls))
 
     def register_limits(self, sessions: Callable[[], Mapping[str, int]],
                         refused: Callable[[], Mapping[str, int]]) -> None:

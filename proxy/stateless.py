@@ -255,6 +255,7 @@ class Stateless:
             client = (origin.client_id if origin is not None else None) or ""
             if not await self._admit(client, request_id, send):
                 return
+            session.client = client  # whose cached results it may be answered with (cache_scope = "client")
             uid = new_request_id()  # before _Call makes the task that fills it
             context = self.gateway.telemetry.begin(uid)
             call = _Call(self.gateway, message, session, self._release, client)
