@@ -154,11 +154,11 @@ class Context:
 
     # -- tools/list ------------------------------------------------------------------
     def tools(self, session: ClientSession) -> list[dict[str, Any]]:
-        """The session's list: the search tool, then its tools in catalog order."""
+        """The session's list: the search tool, then its tools in catalog order (a catalog tool named like
+        the search tool is hidden from opted-in sessions: one name, one tool)."""
         settings = self.settings()
-        view = self._view(session, settings)
-        items = self.catalog.lists["tools"]
-        shown = items if view.base is None else [tool for tool in items if view.shows(tool["name"])]
+        view, name = self._view(session, settings), settings.search_tool
+        shown = [tool for tool in self.catalog.lists["tools"] if tool["name"] != name and view.shows(tool["name"])]
         return [self.search_tool(settings), *shown]
 
     def _view(self, session: ClientSession, settings: ContextSettings) -> View:

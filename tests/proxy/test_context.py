@@ -21,7 +21,9 @@ from only1mcp.context import ContextSettings
 from only1mcp.errors import ConfigError
 from only1mcp.jobs.bench._procs import ProcessGroup, free_ports
 from only1mcp.jobs.servers.toolbox_catalog import SERVERS
-from only1mcp.proxy.context import _OVERALL_MAX, History
+from only1mcp.proxy.catalog import Catalog
+from only1mcp.proxy.context import _OVERALL_MAX, Context, History
+from only1mcp.proxy.sessions import ClientSession
 from only1mcp.proxy.toolsearch import ToolIndex, stem, words
 from only1mcp.settings import parse_settings
 
@@ -222,6 +224,17 @@ def test_history_memory_stays_bounded_and_recent_calls_win() -> None:
         fresh.record("c", "old", 0.0, settings)  # eight calls, 100 s (10 half-lives) ago ...
     fresh.record("c", "new", 100.0, settings)  # ... count less than one call now
     assert fresh.ranked("c", 100.0, settings.half_life) == ["new", "old"]
+
+
+def test_the_search_tool_shadows_a_catalog_tool_of_its_name_for_opted_in_sessions() -> None:
+    catalog = Catalog([("a", "")])
+    catalog.update("a", "tools", [{"name": "find", "description": "an upstream tool"}, {"name": "other"}])
+    settings = ContextSettings(enabled=True, clients=("*",), search_tool="find")
+    context = Context(catalog, lambda: settings)
+    session = ClientSession("s1", "2025-11-25", client="c")
+    assert [tool["name"] for tool in context.tools(session)] == ["find", "other"]  # the meta-tool, then the rest
+    assert context.tools(session)[0]["title"] == "Search tools"
+    assert "content" in context.on_call("find", catalog.lookup("tools", "find"), {"query": "other"}, session)
 
 
 def test_search_scorer_is_deterministic_and_matches_word_forms() -> None:
