@@ -206,7 +206,7 @@ async def throughput(bootstrap: str, group: str, data_dir: Path, n: int, ends: d
     lag: dict[int, int] = dict(ends)
     entity_lag: dict[int, int] | None = None
     rows = distinct = 0
-    group_seen = 0.0
+    group_seen = counted_at = 0.0
     broker_error = "none"  # the last error of a broker request (retried at the next poll)
     deadline = time.time() + timeout_s
     try:
@@ -235,8 +235,11 @@ async def throughput(bootstrap: str, group: str, data_dir: Path, n: int, ends: d
                     if all(v <= 0 for v in entity_lag.values()):
                         entity_at = time.time()
             except (KafkaError, BrokerUnreachable) as exc:  # e.g. Kafka's group coordinator not loaded yet
-                broker_error = f"{type(exc).__name__}: {exc}"
-            if parquet_at is None and watch.rows() >= n:
+                broker_error = f"{type(exc).__name__}: {exc} (at {now - spawned:.1f} s)"
+            # Counted when the files seen hold n rows, or (at most twice a second) once stage 1 is done:
+            # the rows are all written by then, even if a merge hid some files from the scan.
+            if parquet_at is None and (watch.rows() >= n or (stage1_at is not None and now - counted_at >= 0.5)):
+                counted_at = now
                 rows, distinct = _distinct_events(data_dir)
                 if distinct >= n:
                     parquet_at = time.time()
@@ -255,7 +258,8 @@ async def throughput(bootstrap: str, group: str, data_dir: Path, n: int, ends: d
                 raise TimeoutError(f"not done after {timeout_s:g}s: {watch.rows()} rows in Parquet "
                                    f"({distinct} distinct at the last count), lag on {TOPIC} {lag}, "
                                    f"on {ENTITY_TOPIC} {entity_lag}, watermarks past the backlog on "
-                                   f"{sorted(closed_at)} of {sorted(states)}; last broker error: {broker_error}")
+                                   f"{sorted(closed_at)} of {sorted(states)}; last broker error: {broker_error}; {watch.merges} merges "
+                                   f"seen")
             await asyncio.sleep(poll_s)
     finally:
         await admin.close()
@@ -337,6 +341,7 @@ async def freshness(bootstrap: str, redis_url: str, prefix: str, rate: float, du
     await producer.start()
     pending: dict[str, float] = {}  # redis key → send time
     seen: list[tuple[float, float]] = []  # (visible - sent, written - sent)
+    by_second: dict[int, list[float]] = {}  # second of the run a probe was sent in → its visible delays
     sent = errors = 0
     lateness: list[float] = []  # how far behind its schedule the sender ran, s
     stop = asyncio.Event()
@@ -372,8 +377,10 @@ async def freshness(bootstrap: str, redis_url: str, prefix: str, rate: float, du
                     if count is not None:
                         sent_at = pending.pop(key)
                         seen.append((now - sent_at, float(updated_at) - sent_at))
+                        by_second.setdefault(int(sent_at - started_at), []).append(now - sent_at)
             await asyncio.sleep(poll_s)
 
+    started_at = time.time()
     poller = asyncio.create_task(poll())
     began = time.perf_counter()
     try:
@@ -396,6 +403,9 @@ async def freshness(bootstrap: str, redis_url: str, prefix: str, rate: float, du
         "probe_every": sample, "probes": len(seen) + errors, "probes_seen": len(seen), "probes_missing": errors,
         "feature": f"count@{window} of the probe's own session", "poll_interval_s": poll_s,
         "visible_s": _quantiles(visible), "written_s": _quantiles([w for _, w in seen]),
+        # [second of the run, probes sent in it, their slowest visible delay]: when a slow stretch happened
+        "visible_max_by_second": [[second, len(values), round(max(values), 3)]
+                                  for second, values in sorted(by_second.items())],
     }
 
 

@@ -32,7 +32,17 @@ One run measures three things and prints a table and the bars:
    for ``--duration`` s, each stamped ``ts`` = send time. Every ``--probe-every``-th event
    carries a session id of its own; a poller reads ``<prefix>:f:session:<id>:10s`` (the online
    store's key layout) every 10 ms, and the first time it exists is when that event is visible
-   in Redis. The hash's ``updated_at`` (when the worker wrote it) is reported too.
+   in Redis. The hash's ``updated_at`` (when the worker wrote it) is reported too, and the slowest
+   probe of every second of the run (a slow stretch shows when it happened). The run starts once
+   the worker's merge of small Parquet files (every ``merge_interval``, 30 s, since its start) has
+   taken the files of the backlog — after a long backlog the first merge rewrites all of it and
+   holds a single core for seconds — and every worker has then been quiet (under 25 % of a core)
+   for a second (``--quick`` does not wait for the merge: its small backlog merges in a blink).
+   The workers run with
+   ``[learning] retrain_interval = 0`` unless ``--retrain``: the routing agent still learns from
+   every event, but trains no latency model, whose first arming (60 s after the start) replays up
+   to 50,000 stored calls in a thread and holds the loop back for seconds — with a 200k backlog
+   that fell inside the freshness run, with 20k it did not.
 3. **``only1mcp features sql`` over ``--sql-events`` events**, once per run, written straight to
    Parquet in the offline store's layout (one sorted file per hour partition, as after
    ``features compact``): a per-replica p99 latency query, as a subprocess (``--format csv``,
@@ -92,7 +102,13 @@ partitions = {partitions}
 redis_url = "{redis_url}"
 key_prefix = "{prefix}"
 data_dir = "{data_dir}"
-"""
+{learning}"""
+# Without --retrain: the routing agent learns from every event as always, but trains no latency
+# model. Its first retraining (60 s after start, once the store holds 2,000 calls) arms the model by
+# replaying up to 50,000 stored calls in a thread, which starves the worker's loop of the GIL for
+# seconds: whether the freshness run overlaps it would depend on how long the backlog took.
+_QUIET_SHARE, _QUIET_MAX_S = 0.25, 60.0  # before the freshness run: each worker under 25 % of a core for 1 s
+_NO_RETRAIN = "\n[learning]\nretrain_interval = 0\n"
 
 
 def _log(text: str) -> None:
@@ -124,6 +140,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="py-spy record the (first) worker during each throughput run, sampling the thread that "
                              "holds the GIL (.svg flamegraph, .json speedscope, else raw collapsed stacks); with "
                              "several cells, FILE gets -<broker>-<N>w before its suffix")
+    parser.add_argument("--retrain", action="store_true",
+                        help="keep the worker's retraining of the latency model (first 60 s after its start; off by "
+                             "default: arming the first model replays 50,000 stored calls in a thread and holds the "
+                             "worker's loop back for seconds, so freshness would depend on when that falls)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
 
@@ -311,7 +331,8 @@ async def _cell(args: argparse.Namespace, kind: str, workers: int, broker: Any,
     group, prefix, data_dir = f"bench-stream-{uuid.uuid4().hex[:8]}", f"bench-{kind}-{workers}", tmp / "data"
     config = tmp / "worker.toml"
     config.write_text(_CONFIG.format(bootstrap=bootstrap, group=group, partitions=args.partitions,
-                                     redis_url=redis_url, prefix=prefix, data_dir=data_dir))
+                                     redis_url=redis_url, prefix=prefix, data_dir=data_dir,
+                                     learning="" if args.retrain else _NO_RETRAIN))
     pinned = [core] if workers == 1 else cpus
     argv = [sys.executable, "-c", _PIN, ",".join(map(str, pinned)), sys.executable, "-m", "only1mcp.cli", "worker",
             "--config", str(config)]
@@ -342,7 +363,13 @@ async def _cell(args: argparse.Namespace, kind: str, workers: int, broker: Any,
                 await asyncio.to_thread(spy.wait, 60)
         _log(f"throughput: {rate['events_per_s']} events/s ({rate['events_per_cpu_s']} per CPU-second); "
              f"freshness at {args.rate:g} events/s for {args.duration:g}s …")
+        merged_s = None if args.quick else await _wait_merged(data_dir, time.time(), settings.merge_interval + 15.0)
+        quiet_s = await _wait_quiet(started)
+        fresh_at = time.time()
         fresh = await freshness(bootstrap, redis_url, prefix, args.rate, args.duration, args.probe_every)
+        fresh["waited_for_merge_s"] = merged_s  # None: --quick (a small backlog), or no merge seen in time
+        fresh["waited_for_quiet_s"] = quiet_s  # None: still busy after _QUIET_MAX_S, measured anyway
+        fresh["started_after_workers_s"] = round(fresh_at - spawned, 1)
     except (RuntimeError, TimeoutError) as exc:
         raise RuntimeError(f"{exc}\n{tails()}") from None
     if not all(w.alive() for w in started):
@@ -352,6 +379,46 @@ async def _cell(args: argparse.Namespace, kind: str, workers: int, broker: Any,
                            "worker_core": core if workers == 1 else None, "worker_cpus": pinned,
                            "flush_interval_s": settings.flush_interval, "group": group, "broker": kind},
             "freshness": fresh, "profile": profile}
+
+
+async def _wait_merged(data_dir: Path, done_at: float, timeout_s: float) -> float | None:
+    """Wait until the worker's merge has taken the raw files written before ``done_at``: at most one
+    of them left per hour partition (it merges every ``merge_interval`` since its start, so after a
+    long backlog the first merge rewrites all of it). Seconds waited, or None after ``timeout_s``."""
+    began = time.perf_counter()
+    root = data_dir / "requests"
+    while True:
+        per_folder: dict[str, int] = {}
+        for folder, _dirs, names in os.walk(root):
+            for name in names:
+                if name.endswith(".parquet") and not name.startswith("."):
+                    try:
+                        if os.stat(os.path.join(folder, name)).st_mtime <= done_at:
+                            per_folder[folder] = per_folder.get(folder, 0) + 1
+                    except FileNotFoundError:  # merged away meanwhile
+                        continue
+        if all(count <= 1 for count in per_folder.values()):
+            return round(time.perf_counter() - began, 1)
+        if time.perf_counter() - began >= timeout_s:
+            return None
+        await asyncio.sleep(0.25)
+
+
+async def _wait_quiet(workers: list[Managed]) -> float | None:
+    """Wait until every worker has used less than ``_QUIET_SHARE`` of a core for a whole second (its
+    timers alone: marks, flushes, agent ticks), at most ``_QUIET_MAX_S``: after a long backlog a
+    worker is still busy for a while (the merge of the backlog's small files, due every 30 s, then
+    rewrites them all), and freshness is about a caught-up worker. Seconds waited, or None."""
+    began = time.perf_counter()
+    before = [w.cpu_seconds() for w in workers]
+    while time.perf_counter() - began < _QUIET_MAX_S:
+        await asyncio.sleep(1.0)
+        now = [w.cpu_seconds() for w in workers]
+        busy = [b - a for a, b in zip(before, now)]
+        before = now
+        if all(share < _QUIET_SHARE for share in busy):  # NaN (a worker gone) never counts as quiet
+            return round(time.perf_counter() - began, 1)
+    return None
 
 
 async def _py_spy(path: str, pid: int, tmp: Path) -> subprocess.Popen[bytes]:
@@ -516,7 +583,7 @@ def _assemble(args: argparse.Namespace, cells: list[dict[str, Any]], sql: dict[s
                      "duration_s": args.duration, "probe_every": args.probe_every, "sql_events": args.sql_events,
                      "repeats": args.repeats, "quick": args.quick, "worker_core": core, "cpus": cpus,
                      "backlog_rate": args.backlog_rate, "profile": args.profile, "brokers": args.broker,
-                     "workers": args.workers},
+                     "workers": args.workers, "retrain": args.retrain},
         "machine": {**machine, "load_average_end": machine_info()["load_average"]},
         "reference_cell": {"broker": ref["broker"], "workers": ref["workers"]},
         "throughput": tp,
