@@ -211,7 +211,10 @@ class FeatureWorker:
         for tp in assigned:
             if tp.topic != self.source_topic:
                 continue
-            highwater = consumer.highwater(tp)
+            try:
+                highwater = consumer.highwater(tp)
+            except AssertionError:  # revoked under us
+                continue
             position = self.next_offset.get(tp)
             if position is None:  # nothing read from it in this run: where the group left off
                 position = consumer._committed_offset.get(tp) or 0
@@ -273,8 +276,17 @@ class FeatureWorker:
         """More than a batch of records fetched-but-not-read or not fetched yet: catching up, so
         fresh online values can wait for the next flush (they would cost CPU the backlog needs)."""
         consumer, lag = self.app.consumer, 0
-        for tp, position in self.next_offset.items():
-            highwater = consumer.highwater(tp)
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # not started yet
+            return False
+        for tp, position in list(self.next_offset.items()):
+            if tp not in assigned:  # revoked (a batch fetched before the rebalance may have re-added it)
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except AssertionError:  # aiokafka: "Partition is not assigned" (revoked meanwhile)
+                continue
             if highwater is not None:
                 lag += max(0, highwater - position)
         return lag > BATCH_MAX

@@ -162,18 +162,7 @@ def kafka_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "json": json.loads(out.read_text()) if out.exists() else None}
 
 
-def _known_worker_crash(report: dict[str, Any] | None) -> None:
-    """A worker that crashes on a partition revoked under it (streams/agents.py: FeatureWorker.behind()
-    asks the consumer for the highwater of every partition it has read, revoked ones included, and
-    aiokafka asserts "Partition is not assigned"; a batch fetched before the rebalance re-adds them):
-    about one run in three with two workers. Reported; xfail until the worker skips them."""
-    for cell in (report or {}).get("cells", []):
-        if "Partition is not assigned" in cell.get("error", ""):
-            pytest.xfail("known worker crash after a rebalance: highwater() of a revoked partition")
-
-
 def test_two_workers_on_kafka_drain_the_backlog_exactly(kafka_bench: dict[str, Any]) -> None:
-    _known_worker_crash(kafka_bench["json"])
     assert kafka_bench["code"] == 0, (kafka_bench["stdout"], kafka_bench["stderr"])
     report = kafka_bench["json"]
     assert report["settings"]["brokers"] == ["kafka"] and report["settings"]["workers"] == [2]
@@ -194,7 +183,6 @@ def test_two_workers_on_kafka_drain_the_backlog_exactly(kafka_bench: dict[str, A
 
 
 def test_two_workers_on_kafka_bars_and_table(kafka_bench: dict[str, Any]) -> None:
-    _known_worker_crash(kafka_bench["json"])
     report, lines = kafka_bench["json"], kafka_bench["stdout"].splitlines()
     bars = {bar["name"]: bar for bar in report["bars"]}
     assert bars["worker_events_per_s"]["status"] == "SKIP"  # a one-core bar: no one-worker cell in this run
