@@ -60,7 +60,8 @@ embedded broker with one worker when the run has it, else the first cell (the th
 skipped when that cell has several workers: it is a one-core bar) — and the SQL query ≤ 1 s. The
 JSON keeps the reference cell's figures under ``throughput`` and ``freshness`` (as before cells
 existed) and every cell under ``cells``. A cell that fails (a worker exits, a timeout) is
-recorded with its error and the run goes on; the command then exits 1.
+recorded with its error and the run goes on; the command then exits 1. ``--retries N`` runs a
+failed cell again (a fresh broker), keeping the failures in the cell and the table.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="py-spy record the (first) worker during each throughput run, sampling the thread that "
                              "holds the GIL (.svg flamegraph, .json speedscope, else raw collapsed stacks); with "
                              "several cells, FILE gets -<broker>-<N>w before its suffix")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="run a failed cell again up to this many times, on a fresh broker (default 0); the "
+                             "failures are kept in the cell and counted in the table")
     parser.add_argument("--retrain", action="store_true",
                         help="keep the worker's retraining of the latency model (first 60 s after its start; off by "
                              "default: arming the first model replays 50,000 stored calls in a thread and holds the "
@@ -167,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     args.broker = list(dict.fromkeys(args.broker))
     args.workers = list(dict.fromkeys(args.workers))
     if min(args.events, args.partitions, args.sql_events, args.repeats, args.probe_every, *args.workers) < 1 \
-            or args.rate <= 0 or args.duration <= 0 or args.backlog_rate <= 0:
+            or args.retries < 0 or args.rate <= 0 or args.duration <= 0 or args.backlog_rate <= 0:
         print("error: counts (and --workers) must be >= 1, rates and --duration > 0", file=sys.stderr)
         return 2
     environ = dict(getattr(args, "environ", None) or os.environ)
@@ -235,8 +239,16 @@ def _run_cells(args: argparse.Namespace, environ: dict[str, str], core: int, oth
         with ensure_redis(None) as redis_handle:
             for kind in args.broker:
                 for workers in args.workers:
-                    cells.append(_run_cell(args, environ, kind, workers, records, end_ts, redis_handle.url, core,
-                                           cpus, several=len(args.broker) * len(args.workers) > 1))
+                    failures: list[str] = []
+                    for _attempt in range(1 + args.retries):  # a failed cell again, on a fresh broker
+                        cell = _run_cell(args, environ, kind, workers, records, end_ts, redis_handle.url, core,
+                                         cpus, several=len(args.broker) * len(args.workers) > 1)
+                        if not cell.get("error"):
+                            break
+                        failures.append(cell["error"])
+                    if failures and not cell.get("error"):
+                        cell["failed_attempts"] = failures  # shown in the table: a retried cell is not hidden
+                    cells.append(cell)
         return cells
     finally:
         os.sched_setaffinity(0, previous)
@@ -462,7 +474,9 @@ def _cell_rows(cells: list[dict[str, Any]]) -> list[list[str] | str]:
                      f"{_fmt(tp['worker_cpu_pct_of_core'])} %", _fmt(tp["events_per_s_stage1"]),
                      _fmt(fr["visible_s"]["p50"], ".3f"), _fmt(fr["visible_s"]["p99"], ".3f"),
                      f"{tp['measured_events']:,} ev in {tp['measured_s']:.1f} s; broker {_fmt(others.get('broker'))} % "
-                     f"of a core; CPUs busy {busy or '-'} %; stable after {_fmt(tp['group_stable_s'], '.1f')} s"])
+                     f"of a core; CPUs busy {busy or '-'} %; stable after {_fmt(tp['group_stable_s'], '.1f')} s"
+                     + (f"; after {len(cell['failed_attempts'])} failed run(s): "
+                        f"{cell['failed_attempts'][0].splitlines()[0][:60]}" if cell.get("failed_attempts") else "")])
     return rows
 
 
@@ -574,6 +588,8 @@ def _assemble(args: argparse.Namespace, cells: list[dict[str, Any]], sql: dict[s
             entry.update({"events_per_s": ctp["events_per_s"], "events_per_cpu_s": ctp["events_per_cpu_s"],
                           "freshness": cell["freshness"]["visible_s"], "throughput": ctp,
                           "freshness_run": cell["freshness"], "profile": cell.get("profile")})
+        if cell.get("failed_attempts"):
+            entry["failed_attempts"] = cell["failed_attempts"]
         public_cells.append(entry)
     return {
         "benchmark": "stream",
@@ -583,7 +599,7 @@ def _assemble(args: argparse.Namespace, cells: list[dict[str, Any]], sql: dict[s
                      "duration_s": args.duration, "probe_every": args.probe_every, "sql_events": args.sql_events,
                      "repeats": args.repeats, "quick": args.quick, "worker_core": core, "cpus": cpus,
                      "backlog_rate": args.backlog_rate, "profile": args.profile, "brokers": args.broker,
-                     "workers": args.workers, "retrain": args.retrain},
+                     "workers": args.workers, "retrain": args.retrain, "retries": args.retries},
         "machine": {**machine, "load_average_end": machine_info()["load_average"]},
         "reference_cell": {"broker": ref["broker"], "workers": ref["workers"]},
         "throughput": tp,

@@ -211,6 +211,7 @@ def test_broker_and_workers_arguments() -> None:
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         assert bench_cli.run(_parse("--workers", "0")) == 2  # refused before anything starts
+        assert bench_cli.run(_parse("--retries", "-1")) == 2
     assert "--workers" in stderr.getvalue()
 
 
@@ -234,6 +235,8 @@ def test_scaling_line_and_reference_cell() -> None:
     assert _reference(cells[:2]) is cells[0]
     rows = _cell_rows(cells)
     assert rows[-1][:3] == ["embedded", "3", "-"] and rows[-1][-1].startswith("TimeoutError")
+    retried = {**cell("kafka", 3, 1, 1), "failed_attempts": ["RuntimeError: a worker exited\nworker-0 log: …"]}
+    assert _cell_rows([retried])[0][-1].endswith("; after 1 failed run(s): RuntimeError: a worker exited")
 
 
 # --- the generators on their own ----------------------------------------------------------
