@@ -532,8 +532,8 @@ def _assemble(args: argparse.Namespace, cells: list[dict[str, Any]], sql: dict[s
              f"{tp['measured_events']:,} events in {tp['measured_s']:.2f} s (first flush → done: Parquet, lag 0 on "
              "both topics, windows written); " + where],
             ["  until windows written", f"{_fmt(tp['events_per_s_to_features'])} ev/s",
-             f"last watermark file past the backlog {tp['features_after_stage1_s']:.2f} s after stage 1; "
-             f"lag 0 on mcp.feature-events seen {tp['entity_lag0_after_features_s']:.2f} s later"],
+             f"last watermark file past the backlog {tp['to_features_s'] - tp['to_parquet_s']:.2f} s after the "
+             f"last raw row; lag 0 on mcp.feature-events seen {tp['entity_lag0_after_features_s']:.2f} s later"],
             ["  stage 1 only", f"{_fmt(tp['events_per_s_stage1'])} ev/s",
              "lag 0 on mcp.requests + Parquet complete: what this row's figure meant before the two-stage worker"],
             ["  until Parquet complete", f"{_fmt(tp['events_per_s_to_parquet'])} ev/s",
