@@ -74,6 +74,13 @@ class _WorkerConsumer(_Consumer):
         return found
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Faust forgets the acknowledged-but-uncommitted offsets of revoked partitions before it
+        # would commit them (and commits nothing here with stream_wait_empty off): the new owner
+        # re-read up to a commit interval of records. Commit what is acknowledged first.
+        try:
+            await self.commit(set(revoked))
+        except Exception as exc:  # the group moved on already: the new owner replays a little more
+            log.info("commit before revocation failed: %r", exc)
         for tp in revoked:
             self._first_read.pop(tp, None)
         await super().on_partitions_revoked(revoked)

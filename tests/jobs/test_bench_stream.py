@@ -61,7 +61,8 @@ def test_run_succeeds_and_writes_json(bench: dict[str, Any]) -> None:
 
 def test_throughput_counts_every_event_once(bench: dict[str, Any]) -> None:
     tp = bench["json"]["throughput"]
-    assert tp["events"] == tp["parquet_rows"] == tp["distinct_event_ids"] == 20_000
+    # Raw rows a rebalance made the new owner write again are deduplicated by the requests view.
+    assert tp["events"] == tp["distinct_event_ids"] == 20_000 and tp["parquet_rows"] >= 20_000
     assert 0 < tp["first_flush_events"] < tp["events"]
     assert tp["measured_events"] == tp["events"] - tp["first_flush_events"]
     assert tp["measured_s"] > 0 and tp["startup_s"] > 0
@@ -170,7 +171,8 @@ def test_two_workers_on_kafka_drain_the_backlog_exactly(kafka_bench: dict[str, A
     assert (cell["broker"], cell["workers"]) == ("kafka", 2) and "error" not in cell, cell
     tp = cell["throughput"]
     assert tp == report["throughput"]  # the only cell is the reference
-    assert tp["events"] == tp["parquet_rows"] == tp["distinct_event_ids"] == 20_000
+    # Raw rows a rebalance made the new owner write again are deduplicated by the requests view.
+    assert tp["events"] == tp["distinct_event_ids"] == 20_000 and tp["parquet_rows"] >= 20_000
     assert tp["workers"] == 2 and tp["worker_core"] is None and tp["worker_cpus"] == report["settings"]["cpus"]
     each = tp["worker_cpu_s_each"]
     assert len(each) == 2 and all(s > 0 for s in each)  # both workers worked
