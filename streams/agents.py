@@ -115,8 +115,19 @@ class FeatureWorker:
             self.targets = counts[0]
         return self.targets
 
+    def _assigned_only(self, messages: list[Any]) -> list[Any]:
+        """Messages of partitions this worker still holds: a fetch made before a rebalance may be
+        handed over after it, and a revoked partition's records are its new owner's (its folder
+        here would write windows and a watermark file beside the new owner's)."""
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # not started: nothing to compare with
+            return messages
+        return [m for m in messages if m.tp in assigned]
+
     async def on_batch(self, messages: list[Any]) -> None:
         """The messages of one fetch of mcp.requests (streams/kafka.py), a bounded batch at a time."""
+        messages = self._assigned_only(messages)
         for start in range(0, len(messages), BATCH_MAX):
             await self.read(messages[start:start + BATCH_MAX])
             await self.maybe_flush()
@@ -236,7 +247,7 @@ class FeatureWorker:
         self._target_count()
         if self.started is None:
             self.started = time.monotonic()
-        for message in messages:
+        for message in self._assigned_only(messages):
             self.next_offset[message.tp] = message.offset + 1
             try:
                 self.stage.add(message)
