@@ -94,7 +94,7 @@ class FeatureWorker:
         self.lock = asyncio.Lock()  # flushes, and the end of a rebalance
         self.send_lock = asyncio.Lock()  # slices of a batch and the marks after it leave in order
         self.started: float | None = None  # first record read: the rate counts from there
-        self.acked, self.last_report, self.forwarded, self.duplicates = 0, 0.0, 0, 0
+        self.acked, self.last_report, self.forwarded, self.duplicates, self.last_raw = 0, 0.0, 0, 0, 0
         self.recent_ids: dict[str, None] = {}  # insertion-ordered: the oldest goes first
         self.routing: Any = None  # the routing agent (streams/routing.py), fed every valid record
         self.anomaly: Any = None  # the anomaly agent (streams/anomaly.py), fed every valid record
@@ -102,17 +102,16 @@ class FeatureWorker:
     # -- stage 1: mcp.requests -----------------------------------------------------------------
 
     def _target_count(self) -> int:
+        """Partitions of mcp.feature-events (and, for the stage, of mcp.requests), read once from
+        the consumer's metadata; the settings' count for what it does not know yet."""
         if self.targets is None:
-            counts = [self.settings.worker.partitions]
             try:
-                found = self.app.consumer.topic_partitions(self.entity_topic)
-                if found:
-                    counts = [found]
-                sources = self.app.consumer.topic_partitions(self.source_topic)
-            except Exception:  # not started: the settings' count
-                sources = None
+                partitions = self.app.consumer.topic_partitions
+                targets, sources = partitions(self.entity_topic), partitions(self.source_topic)
+            except Exception:  # not started
+                targets = sources = None
             self.stage.sources = sources or self.settings.worker.partitions
-            self.targets = counts[0]
+            self.targets = targets or self.settings.worker.partitions
         return self.targets
 
     def _assigned_only(self, messages: list[Any]) -> list[Any]:
@@ -420,7 +419,7 @@ class FeatureWorker:
         if now - self.last_report >= 10.0:
             level, self.last_report = logging.INFO, now
         log.log(level, "flush: raw=%d closed=%d online=%d acked=%d held=%d partitions=%s | total forwarded=%d "
-                 "folded=%d late=%d dup=%d poison=%d (%.0f ev/s since start)", getattr(self, "last_raw", 0), closed,
+                 "folded=%d late=%d dup=%d poison=%d (%.0f ev/s since start)", self.last_raw, closed,
                  online, self.acked, self.stage.held, sorted(self.stage.folders), self.forwarded, counts["events"],
                  counts["late"], counts["duplicates"], counts["poison"], self.forwarded / elapsed)
 
