@@ -22,7 +22,7 @@ import orjson
 
 __all__ = [
     "SCHEMA_VERSION", "TOPICS", "RequestEvent", "DeadLetter", "RoutingWeights", "AnomalyEvent", "Remediation",
-    "EventDecodeError", "keyed_hash", "json_schema", "EVENT_TYPES", "DECISION_TYPES", "SEVERITIES",
+    "PrefetchDecision", "EventDecodeError", "keyed_hash", "json_schema", "EVENT_TYPES", "DECISION_TYPES", "SEVERITIES",
     "ANOMALY_STATES", "REMEDIATION_ACTIONS",
 ]
 
@@ -247,10 +247,47 @@ class Remediation:
         return cls(**fields_)
 
 
+@dataclass(frozen=True, slots=True)
+class PrefetchDecision:
+    """What a session will likely call next, from the learning loop: the proxy that holds the session
+    fills the arguments from the session's own recent arguments and results (kept in its memory only,
+    never on a topic) or vetoes the decision, and runs the call in the background within its budget.
+    The worker sees only keyed hashes, so ``args_hash`` (when the worker predicts a repeat of a call it
+    has seen) lets the proxy check its filling; ``valid_until`` bounds how long the prediction holds."""
+
+    decision_id: str  # unique (uuid4 hex)
+    ts: float  # unix seconds when the decision was made
+    valid_until: float  # unix seconds; past it the proxy ignores the record
+    session_id: str  # keyed hash of the MCP session id, as in RequestEvent.session_id
+    tool: str  # the exposed (namespaced) tool name, as in RequestEvent.tool
+    confidence: float  # [0, 1]: the model's probability that this tool is the session's next call
+    server: str | None = None
+    args_hash: str | None = None  # keyed hash of the predicted arguments, when the worker predicts a repeat
+    after_event: str = ""  # the RequestEvent (event_id) whose call this prediction follows
+    model_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+    type: str = field(default="prefetch")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> PrefetchDecision:
+        fields_ = _decode_fields(cls, data)
+        _check_unit(fields_, "confidence")
+        if not math.isfinite(fields_["valid_until"]):
+            raise EventDecodeError("valid_until is not a finite number")
+        if not fields_["session_id"] or not fields_["tool"]:
+            raise EventDecodeError("session_id and tool must not be empty")
+        return cls(**fields_)
+
+
 EVENT_TYPES: dict[str, type] = {"request": RequestEvent, "dead_letter": DeadLetter, "routing_weights": RoutingWeights,
-                                "anomaly": AnomalyEvent, "remediation": Remediation}
-# The decision topics (streams → proxy) and the record type each carries; prefetch joins here.
-DECISION_TYPES: dict[str, type] = {TOPICS["routing_weights"]: RoutingWeights, TOPICS["remediation"]: Remediation}
+                                "anomaly": AnomalyEvent, "remediation": Remediation,
+                                "prefetch": PrefetchDecision}
+# The decision topics (streams → proxy) and the record type each carries.
+DECISION_TYPES: dict[str, type] = {TOPICS["routing_weights"]: RoutingWeights, TOPICS["remediation"]: Remediation,
+                                   TOPICS["prefetch"]: PrefetchDecision}
 
 
 def _decode_fields(cls: type, data: bytes | str) -> dict[str, Any]:
