@@ -92,6 +92,9 @@ class ProxySettings:
     body_timeout: float = 30.0  # seconds to receive a whole POST body; past it 408 and the connection closes
     max_stream_buffer_bytes: int = 1024 * 1024  # bytes queued for one SSE answer stream a client does not read
     stream_write_timeout: float = 30.0  # seconds one SSE write may wait for a client that does not read
+    # The kernel's send buffer per client connection (SO_SNDBUF; Linux doubles it). Autotuned it grows to
+    # megabytes, which a slow SSE reader fills unseen by max_stream_buffer_bytes; 0 = autotuning.
+    send_buffer_bytes: int = 256 * 1024
     # Last-Event-ID resumption (session revisions): sent SSE events kept for replay, oldest evicted first.
     replay_buffer_bytes: int = 1024 * 1024  # per session; 0 = no event ids, no resumption
     replay_total_bytes: int = 64 * 1024 * 1024  # over all sessions (the least recently written lose theirs first)
@@ -260,6 +263,9 @@ def _validate_proxy(p: ProxySettings, source: str) -> None:
     for key in ("replay_buffer_bytes", "replay_total_bytes"):
         if getattr(p, key) < 0:
             raise ConfigError(source, f"proxy.{key}", "must be 0 (resumption off) or a number of bytes")
+    if p.send_buffer_bytes != 0 and not 4096 <= p.send_buffer_bytes <= 64 * 1024 * 1024:
+        raise ConfigError(source, "proxy.send_buffer_bytes",
+                          f"must be 0 (the kernel's autotuning) or 4096 to 64 MiB, got {p.send_buffer_bytes}")
     if p.max_stream_buffer_bytes < 4096:
         raise ConfigError(source, "proxy.max_stream_buffer_bytes",
                           f"must be at least 4096 bytes (a few events), got {p.max_stream_buffer_bytes}")

@@ -12,6 +12,8 @@ is honoured to within one tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -118,11 +120,14 @@ class Limits:
         return True
 
 
-def head_timeout_protocol(seconds: float, tick: float = TICK_S) -> type:
+def head_timeout_protocol(seconds: float, tick: float = TICK_S, send_buffer_bytes: int = 0) -> type:
     """uvicorn's httptools protocol with a deadline for the request head, which uvicorn lacks: a connection
     that has not sent a complete request line and headers ``seconds`` after it opened (or after its
     previous answer) is closed. uvicorn's own ``timeout_keep_alive`` (5 s) still closes idle kept-alive
     connections first; this catches the ones that send a few header bytes and stall (slowloris).
+
+    ``send_buffer_bytes`` (> 0) caps each connection's kernel send buffer, so what a client leaves unread
+    is bounded by the proxy's own stream limits plus a known kernel share, not megabytes of autotuning.
 
     As the watchdog: one sweep every ``tick`` seconds over a dict of deadlines, so a request costs a
     dict insert and pop, not a timer."""
@@ -151,6 +156,11 @@ def head_timeout_protocol(seconds: float, tick: float = TICK_S) -> type:
                 self.transport.close()
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            if send_buffer_bytes > 0:
+                sock = transport.get_extra_info("socket")
+                if sock is not None and sock.family != socket.AF_UNIX:
+                    with contextlib.suppress(OSError):  # a socket that refuses keeps the kernel's default
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
             super().connection_made(transport)
             self._arm_head()
 

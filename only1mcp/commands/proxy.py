@@ -68,8 +68,9 @@ def server_config(app: Any, settings: Settings) -> Any:
     # the proxy adds what uvicorn lacks (header_timeout here, body_timeout, stream limits, session and
     # inflight caps in the app). header_timeout is read at start-up only. proxy_headers=False: the peer
     # address (loopback or not, for the admin API) is the socket's, never a client-supplied header.
+    protocol = head_timeout_protocol(settings.proxy.header_timeout, send_buffer_bytes=settings.proxy.send_buffer_bytes)
     return uvicorn.Config(app, host=settings.proxy.host, port=settings.proxy.port, log_level="warning",
-                          access_log=False, loop="uvloop", http=head_timeout_protocol(settings.proxy.header_timeout),
+                          access_log=False, loop="uvloop", http=protocol,
                           lifespan="on", proxy_headers=False, server_header=False, date_header=False)
 
 

@@ -139,9 +139,11 @@ def test_bad_values(tmp_path: Path, body: str, key: str, reason: str) -> None:
     ("max_stream_buffer_bytes = 100", "proxy.max_stream_buffer_bytes", "must be at least 4096 bytes"),
     ("replay_buffer_bytes = -1", "proxy.replay_buffer_bytes", "must be 0 (resumption off) or a number of bytes"),
     ("replay_total_bytes = 1.5", "proxy.replay_total_bytes", "expected int, got 1.5"),
+    ("send_buffer_bytes = 100", "proxy.send_buffer_bytes", "must be 0 (the kernel's autotuning) or 4096 to 64 MiB"),
+    ("send_buffer_bytes = -1", "proxy.send_buffer_bytes", "must be 0 (the kernel's autotuning) or 4096 to 64 MiB"),
 ], ids=["sessions", "per-client", "per-client-over-total", "inflight-session", "inflight-client", "inflight-float",
         "body-timeout", "header-timeout", "body-timeout-nan", "write-timeout-string", "write-timeout", "stream-buffer",
-        "replay-buffer", "replay-total-float"])
+        "replay-buffer", "replay-total-float", "send-buffer-small", "send-buffer-negative"])
 def test_bad_limits(tmp_path: Path, body: str, key: str, reason: str) -> None:
     error = refused(tmp_path, f"[proxy]\n{body}\n")
     assert error.key == key
@@ -154,7 +156,7 @@ def test_limit_defaults_and_overrides(tmp_path: Path) -> None:
             proxy.max_inflight_per_client) == (10_000, 1_000, 100, 256)
     assert (proxy.header_timeout, proxy.body_timeout, proxy.max_stream_buffer_bytes,
             proxy.stream_write_timeout) == (10.0, 30.0, 1 << 20, 30.0)
-    assert (proxy.replay_buffer_bytes, proxy.replay_total_bytes) == (1 << 20, 64 << 20)
+    assert (proxy.replay_buffer_bytes, proxy.replay_total_bytes, proxy.send_buffer_bytes) == (1 << 20, 64 << 20, 256 << 10)
     proxy = load_settings(write(tmp_path, "[proxy]\nbody_timeout = 5\n"),
                           {"ONLY1MCP_PROXY_MAX_INFLIGHT_PER_SESSION": "7"}).proxy
     assert (proxy.body_timeout, proxy.max_inflight_per_session) == (5.0, 7)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -259,6 +260,23 @@ def test_a_stalled_request_head_or_an_idle_connection_is_closed(front: Front) ->
         waited = list(pool.map(stall, heads[:20]))
     good.assert_served()  # its calls (kept-alive connections, heads sent at once) were never cut
     assert all(HEAD_TIMEOUT - 0.5 <= w < HEAD_TIMEOUT + 5 for w in waited), waited
+
+
+def test_each_client_connection_has_a_capped_kernel_send_buffer(front: Front) -> None:
+    """send_buffer_bytes (default 256 KiB) is set on every accepted socket, so a slow reader cannot park
+    megabytes in an autotuned kernel buffer beyond max_stream_buffer_bytes. Read from the kernel (ss)."""
+    port = int(front.url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        local = sock.getsockname()[1]
+        deadline = time.monotonic() + 5
+        while True:  # the server side's row: source port = the proxy's, destination = this socket
+            out = subprocess.run(["ss", "-tmnH", "state", "established", f"( sport = :{port} and dport = :{local} )"],
+                                 capture_output=True, text=True, check=True).stdout
+            sizes = re.findall(r"\btb(\d+)\b", out)
+            if sizes or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert sizes == [str(2 * 256 * 1024)], out  # Linux doubles what SO_SNDBUF asks for
 
 
 def test_a_stalled_sse_reader_loses_its_stream_and_the_upstream_call_is_cancelled(front: Front) -> None:
