@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from only1mcp.traffic import _non_negative, _positive, _share, check, secret
+from only1mcp.traffic import _non_negative, _positive, _share, check, secret, table
 
-__all__ = ["EventSettings", "WorkerSettings", "StoreSettings", "DecisionSettings", "LearningSettings", "AnomalySettings",
+__all__ = ["EventSettings", "WorkerSettings", "WorkerPrefetchSettings", "StoreSettings", "DecisionSettings", "LearningSettings", "AnomalySettings",
            "FSYNC_POLICIES", "ANOMALY_FEATURES", "ANOMALY_ACTIONS"]
 
 FSYNC_POLICIES = ("always", "batch", "never")
@@ -56,6 +56,26 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class WorkerPrefetchSettings:
+    """The prefetch agent in the worker (streams/prefetch.py): per session, the next-tool model
+    (learned online, starting from the live prefetch model of the registry) and PrefetchDecisions
+    on ``topic`` for the likeliest next tools the session has already called."""
+
+    enabled: bool = True
+    topic: str = "mcp.prefetch"
+    min_confidence: float = check(_share, 0.5)  # a tool's predicted probability needed for a decision
+    valid_for: float = check(_positive, 30.0)  # seconds a decision stays valid; older events decide nothing
+    max_per_event: int = check(_positive, 2)  # decisions after one call, at most
+    max_sessions: int = check(_positive, 100_000)  # sessions tracked; the least recently active go first
+    session_idle: float = check(_positive, 1800.0)  # seconds without a call after which a session is dropped
+    max_history: int = check(_positive, 8)  # tools remembered per session (the model looks at the last `order`)
+    order: int = check(_positive, 2)  # Markov order of a model started empty (a loaded model keeps its own)
+    # args_hash is set when the tool's calls repeated the session's previous arguments of that tool at least
+    # this often (after 20 calls); 1.0 never sets it
+    repeat_confidence: float = check(_share, 0.9)
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The Faust worker: windows, sinks and the consumer group."""
 
@@ -79,6 +99,7 @@ class WorkerSettings:
     # issue 12: the worker's Prometheus /metrics (consumer lag per partition, streams/metrics.py); 0 = off
     metrics_port: int = check(_port, 0)
     metrics_host: str = "127.0.0.1"  # issue 12: where /metrics listens ("0.0.0.0" in a container)
+    prefetch: WorkerPrefetchSettings = table(WorkerPrefetchSettings)  # [worker.prefetch]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from only1mcp.errors import ConfigError
 
 __all__ = [
     "HealthSettings", "OutlierSettings", "BreakerSettings", "ToolSettings", "RetrySettings", "CacheSettings",
-    "AuthSettings", "RateLimitSettings", "RemediationSettings", "parse_table", "secret", "CACHE_POLICIES",
+    "AuthSettings", "RateLimitSettings", "RemediationSettings", "parse_table", "secret", "table", "CACHE_POLICIES",
     "CACHE_SCOPES",
 ]
 
@@ -167,7 +167,15 @@ def parse_table(cls: type[T], raw: Any, source: str, where: str) -> T:
     return cls(**values)
 
 
+def table(cls: type[Any]) -> Any:
+    """A field holding a nested table (``[outer.inner]`` in TOML), parsed with :func:`parse_table`."""
+    return field(default_factory=cls, metadata={"table": cls})
+
+
 def _value(spec: Any, value: Any, source: str, key: str) -> Any:
+    nested = spec.metadata.get("table")
+    if nested is not None:
+        return parse_table(nested, value, source, key)
     kind = str(spec.type).replace(" | None", "")
     if value is None and "None" in str(spec.type):
         return None
