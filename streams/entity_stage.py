@@ -44,20 +44,25 @@ class EntityStage:
                                                              self.closed_until(partition), keep_raw=False)
         return folder
 
-    def add(self, message: Any) -> None:
-        """Fold one slice (raises SliceDecodeError, having folded nothing, when it is not one)."""
+    def add(self, message: Any) -> list[dict[str, Any]]:
+        """Fold one slice (raises SliceDecodeError, having folded nothing, when it is not one);
+        returns its session-route events that were not duplicates (the prefetch agent's input)."""
         piece = decode_slice(message.value)
         records = [(row[0], event_record(row)) for row in piece.rows]  # every row checked before any is folded
         folder = self.folder(message.partition)
         release = _NOW
+        sessions = []
         for route, record in records:
-            folder.add(record, None, entities_of(route, record))
+            outcome = folder.add(record, None, entities_of(route, record))
+            if route == "session" and outcome != "duplicate":
+                sessions.append(record)
             release = max(release, folder.release_ms(math.floor(record["ts"] * 1000)))
         folder.hold(release, message)
         if piece.mark_ms is not None:
             marks = self.marks.setdefault(message.partition, {})
             if piece.mark_ms > marks.get(piece.source, _NOW):
                 marks[piece.source] = piece.mark_ms
+        return sessions
 
     def add_poison(self, message: Any) -> None:
         """A record that went to the dead-letter topic: acknowledged after the next flush."""

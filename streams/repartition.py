@@ -7,7 +7,8 @@ The worker therefore works in two stages (streams/agents.py):
 1. **Read** ``mcp.requests`` (any partitioning): decode, dead-letter, write the raw rows, and
    forward each valid event, reduced to the fields features need, to the internal topic
    ``mcp.feature-events`` — once per *route*: by replica (it carries the replica and
-   replica × tool entities, both keyed by the replica), by tool and by session. A route's
+   replica × tool entities, both keyed by the replica), by tool and by session (the session copy
+   also carries the method and the arguments' keyed hash, for the prefetch agent). A route's
    partition is a stable hash of its entity id, so one worker owns all of an entity's events.
    Forwarded events travel in *slices*: one record per (source partition, target partition)
    per fetch, never one per event (a send per event cost more than the features).
@@ -37,7 +38,10 @@ __all__ = ["ROUTES", "Slice", "SliceDecodeError", "routes", "target_partition", 
            "entities_of", "event_record"]
 
 ROUTES = ("replica", "tool", "session")
-_VERSION = 1
+# 2: session rows carry two more fields, the method and the arguments' keyed hash (the prefetch agent
+# learns call sequences from them); version 1 slices (10 fields in every row) are still read.
+_VERSION = 2
+_FIELDS = {1: (10,), 2: (10, 12)}  # fields a row may have, per slice version
 
 
 class SliceDecodeError(ValueError):
@@ -61,9 +65,12 @@ def routes(record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def _row(route: str, record: Mapping[str, Any]) -> list[Any]:
-    return [route, record["event_id"], record["ts"], record["latency_ms"], record["status"],
-            record.get("request_bytes") or 0, record.get("response_bytes") or 0,
-            record.get("replica"), record.get("tool"), record.get("session_id")]
+    row = [route, record["event_id"], record["ts"], record["latency_ms"], record["status"],
+           record.get("request_bytes") or 0, record.get("response_bytes") or 0,
+           record.get("replica"), record.get("tool"), record.get("session_id")]
+    if route == "session":
+        row += [record.get("method"), record.get("args_hash")]
+    return row
 
 
 class Slice:
@@ -88,25 +95,32 @@ def decode_slice(raw: Any) -> Slice:
         data = orjson.loads(raw)
     except (orjson.JSONDecodeError, TypeError) as exc:
         raise SliceDecodeError(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("v") != _VERSION:
-        raise SliceDecodeError(f"not a version {_VERSION} slice")
+    if not isinstance(data, dict) or data.get("v") not in _FIELDS:
+        raise SliceDecodeError(f"not a slice of version {' or '.join(map(str, _FIELDS))}")
+    lengths = _FIELDS[data["v"]]
     source, mark, rows = data.get("src"), data.get("mark"), data.get("ev")
     if not isinstance(source, int) or source < 0 or not (mark is None or isinstance(mark, int)):
         raise SliceDecodeError(f"bad source partition {source!r} or mark {mark!r}")
-    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 10 and r[0] in ROUTES for r in rows):
-        raise SliceDecodeError("events must be lists of 10 fields, each starting with a route")
+    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) in lengths and r[0] in ROUTES
+                                             for r in rows):
+        raise SliceDecodeError(f"events must be lists of {' or '.join(map(str, lengths))} fields, each starting "
+                               "with a route")
     return Slice(source, mark, rows)
 
 
 def event_record(row: list[Any]) -> dict[str, Any]:
     """The event fields of a forwarded row, as the folder reads them; its id names the route, so
-    the copies of one event for two routes that share a partition are not taken for duplicates."""
-    route, event_id, ts, latency_ms, status, request_bytes, response_bytes, replica, tool, session = row
+    the copies of one event for two routes that share a partition are not taken for duplicates.
+    Session rows of version 2 add ``method`` and ``args_hash`` (absent from older rows)."""
+    route, event_id, ts, latency_ms, status, request_bytes, response_bytes, replica, tool, session = row[:10]
     if not isinstance(ts, (int, float)) or not isinstance(latency_ms, (int, float)) or not isinstance(status, str):
         raise SliceDecodeError(f"bad event row {row[:5]!r}")
-    return {"event_id": f"{event_id}/{route}", "ts": float(ts), "latency_ms": float(latency_ms), "status": status,
-            "request_bytes": request_bytes, "response_bytes": response_bytes, "replica": replica, "tool": tool,
-            "session_id": session}
+    record = {"event_id": f"{event_id}/{route}", "ts": float(ts), "latency_ms": float(latency_ms), "status": status,
+              "request_bytes": request_bytes, "response_bytes": response_bytes, "replica": replica, "tool": tool,
+              "session_id": session}
+    if len(row) > 10:
+        record["method"], record["args_hash"] = row[10], row[11]
+    return record
 
 
 def entities_of(route: str, record: Mapping[str, Any]) -> list[tuple[str, str]]:
