@@ -37,7 +37,7 @@ from only1mcp.jobs.sim.traces import TraceCall
 from only1mcp.models.prefetch import (
     AdaptiveTTL, NextCallPredictor, NextToolModel, SessionStore, WriteInvalidation, recent_arguments, result_values,
 )
-from only1mcp.models.prefetch._state import value_key
+from only1mcp.prefetch import value_key
 from only1mcp.proxy.cache import cache_key, make_cache
 
 __all__ = ["Call", "Upstream", "Predictions", "prepare", "predictions", "simulate", "belady", "ceilings", "HIT_MS",

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from only1mcp.models.prefetch._state import PrefetchStateError, check_header, header, malformed, require
+from only1mcp.prefetch._state import PrefetchStateError, check_header, header, malformed, require
 
 __all__ = ["NextToolModel", "START"]
 

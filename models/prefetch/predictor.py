@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from only1mcp.models.prefetch._state import PrefetchStateError, check_header, header, malformed
-from only1mcp.models.prefetch.arguments import ArgumentModel
 from only1mcp.models.prefetch.markov import NextToolModel
-from only1mcp.models.prefetch.memory import SessionStore
+from only1mcp.prefetch._state import PrefetchStateError, check_header, header, malformed
+from only1mcp.prefetch.arguments import ArgumentModel
+from only1mcp.prefetch.memory import SessionStore
 
 __all__ = ["PredictedCall", "NextCallPredictor"]
 

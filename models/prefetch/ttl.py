@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from only1mcp.models.prefetch._state import PrefetchStateError, check_header, header, malformed, require
+from only1mcp.prefetch._state import PrefetchStateError, check_header, header, malformed, require
 
 __all__ = ["AdaptiveTTL"]
 

@@ -7,12 +7,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from only1mcp.models.errors import ModelError
+from only1mcp.errors import Only1MCPError
 
-__all__ = ["PrefetchStateError", "value_key", "key_value", "header", "check_header", "require", "malformed"]
+__all__ = ["PrefetchError", "PrefetchStateError", "value_key", "key_value", "header", "check_header", "require",
+           "malformed"]
 
 
-class PrefetchStateError(ModelError, ValueError):
+class PrefetchError(Only1MCPError):
+    """Root of the errors of ``only1mcp.prefetch`` (the per-session memory and argument model that the proxy
+    and the learning side share)."""
+
+
+class PrefetchStateError(PrefetchError, ValueError):
     """A saved prefetch-model state cannot be restored (corrupt, another model's, another version)."""
 
 

@@ -32,10 +32,10 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from only1mcp.models.prefetch._state import (
+from only1mcp.prefetch._state import (
     PrefetchStateError, check_header, header, key_value, malformed, require, value_key,
 )
-from only1mcp.models.prefetch.memory import ANY, PREVIOUS, SessionMemory, Source
+from only1mcp.prefetch.memory import ANY, PREVIOUS, SessionMemory, Source
 
 __all__ = ["ArgumentModel", "recent_arguments"]
 

@@ -23,8 +23,8 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from only1mcp.models.prefetch._state import key_value, value_key
-from only1mcp.models.prefetch.values import result_values
+from only1mcp.prefetch._state import key_value, value_key
+from only1mcp.prefetch.values import result_values
 
 __all__ = ["Source", "CallMemo", "SessionMemory", "SessionStore", "PREVIOUS", "ANY"]
 

@@ -1,4 +1,4 @@
-"""Argument prediction (models/prefetch/arguments.py) from a session's own history."""
+"""Argument prediction (only1mcp/prefetch/arguments.py) from a session's own history."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from only1mcp.models.prefetch import ArgumentModel, PrefetchStateError, SessionMemory, recent_arguments
+from only1mcp.prefetch import ArgumentModel, PrefetchStateError, SessionMemory, recent_arguments
 
 
 def search_result(prefix: str, n: int = 3) -> str:

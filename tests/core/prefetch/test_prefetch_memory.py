@@ -1,10 +1,10 @@
-"""Session memory (models/prefetch/memory.py) and result values (values.py): bounded, dropped at the end."""
+"""Session memory (only1mcp/prefetch/memory.py) and result values (values.py): bounded, dropped at the end."""
 
 from __future__ import annotations
 
 import json
 
-from only1mcp.models.prefetch import SessionMemory, SessionStore, result_values, text_tokens
+from only1mcp.prefetch import SessionMemory, SessionStore, result_values, text_tokens
 
 
 def test_json_results_are_walked_and_text_is_scanned() -> None:
