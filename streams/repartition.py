@@ -8,7 +8,7 @@ The worker therefore works in two stages (streams/agents.py):
    forward each valid event, reduced to the fields features need, to the internal topic
    ``mcp.feature-events`` — once per *route*: by replica (it carries the replica and
    replica × tool entities, both keyed by the replica), by tool and by session (the session copy
-   also carries the method and the arguments' keyed hash, for the prefetch agent). A route's
+   also carries the method, the arguments' keyed hash and the server, for the prefetch agent). A route's
    partition is a stable hash of its entity id, so one worker owns all of an entity's events.
    Forwarded events travel in *slices*: one record per (source partition, target partition)
    per fetch, never one per event (a send per event cost more than the features).
@@ -38,10 +38,10 @@ __all__ = ["ROUTES", "Slice", "SliceDecodeError", "routes", "target_partition", 
            "entities_of", "event_record"]
 
 ROUTES = ("replica", "tool", "session")
-# 2: session rows carry two more fields, the method and the arguments' keyed hash (the prefetch agent
-# learns call sequences from them); version 1 slices (10 fields in every row) are still read.
+# 2: session rows carry three more fields, the method, the arguments' keyed hash and the server (the
+# prefetch agent learns call sequences from them); version 1 slices (10 fields in every row) are still read.
 _VERSION = 2
-_FIELDS = {1: (10,), 2: (10, 12)}  # fields a row may have, per slice version
+_FIELDS = {1: (10,), 2: (10, 13)}  # fields a row may have, per slice version
 
 
 class SliceDecodeError(ValueError):
@@ -69,7 +69,7 @@ def _row(route: str, record: Mapping[str, Any]) -> list[Any]:
            record.get("request_bytes") or 0, record.get("response_bytes") or 0,
            record.get("replica"), record.get("tool"), record.get("session_id")]
     if route == "session":
-        row += [record.get("method"), record.get("args_hash")]
+        row += [record.get("method"), record.get("args_hash"), record.get("server")]
     return row
 
 
@@ -111,7 +111,7 @@ def decode_slice(raw: Any) -> Slice:
 def event_record(row: list[Any]) -> dict[str, Any]:
     """The event fields of a forwarded row, as the folder reads them; its id names the route, so
     the copies of one event for two routes that share a partition are not taken for duplicates.
-    Session rows of version 2 add ``method`` and ``args_hash`` (absent from older rows)."""
+    Session rows of version 2 add ``method``, ``args_hash`` and ``server`` (absent from older rows)."""
     route, event_id, ts, latency_ms, status, request_bytes, response_bytes, replica, tool, session = row[:10]
     if not isinstance(ts, (int, float)) or not isinstance(latency_ms, (int, float)) or not isinstance(status, str):
         raise SliceDecodeError(f"bad event row {row[:5]!r}")
@@ -119,7 +119,7 @@ def event_record(row: list[Any]) -> dict[str, Any]:
               "request_bytes": request_bytes, "response_bytes": response_bytes, "replica": replica, "tool": tool,
               "session_id": session}
     if len(row) > 10:
-        record["method"], record["args_hash"] = row[10], row[11]
+        record["method"], record["args_hash"], record["server"] = row[10], row[11], row[12]
     return record
 
 

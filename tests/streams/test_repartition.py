@@ -151,25 +151,25 @@ def test_a_late_slice_counts_nothing_and_a_dropped_partition_forgets_its_state()
                                  b'{"v": 1, "src": 0, "mark": "soon", "ev": []}',
                                  b'{"v": 1, "src": 0, "mark": null, "ev": [["nope", 1, 2, 3, 4, 5, 6, 7, 8, 9]]}',
                                  b'{"v": 1, "src": 0, "mark": null, "ev": [[1, 2]]}',
-                                 # 12 fields: a version 2 session row, not a version 1 row
+                                 # 13 fields: a version 2 session row, not a version 1 row
                                  b'{"v": 1, "src": 0, "mark": null, "ev": [["session", 1, 2, 3, 4, 5, 6, 7, 8, 9, '
-                                 b'"tools/call", "h"]]}'])
+                                 b'"tools/call", "h", "s"]]}'])
 def test_a_bad_slice_is_refused_with_a_reason(raw: bytes) -> None:
     with pytest.raises(SliceDecodeError):
         decode_slice(raw)
 
 
-def test_session_rows_carry_method_and_args_hash_and_version_1_slices_still_fold() -> None:
-    event = {**_events(1)[0], "method": "tools/call", "args_hash": "ab" * 16}
+def test_session_rows_carry_method_args_hash_server_and_version_1_slices_still_fold() -> None:
+    event = {**_events(1)[0], "method": "tools/call", "args_hash": "ab" * 16, "server": "srv"}
     piece = Slice(0, None)
     for route in ("replica", "tool", "session"):
         piece.add(route, event)
     decoded = decode_slice(encode_slice(piece))
-    assert [len(row) for row in decoded.rows] == [10, 10, 12]  # only the session copy carries them
+    assert [len(row) for row in decoded.rows] == [10, 10, 13]  # only the session copy carries them
     stage = _stage()
     sessions = stage.add(SimpleNamespace(value=encode_slice(piece), partition=0, offset=0, tp=None))
-    assert [(r["event_id"], r["method"], r["args_hash"]) for r in sessions] == [
-        (f"{event['event_id']}/session", "tools/call", "ab" * 16)]
+    assert [(r["event_id"], r["method"], r["args_hash"], r["server"]) for r in sessions] == [
+        (f"{event['event_id']}/session", "tools/call", "ab" * 16, "srv")]
     assert stage.add(SimpleNamespace(value=encode_slice(piece), partition=0, offset=1, tp=None)) == []  # duplicate
     old = b'{"v": 1, "src": 0, "mark": null, "ev": [["session", "e9", %d, 1.0, "ok", 0, 0, "r0", "t1", "s1"]]}' % T0
     (record,) = stage.add(SimpleNamespace(value=old, partition=0, offset=2, tp=None))
