@@ -17,7 +17,8 @@ Two stages in one worker (why: streams/repartition.py):
    ``flush_interval`` each partition's folder cuts a plan that the sinks write — closed windows
    to Parquet, the partition's watermark to its state file, current values to Redis — and only
    then are the covered records acknowledged (at least once; streams/folding.py says why
-   replays do not double count).
+   replays do not double count). The session events folded go to the prefetch agent
+   (streams/prefetch.py), a fetch at a time.
 
 The source watermark (which windows may close) follows event time, with the wall clock standing
 in for partitions that are caught up — but only when "caught up" is known: from a fetch answered
@@ -98,6 +99,7 @@ class FeatureWorker:
         self.recent_ids: dict[str, None] = {}  # insertion-ordered: the oldest goes first
         self.routing: Any = None  # the routing agent (streams/routing.py), fed every valid record
         self.anomaly: Any = None  # the anomaly agent (streams/anomaly.py), fed every valid record
+        self.prefetch: Any = None  # the prefetch agent (streams/prefetch.py), fed the session events folded
 
     # -- stage 1: mcp.requests -----------------------------------------------------------------
 
@@ -246,13 +248,19 @@ class FeatureWorker:
         self._target_count()
         if self.started is None:
             self.started = time.monotonic()
+        sessions: list[tuple[int, list[dict[str, Any]]]] = []
         for message in self._assigned_only(messages):
             self.next_offset[message.tp] = message.offset + 1
             try:
-                self.stage.add(message)
+                found = self.stage.add(message)
             except SliceDecodeError as exc:
                 await self.dead_letter(message, f"bad slice: {exc}")
                 self.stage.add_poison(message)
+                continue
+            if found:
+                sessions.append((message.partition, found))
+        if sessions and self.prefetch is not None:
+            self.prefetch.observe(sessions)  # never raises; publishes in the background
         await self.maybe_flush()
 
     async def on_revoked(self, revoked: Any) -> None:
@@ -260,6 +268,8 @@ class FeatureWorker:
         async with self.lock:
             gone = {tp.partition for tp in revoked if tp.topic == self.entity_topic}
             self.stage.drop(gone)
+            if self.prefetch is not None:
+                self.prefetch.drop_partitions(gone)
             for tp in revoked:
                 self.next_offset.pop(tp, None)
                 self.max_ms.pop(tp, None)
@@ -464,6 +474,10 @@ def install(app: WorkerApp, settings: Settings, **kwargs: Any) -> FeatureWorker:
         from only1mcp.streams.anomaly import install as install_anomaly
 
         worker.anomaly = install_anomaly(app, settings)
+    if settings.worker.prefetch.enabled:
+        from only1mcp.streams.prefetch import install as install_prefetch
+
+        worker.prefetch = install_prefetch(app, settings)
 
     @app.timer(min(worker.online_interval, worker.flush_interval))
     async def idle_flush() -> None:  # windows close and acks go out even when no record arrives

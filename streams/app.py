@@ -82,6 +82,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
         names.append(settings.learning.topic)  # the routing agent publishes there (streams/routing.py)
     if settings.anomaly.enabled:  # the anomaly agent publishes there (streams/anomaly.py)
         names += [settings.anomaly.topic, settings.anomaly.remediation_topic]
+    if settings.worker.prefetch.enabled:  # the prefetch agent publishes there (streams/prefetch.py)
+        names.append(settings.worker.prefetch.topic)
     deadline = time.monotonic() + _BROKER_WAIT_S  # in compose, the broker may still be starting
     while True:
         try:

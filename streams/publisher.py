@@ -6,6 +6,9 @@
   a bounded queue, sent in order, retried until the broker takes them (at least once: a retried
   batch may arrive twice; ``anomaly_id`` + ``state`` tell). Refreshes may share it as *droppable*
   records: skipped while anything is queued, so a backlog never fills with stale refreshes.
+- :class:`FreshPublisher`: decisions worth something only until their ``valid_until`` (prefetch):
+  sent a batch at a time in the background; what comes meanwhile waits (bounded), what expired
+  while waiting is dropped, a failed batch is dropped, never retried.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["DecisionPublisher", "QueuedPublisher"]
+__all__ = ["DecisionPublisher", "QueuedPublisher", "FreshPublisher"]
 
 log = logging.getLogger(__name__)
 _PRODUCER_TIMEOUT_MS = 5000
@@ -181,6 +184,77 @@ class QueuedPublisher:
                     pass
                 if self.queue:
                     log.warning("%d records not delivered at stop (Kafka at %s)", len(self.queue), self.bootstrap)
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            await _stop(producer)
+
+
+class FreshPublisher:
+    """Records with a ``valid_until``, sent by one background task with its own producer, never
+    blocking the caller: each :meth:`publish` adds to a bounded buffer (past ``max_waiting`` the
+    oldest go, counted in ``lost``); the task sends what waits in one batch, drops records already
+    expired (``expired``), and drops a batch the broker refused (``failed`` batches, ``lost``
+    records; logged once per outage): a late prefetch decision is worth nothing."""
+
+    def __init__(self, bootstrap: str, topic: str, key: Callable[[Any], str], client_id: str = "only1mcp-prefetch",
+                 max_waiting: int = 10_000) -> None:
+        self.bootstrap, self.topic, self.key, self.client_id = bootstrap, topic, key, client_id
+        self.max_waiting = max_waiting
+        self.waiting: collections.deque[Any] = collections.deque()
+        self.producer: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.sent = self.expired = self.lost = self.failed = 0
+        self.down_since: float | None = None
+
+    def publish(self, records: Sequence[Any]) -> None:
+        for record in records:
+            if len(self.waiting) >= self.max_waiting:
+                self.waiting.popleft()
+                self.lost += 1
+            self.waiting.append(record)
+        if self.waiting and (self.task is None or self.task.done()):
+            self.task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            now = time.time()
+            batch = [r for r in self.waiting if r.valid_until > now]
+            self.expired += len(self.waiting) - len(batch)
+            self.waiting.clear()
+            if not batch:
+                return
+            try:
+                if self.producer is None:
+                    self.producer = await _start_producer(self.bootstrap, self.client_id)
+                send = self.producer.send
+                await asyncio.gather(*[await send(self.topic, r.to_json(), key=self.key(r).encode()) for r in batch])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failed += 1
+                self.lost += len(batch)
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    log.warning("%s: %d decisions not delivered (%s: %s); dropping them until Kafka at %s answers",
+                                self.topic, len(batch), type(exc).__name__, exc, self.bootstrap)
+                await asyncio.sleep(_RETRY_S[0])  # new decisions wait meanwhile (bounded); expired ones go
+                continue
+            self.sent += len(batch)
+            if self.down_since is not None:
+                log.info("%s: delivered again after %.1f s (%d decisions lost meanwhile)", self.topic,
+                         time.monotonic() - self.down_since, self.lost)
+                self.down_since = None
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        if self.task is not None and not self.task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+            except (asyncio.TimeoutError, Exception):
+                self.task.cancel()
+                try:
+                    await self.task
+                except BaseException:
+                    pass
         if self.producer is not None:
             producer, self.producer = self.producer, None
             await _stop(producer)
