@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("only1mcp.commands.up", "run broker, Redis, worker and proxy here (--demo: simulated fleet under load)"),
     "worker": ("only1mcp.commands.worker", "run the streaming feature worker (Faust) on mcp.requests"),
     "features": ("only1mcp.commands.features", "feature registry, SQL over the offline store, compaction"),
-    "train": ("only1mcp.commands.train", "train the latency model from the offline store (ONNX, registry, gate)"),
+    "train": ("only1mcp.commands.train", "train the latency model (ONNX) or the prefetch next-tool model from the "
+              "offline store (registry, gate)"),
     "models": ("only1mcp.commands.models", "the model registry: list, show, promote, rollback, shadow"),
     "anomalies": ("only1mcp.commands.anomalies", "anomalies: follow what the worker publishes (tail), score a series offline (score)"),
 }

@@ -5,7 +5,8 @@ registry beside it never looks into this folder)::
 
     prefetch-20261201T143000Z-1a2b3c4d/
         model.json          NextToolModel.state() (JSON)
-        holdout.json        the hold-out sessions' tool sequences (newest sessions, at most HOLDOUT_MAX_CALLS calls)
+        holdout.json        the hold-out: per session, {"tools": [...], "start": i}: the calls from index i on
+                            are scored, those before are their context (at most HOLDOUT_MAX_CALLS calls)
         metadata.json       kind, version, created, order, training window, sessions and calls, metrics of the
                             model and of the baselines (order-1 Markov, most frequent tool) and the oracle,
                             files (sha256, bytes), status (+ reason)
@@ -13,7 +14,7 @@ registry beside it never looks into this folder)::
     history.json            every add / promote / refuse
 
 The gate re-scores the candidate and the live model on the candidate's own hold-out (the newest
-sessions, never used for training or tuning): the candidate becomes live when its top-1 accuracy is
+calls, never used for training or tuning): the candidate becomes live when its top-1 accuracy is
 at least the order-1 Markov baseline's and the live model's (a tie promotes: newer data wins) and
 strictly above the most-frequent-tool baseline's. A model whose checksum, JSON or state is wrong is
 refused with the reason, whoever loads it (the gate, the worker).
@@ -52,12 +53,15 @@ def prefetch_root(registry_dir: str | Path) -> Path:
     return Path(registry_dir) / KIND
 
 
-def score_sessions(model: Any, sessions: Sequence[Sequence[str]], k: int = 3) -> dict[str, float | int]:
-    """Next-tool accuracy of ``model`` (``predict_one(history, k)``) over ``sessions`` (tool names in
-    call order), frozen: every call after a session's first, predicted from the calls before it."""
+Scored = tuple[Sequence[str], int]  # a session's tools in call order, and the index of its first scored call
+
+
+def score_sessions(model: Any, sessions: Sequence[Scored], k: int = 3) -> dict[str, float | int]:
+    """Next-tool accuracy of ``model`` (``predict_one(history, k)``) over ``sessions``, frozen: every
+    call from ``start`` on (never a session's first), predicted from the session's calls before it."""
     calls = top1 = topk = 0
-    for tools in sessions:
-        for i in range(1, len(tools)):
+    for tools, start in sessions:
+        for i in range(max(1, start), len(tools)):
             predicted = [tool for tool, _ in model.predict_one(tools[:i], k)]
             calls += 1
             top1 += bool(predicted) and predicted[0] == tools[i]
@@ -95,14 +99,14 @@ class PrefetchRegistry:
                     status_changed=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write_atomic(path, _json_bytes(meta))
 
-    def add(self, model: NextToolModel, holdout: Sequence[Sequence[str]], metadata: Mapping[str, Any]) -> str:
-        """Register ``model`` as a *candidate* with its hold-out sessions; returns its version."""
+    def add(self, model: NextToolModel, holdout: Sequence[Scored], metadata: Mapping[str, Any]) -> str:
+        """Register ``model`` as a *candidate* with its hold-out (``score_sessions``' input); returns its version."""
         state = json.dumps(model.state(), separators=(",", ":")).encode()
         kept, calls = [], 0
-        for tools in reversed(holdout):  # the newest sessions first, up to the bound
+        for tools, start in reversed(holdout):  # the newest sessions first, up to the bound
             if calls + len(tools) > HOLDOUT_MAX_CALLS:
                 break
-            kept.append(list(tools))
+            kept.append({"tools": list(tools), "start": int(start)})
             calls += len(tools)
         files = {MODEL_FILE: state, HOLDOUT_FILE: json.dumps(kept[::-1], separators=(",", ":")).encode()}
         created = datetime.now(timezone.utc)
@@ -167,12 +171,11 @@ class PrefetchRegistry:
         version = self.live_version()
         return None if version is None else (self.load(version), version)
 
-    def holdout(self, version: str) -> list[list[str]]:
+    def holdout(self, version: str) -> list[Scored]:
         try:
-            sessions = json.loads(self._file(version, HOLDOUT_FILE))
-        except ValueError as exc:
-            raise ModelError(f"{version}: bad hold-out: {exc}") from exc
-        return [list(map(str, tools)) for tools in sessions]
+            return [(list(map(str, s["tools"])), int(s["start"])) for s in json.loads(self._file(version, HOLDOUT_FILE))]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelError(f"{version}: bad hold-out: {exc!r}") from exc
 
     def promote(self, version: str, force: bool = False) -> dict[str, Any]:
         """Run the gate (module doc); returns {version, promoted, reason, scores, previous}. A version

@@ -1,4 +1,5 @@
-"""``only1mcp train latency``: train the latency model from the offline store (jobs/train_latency.py).
+"""``only1mcp train latency``: train the latency model from the offline store (jobs/train_latency.py);
+``only1mcp train prefetch``: the next-tool model from the sessions in it (jobs/train_prefetch.py).
 
 Reads ``tools/call`` rows from ``[store] data_dir`` (optionally ``--since``/``--until``, unix seconds
 or ISO 8601), trains P50/P95 quantile models with a time-based hold-out, exports them to ONNX with a
@@ -35,6 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument("--max-rows", type=int, default=None,
                          help="train on the newest N calls of the window (default 300000; 0 = all)")
     latency.add_argument("--json", action="store_true", help="print the report as JSON")
+    prefetch = sub.add_parser("prefetch", help="next-tool Markov model from the sessions → registry → gate",
+                              description="next-tool model (variable-order Markov) from the sessions of the "
+                                          "offline store: time-based split, top-1/top-3 on the newest 20 %% of "
+                                          "sessions vs the order-1 Markov and most-frequent-tool baselines, "
+                                          "registered under <registry>/prefetch; the worker continues from the "
+                                          "live one")
+    _common(prefetch)
+    prefetch.add_argument("--since", metavar="T", help="first call time (unix seconds or ISO 8601, UTC if naive)")
+    prefetch.add_argument("--until", metavar="T", help="end of the window (exclusive)")
+    prefetch.add_argument("--no-promote", action="store_true", help="register as a candidate, do not run the gate")
+    prefetch.add_argument("--min-sessions", type=int, default=None, help="refuse to train below this many sessions "
+                          "(20)")
+    prefetch.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 class ProgressBar:
@@ -86,9 +100,55 @@ def _print_report(report: dict) -> None:
     print(f"report: {report['report']}")
 
 
+def _print_prefetch(report: dict) -> None:
+    from only1mcp.feature_store.registry import format_table
+
+    labels = (("model", f"model (order {report['order']})"), ("markov1", "order-1 Markov baseline"),
+              ("most_frequent", "most frequent tool baseline"), ("in_sample_ceiling", "in-sample ceiling"))
+    print(format_table([(label, f"{report['metrics'][name]['top1']:.1%}", f"{report['metrics'][name]['top3']:.1%}")
+                        for name, label in labels], ("hold-out (next tool)", "top-1", "top-3")))
+    rows, m = report["rows"], report["metrics"]
+    print(f"sessions: {rows['sessions']['train']} train ({rows['calls']['train']} calls) / "
+          f"{rows['sessions']['holdout']} hold-out ({m['model']['calls']} calls scored; newest by first call)")
+    gain = m["model"]["top1"] - m["markov1"]["top1"]
+    print(f"top-1 vs the order-1 Markov baseline: {gain:+.1%}" + (" (the model loses to the baseline)" if gain < 0
+                                                                   else ""))
+    print("order tuning (validation top-1): " + ", ".join(f"{o}: {v:.1%}" for o, v in report["order_tuning"].items()))
+    print(f"version: {report['version']} ({report['status']})")
+    print(f"gate: {'promoted' if report['gate'].get('promoted') else 'not promoted'} — {report['gate'].get('reason')}")
+
+
+def _run_prefetch(args: argparse.Namespace) -> int:
+    from only1mcp.commands._store import offline_store_problem, refuse
+    from only1mcp.commands.models import resolve_dirs
+    from only1mcp.jobs.train_prefetch import MIN_SESSIONS, train_prefetch
+    from only1mcp.models.errors import ModelError
+
+    data_dir, registry_dir = resolve_dirs(args, "train prefetch")
+    problem = offline_store_problem(data_dir)
+    if problem:
+        return refuse("train prefetch", problem)
+    try:
+        report = train_prefetch(data_dir, registry_dir, since=args.since, until=args.until,
+                                promote=not args.no_promote, min_sessions=args.min_sessions or MIN_SESSIONS)
+    except ModelError as exc:
+        print(f"only1mcp train prefetch: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a --since/--until that is not a time
+        print(f"only1mcp train prefetch: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_prefetch(report)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.train_what == "prefetch":
+        return _run_prefetch(args)
     if args.train_what != "latency":
-        print("usage: only1mcp train latency [--config FILE] [--since T] [--until T] [--no-promote] [--json]",
+        print("usage: only1mcp train latency|prefetch [--config FILE] [--since T] [--until T] [--no-promote] [--json]",
               file=sys.stderr)
         return 2
     from only1mcp.commands._store import offline_store_problem, refuse

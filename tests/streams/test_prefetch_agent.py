@@ -175,7 +175,7 @@ def _register(tmp: Path) -> tuple[PrefetchRegistry, str]:
             model.learn_one(history, tool)
             history.append(tool)
     registry = PrefetchRegistry(prefetch_root(tmp / "data" / "models"))
-    version = registry.add(model, [list(PATTERN * 2)] * 10, {"metrics": {}})
+    version = registry.add(model, [(list(PATTERN * 2), 0)] * 10, {"metrics": {}})
     assert registry.promote(version)["promoted"]
     return registry, version
 
