@@ -201,3 +201,20 @@ def test_a_corrupt_live_model_is_refused_and_the_worker_starts_empty(tmp_path: P
         a, _ = agent(tmp_path, order=3)
     assert a.model.learned == 0 and a.model.order == 3 and a.model_version == "empty(refused)+online"
     assert "refused" in caplog.text and "checksum mismatch" in caplog.text
+
+
+def test_a_second_order_pattern_needs_order_2(tmp_path: Path) -> None:
+    """search → get → comments and list → get → edit: after get, only the call before it tells which
+    follows; order 1 cannot know (50/50, below min_confidence), order 2 (the default) does."""
+    for order, expected in ((1, []), (2, ["docs.comments"])):
+        a, _ = agent(tmp_path, order=order)
+        t = time.time() - 5
+        for s in range(40):
+            flows = (("docs.search", "docs.get", "docs.comments"), ("docs.list", "docs.get", "docs.edit"))
+            for i in range(12):
+                a.observe([(0, [call(f"s{s}", flows[(i // 3) % 2][i % 3], t)])])
+                t += 0.001
+        a.observe([(0, [call("x", tool, time.time()) for tool in ("docs.list", "docs.get", "docs.edit",
+                                                                  "docs.comments", "docs.search")])])
+        decided = a.observe([(0, [call("x", "docs.get", time.time() + 0.01)])])
+        assert [d.tool for d in decided] == expected, order
