@@ -81,33 +81,42 @@ class ArgumentModel:
         signatures[signature] = signatures.get(signature, 0.0) + 1.0
         if len(signatures) > self.max_signatures:
             del signatures[min((s for s in signatures if s != signature), key=signatures.__getitem__)]
-        index = memory.index()
         context = memory.previous.tool if memory.previous is not None else ""
         for name, value in args.items():
             used = value_key(value)
-            self._learn_slot(self._slot(tool, name, ""), memory, index, used)
+            holders = memory.holders(used)
+            self._learn_slot(self._slot(tool, name, ""), memory, holders, used)
             if context:
-                self._learn_slot(self._slot(tool, name, context), memory, index, used)
+                self._learn_slot(self._slot(tool, name, context), memory, holders, used)
         self.learned += 1
 
-    def _learn_slot(self, slot: dict[Source, list[float]], memory: SessionMemory, index: Mapping[str, list[Source]],
+    def _learn_slot(self, slot: dict[Source, list[float]], memory: SessionMemory, holders: list[Source],
                     used: str) -> None:
-        for source, counts in slot.items():
-            if self.decay < 1.0:
-                counts[0] *= self.decay
-                counts[1] *= self.decay
-            current = memory.resolve_key(source)
+        # memory.resolve_key inlined: this loop runs for every tracked source of every argument of every
+        # call the proxy sees, and the call overhead was most of its cost.
+        decay, previous, latest, any_keys = self.decay, memory.previous, memory.latest, memory.any_keys
+        for (kind, who, key), counts in slot.items():
+            if decay < 1.0:
+                counts[0] *= decay
+                counts[1] *= decay
+            if kind == "const":
+                current: str | None = key
+            elif who == ANY:
+                current = any_keys.get(key) if kind == "arg" else None
+            else:
+                memo = previous if who == PREVIOUS else latest.get(who)
+                current = None if memo is None else (memo.arg_keys if kind == "arg" else memo.value_keys).get(key)
             if current is not None:
                 counts[0] += 1.0
                 if current == used:
                     counts[1] += 1.0
-        for source in index.get(used, ()):
+        for source in holders:
             if source not in slot:
                 slot[source] = [1.0, 1.0]
         if ("const", "", used) not in slot:  # a constant's first use is no evidence that it recurs
             slot[("const", "", used)] = [1.0, 0.0]
         while len(slot) > self.max_sources:
-            del slot[min(slot, key=lambda s: _keep_score(slot[s]))]
+            del slot[_weakest(slot)]
 
     def _slot(self, tool: str, name: str, context: str) -> dict[Source, list[float]]:
         key = (tool, name, context)
@@ -209,6 +218,17 @@ class ArgumentModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise malformed(cls.name, exc) from exc
         return model
+
+
+def _weakest(slot: Mapping[Source, list[float]]) -> Source:
+    """The source eviction drops: the first with the lowest ``_keep_score`` (``min`` with a key, unrolled)."""
+    victim, lowest = None, math.inf
+    for source, (available, matched) in slot.items():
+        score = matched / (available + 2.0)
+        if score < lowest:
+            victim, lowest = source, score
+    assert victim is not None
+    return victim
 
 
 def _count(value: Any) -> bool:

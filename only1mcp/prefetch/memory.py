@@ -20,7 +20,7 @@ of that argument name in any call) or a tool name (that tool's latest call in th
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from only1mcp.prefetch._state import key_value, value_key
@@ -36,12 +36,20 @@ class CallMemo:
     """One remembered call: its tool, its arguments and the values of its result, each with its
     canonical key (computed once, here)."""
 
-    __slots__ = ("tool", "args", "values", "arg_keys", "value_keys")
+    __slots__ = ("tool", "args", "values", "arg_keys", "value_keys", "by_key")
 
     def __init__(self, tool: str, args: Mapping[str, Any], values: Mapping[str, Any]) -> None:
         self.tool, self.args, self.values = tool, dict(args), dict(values)
         self.arg_keys = {name: value_key(v) for name, v in self.args.items() if v is not None}
         self.value_keys = {path: value_key(v) for path, v in self.values.items() if v is not None}
+        # canonical value → (kind, name or path) holding it, arguments first: built once per call, so
+        # finding who holds a value is a look-up per remembered call instead of a walk over all of them.
+        by_key: dict[str, list[tuple[str, str]]] = {}
+        for name, vkey in self.arg_keys.items():
+            by_key.setdefault(vkey, []).append(("arg", name))
+        for path, vkey in self.value_keys.items():
+            by_key.setdefault(vkey, []).append(("res", path))
+        self.by_key = by_key
 
 
 class SessionMemory:
@@ -118,6 +126,20 @@ class SessionMemory:
         for name, vkey in self.any_keys.items():
             yield ("arg", ANY, name), vkey
 
+    def holders(self, vkey: str) -> list[Source]:
+        """The sources that hold the canonical value ``vkey`` now, in ``index()``'s order (what
+        ``index().get(vkey, [])`` is, without building the whole index)."""
+        found: list[Source] = []
+        previous = self.previous
+        if previous is not None:
+            found.extend((kind, PREVIOUS, key) for kind, key in previous.by_key.get(vkey, ()))
+        for who, memo in self.latest.items():
+            held = memo.by_key.get(vkey)
+            if held:
+                found.extend((kind, who, key) for kind, key in held)
+        found.extend(("arg", ANY, name) for name, key in self.any_keys.items() if key == vkey)
+        return found
+
     def index(self) -> dict[str, list[Source]]:
         """Canonical value → the sources that hold it now (built once per call, on demand)."""
         if self._index is None:
@@ -135,11 +157,15 @@ class SessionMemory:
 class SessionStore:
     """Session id → SessionMemory, bounded in count and idle time; ``end`` forgets a session."""
 
-    def __init__(self, max_sessions: int = 10_000, idle_s: float = 1800.0, **memory_options: int) -> None:
+    def __init__(self, max_sessions: int = 10_000, idle_s: float = 1800.0,
+                 on_drop: Callable[[str], None] | None = None, **memory_options: int) -> None:
         if max_sessions < 1 or idle_s <= 0:
             raise ValueError("max_sessions must be >= 1 and idle_s > 0")
         self.max_sessions, self.idle_s = int(max_sessions), float(idle_s)
         self.memory_options = memory_options
+        # Told the id of each session the store forgets by itself (the bound, idleness), so an owner that
+        # keeps something per session (the proxy: session hash → live session) forgets it too.
+        self.on_drop = on_drop
         self._sessions: OrderedDict[str, SessionMemory] = OrderedDict()  # least recently active first
 
     def get(self, session: str, now: float = 0.0) -> SessionMemory:
@@ -149,7 +175,9 @@ class SessionStore:
             memory = self._sessions[session] = SessionMemory(**self.memory_options)
             memory.last_seen = now
             while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                dropped, _ = self._sessions.popitem(last=False)
+                if self.on_drop is not None:
+                    self.on_drop(dropped)
         else:
             self._sessions.move_to_end(session)
         return memory
@@ -161,14 +189,22 @@ class SessionStore:
         """Forget the session (it ended); whether it was remembered."""
         return self._sessions.pop(session, None) is not None
 
+    def clear(self) -> None:
+        """Forget every session (the owner stops)."""
+        self._sessions.clear()
+
     def expire(self, now: float) -> int:
         """Forget sessions idle for longer than ``idle_s``; how many."""
         dropped = 0
-        for session, memory in list(self._sessions.items()):
+        sessions = self._sessions
+        while sessions:  # oldest first, no copy: the proxy runs this every second over up to max_sessions
+            session, memory = next(iter(sessions.items()))
             if now - memory.last_seen <= self.idle_s:
                 break  # the rest were active later
-            del self._sessions[session]
+            del sessions[session]
             dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(session)
         return dropped
 
     def __len__(self) -> int:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["result_values", "text_tokens", "parse_result"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./:@#]*[A-Za-z0-9]")
 _IDISH = re.compile(r"[0-9_\-/:@]")
+_SPACE = re.compile(r"\s")  # the same characters as str.isspace (re's Unicode whitespace)
 _PROSE_LEN = 64
 
 
@@ -56,34 +57,51 @@ def text_tokens(text: str, limit: int = 64) -> list[str]:
 
 
 def result_values(result: Any, max_values: int = 64, max_items: int = 20, max_depth: int = 8) -> list[tuple[str, Any]]:
-    """``(path, value)`` pairs a later call may take its arguments from (see the module doc)."""
+    """``(path, value)`` pairs a later call may take its arguments from (see the module doc).
+
+    Depth first, in the result's own order. Walked with an explicit stack of iterators rather than
+    recursive generators: each value is handed up once instead of through every level above it
+    (the proxy runs this after every call)."""
     data = parse_result(result)
     if data is None:
         return []
     out: list[tuple[str, Any]] = []
-    for pair in _walk(data, "", max_items, max_depth):
-        out.append(pair)
-        if len(out) >= max_values:
-            break
+    frames: list[tuple[Iterator[tuple[str, Any]], int]] = [(iter((("", data),)), max_depth)]
+    while frames:
+        items, depth = frames[-1]
+        for path, node in items:
+            if isinstance(node, bool) or node is None:
+                continue
+            if isinstance(node, (int, float)):
+                out.append((path, node))
+            elif isinstance(node, str):
+                if len(node) > _PROSE_LEN or _SPACE.search(node):
+                    for i, token in enumerate(text_tokens(node)):
+                        out.append((f"{path}~{i}", token))
+                        if len(out) >= max_values:
+                            return out
+                    continue
+                if not node:
+                    continue
+                out.append((path, node))
+            elif depth <= 0:
+                continue
+            elif isinstance(node, Mapping):
+                frames.append((_members(node.items(), path), depth - 1))
+                break  # descend; this level's iterator resumes once the child is done
+            elif isinstance(node, (list, tuple)):
+                frames.append((_members(enumerate(node[:max_items]), path), depth - 1))
+                break
+            else:
+                continue
+            if len(out) >= max_values:
+                return out
+        else:
+            frames.pop()
     return out
 
 
-def _walk(node: Any, path: str, max_items: int, depth: int) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, bool) or node is None:
-        return
-    if isinstance(node, (int, float)):
-        yield path, node
-    elif isinstance(node, str):
-        if len(node) > _PROSE_LEN or any(c.isspace() for c in node):
-            for i, token in enumerate(text_tokens(node)):
-                yield f"{path}~{i}", token
-        elif node:
-            yield path, node
-    elif depth <= 0:
-        return
-    elif isinstance(node, Mapping):
-        for key, child in node.items():
-            yield from _walk(child, f"{path}.{key}" if path else str(key), max_items, depth - 1)
-    elif isinstance(node, (list, tuple)):
-        for i, child in enumerate(node[:max_items]):
-            yield from _walk(child, f"{path}.{i}" if path else str(i), max_items, depth - 1)
+def _members(pairs: Iterable[tuple[Any, Any]], path: str) -> Iterator[tuple[str, Any]]:
+    """(child path, child) of a container at ``path`` (its own function: ``path`` is bound per container)."""
+    for key, child in pairs:
+        yield (f"{path}.{key}" if path else str(key)), child

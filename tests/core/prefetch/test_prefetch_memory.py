@@ -44,6 +44,9 @@ def test_sources_resolve_to_what_the_session_saw() -> None:
     assert memory.resolve(("res", "^", "items.0.id")) is None  # not in the previous call's result
     assert memory.index()["sX"] == [("arg", "^", "id"), ("res", "search", "items.0.id"), ("arg", "get", "id"),
                                     ("arg", "*", "id")]
+    for vkey, sources in memory.index().items():  # the argument model's look-up agrees with the full index
+        assert memory.holders(vkey) == sources
+    assert memory.holders("snever seen") == []
 
 
 def test_the_store_drops_ended_idle_and_surplus_sessions() -> None:
@@ -56,3 +59,26 @@ def test_the_store_drops_ended_idle_and_surplus_sessions() -> None:
     assert store.expire(now=102.5) == 1 and "s2" not in store and "s3" in store  # idle more than 100 s
     store.get("s3", now=150.0).observe("t", {}, None, now=150.0)
     assert store.expire(now=240.0) == 0 and store.expire(now=251.0) == 1 and len(store) == 0
+
+
+def test_the_store_tells_its_owner_what_it_forgets_by_itself() -> None:
+    dropped: list[str] = []
+    store = SessionStore(max_sessions=2, idle_s=10.0, on_drop=dropped.append)
+    for i in range(3):
+        store.get(f"s{i}", now=float(i)).observe("t", {}, None, now=float(i))
+    assert dropped == ["s0"]  # the bound
+    assert store.end("s2") and dropped == ["s0"]  # an end the owner asked for is not reported back
+    assert store.expire(now=20.0) == 1 and dropped == ["s0", "s1"]  # idleness
+    store.get("s9")
+    store.clear()
+    assert len(store) == 0 and dropped == ["s0", "s1"]
+
+
+def test_deep_and_wide_results_are_walked_in_order_within_bounds() -> None:
+    deep: object = "ISS-1"
+    for _ in range(20):
+        deep = {"a": deep, "n": 1}
+    assert result_values(deep, max_depth=3) == [("a.a.n", 1), ("a.n", 1), ("n", 1)]
+    wide = {f"k{i}": {"id": f"X-{i}", "flag": True} for i in range(500)}
+    assert result_values(wide, max_values=3) == [("k0.id", "X-0"), ("k1.id", "X-1"), ("k2.id", "X-2")]
+    assert result_values({"t": "a\u00a0b ISS-3"}) == [("t~0", "ISS-3")]  # any Unicode space makes it prose
