@@ -26,6 +26,11 @@ __all__ = ["result_values", "text_tokens", "parse_result"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./:@#]*[A-Za-z0-9]")
 _IDISH = re.compile(r"[0-9_\-/:@]")
+# Whole runs of _TOKEN's characters; those with an id-like character in group 1, the others (plain words)
+# matched by the first branch and left empty, so the loop below skips them without a check. Within a run
+# _TOKEN matches once, from its first to its last letter or digit: the run stripped of the others.
+_RUNS = re.compile(r"[A-Za-z.#]++(?![0-9_\-/:@])|([A-Za-z0-9_\-./:@#]+)")
+_EDGES = "_-./:@#"
 _SPACE = re.compile(r"\s")  # the same characters as str.isspace (re's Unicode whitespace)
 _PROSE_LEN = 64
 
@@ -47,8 +52,10 @@ def parse_result(result: Any) -> Any:
 def text_tokens(text: str, limit: int = 64) -> list[str]:
     """The distinct id-like tokens of ``text`` in order of first appearance (at most ``limit``)."""
     seen: dict[str, None] = {}
-    for match in _TOKEN.finditer(text):
-        token = match.group(0).rstrip(".:")
+    for run in _RUNS.findall(text):
+        if not run:
+            continue
+        token = run.strip(_EDGES)
         if 3 <= len(token) <= 128 and _IDISH.search(token) and token not in seen:
             seen[token] = None
             if len(seen) >= limit:
@@ -70,12 +77,11 @@ def result_values(result: Any, max_values: int = 64, max_items: int = 20, max_de
     while frames:
         items, depth = frames[-1]
         for path, node in items:
-            if isinstance(node, bool) or node is None:
-                continue
-            if isinstance(node, (int, float)):
-                out.append((path, node))
-            elif isinstance(node, str):
+            kind = type(node)  # JSON's exact types first (a dict look-up's worth each); subclasses after
+            if kind is str or (kind is not bool and isinstance(node, str)):
                 if len(node) > _PROSE_LEN or _SPACE.search(node):
+                    if _IDISH.search(node) is None:  # no digit nor _-/:@ anywhere: no token can be id-like
+                        continue
                     for i, token in enumerate(text_tokens(node)):
                         out.append((f"{path}~{i}", token))
                         if len(out) >= max_values:
@@ -84,12 +90,14 @@ def result_values(result: Any, max_values: int = 64, max_items: int = 20, max_de
                 if not node:
                     continue
                 out.append((path, node))
-            elif depth <= 0:
+            elif kind is int or kind is float or (kind is not bool and isinstance(node, (int, float))):
+                out.append((path, node))
+            elif kind is bool or node is None or depth <= 0:
                 continue
-            elif isinstance(node, Mapping):
+            elif kind is dict or isinstance(node, Mapping):
                 frames.append((_members(node.items(), path), depth - 1))
                 break  # descend; this level's iterator resumes once the child is done
-            elif isinstance(node, (list, tuple)):
+            elif kind is list or isinstance(node, (list, tuple)):
                 frames.append((_members(enumerate(node[:max_items]), path), depth - 1))
                 break
             else:

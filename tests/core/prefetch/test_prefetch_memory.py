@@ -82,3 +82,9 @@ def test_deep_and_wide_results_are_walked_in_order_within_bounds() -> None:
     wide = {f"k{i}": {"id": f"X-{i}", "flag": True} for i in range(500)}
     assert result_values(wide, max_values=3) == [("k0.id", "X-0"), ("k1.id", "X-1"), ("k2.id", "X-2")]
     assert result_values({"t": "a\u00a0b ISS-3"}) == [("t~0", "ISS-3")]  # any Unicode space makes it prose
+
+
+def test_tokens_are_whole_runs_trimmed_to_letters_and_digits() -> None:
+    text = "U104. -abc1 ab- cd x:y @@ISS-7## plain words, src/a.py: a1 KB-7 KB-7 héllo-2 _y1_"
+    assert text_tokens(text) == ["U104", "abc1", "x:y", "ISS-7", "src/a.py", "KB-7", "llo-2"]  # y1: too short
+    assert text_tokens(text, limit=2) == ["U104", "abc1"]
