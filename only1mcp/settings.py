@@ -15,6 +15,7 @@ from typing import Any
 
 from only1mcp.context import ContextSettings
 from only1mcp.errors import ConfigError
+from only1mcp.prefetch.settings import PrefetchSettings
 from only1mcp.streaming import (
     AnomalySettings, DecisionSettings, EventSettings, LearningSettings, StoreSettings, WorkerSettings,
 )
@@ -63,6 +64,7 @@ class ServerSettings:
     exploration: float = 0.05  # learned: every routable replica keeps at least this share of the calls
     temperature: float = 0.1  # learned: softmax temperature over predicted latency, relative to the best
     sticky: bool = False  # keep each client session on one replica while it is healthy
+    prefetch: bool = True  # false: no prefetch decision ever runs a call of this server ([prefetch])
     hash_key: str = "session"  # consistent_hash: by client session or by the call's argument hash
     hash_load_factor: float = 1.25  # consistent_hash bounded load: at most this × the mean load per replica
     health: HealthSettings = field(default_factory=HealthSettings)
@@ -126,6 +128,7 @@ class Settings:
     learning: LearningSettings = field(default_factory=LearningSettings)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     context: ContextSettings = field(default_factory=ContextSettings)  # tools/list context optimisation
+    prefetch: PrefetchSettings = field(default_factory=PrefetchSettings)  # the proxy's prefetch executor
     source: str = "<defaults>"
 
 
@@ -149,7 +152,7 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
 _TABLES = {"auth": AuthSettings, "rate_limit": RateLimitSettings, "cache": CacheSettings, "retry": RetrySettings,
            "events": EventSettings, "worker": WorkerSettings, "store": StoreSettings,
            "decisions": DecisionSettings, "learning": LearningSettings, "anomaly": AnomalySettings,
-           "context": ContextSettings}
+           "context": ContextSettings, "prefetch": PrefetchSettings}
 # Where the broker and Redis are is the environment's business (only1mcp up, compose): these win.
 _ADDRESS_ENV = {"KAFKA_BOOTSTRAP": (("events", "bootstrap"), ("worker", "bootstrap"), ("decisions", "bootstrap")),
                 "REDIS_URL": (("store", "redis_url"),)}
@@ -285,7 +288,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout", "upstream_sessions",
                             "fallback_policy", "sticky", "hash_key", "hash_load_factor", "exploration",
                             "temperature", "health", "outlier",
-                            "breaker", "remediation", "tools"}, source, f"{where}.")
+                            "breaker", "remediation", "tools", "prefetch"}, source, f"{where}.")
     name = table.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(source, f"{where}.name", "required: 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -320,6 +323,9 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     sticky = table.get("sticky", False)
     if not isinstance(sticky, bool):
         raise ConfigError(source, f"{where}.sticky", "expected true or false")
+    prefetch = table.get("prefetch", True)
+    if not isinstance(prefetch, bool):
+        raise ConfigError(source, f"{where}.prefetch", "expected true or false")
     hash_key = table.get("hash_key", "session")
     if hash_key not in HASH_KEYS:
         raise ConfigError(source, f"{where}.hash_key", f"expected one of {', '.join(HASH_KEYS)}, got {hash_key!r}")
@@ -339,7 +345,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
         remediation = replace(remediation, max_out_share=outlier.max_ejected_share)
     return ServerSettings(name=name, namespace=namespace, replicas=replicas, policy=policy,
                           timeout=float(timeout) if timeout is not None else None, upstream_sessions=sessions,
-                          fallback_policy=fallback, sticky=sticky, hash_key=hash_key,
+                          fallback_policy=fallback, sticky=sticky, prefetch=prefetch, hash_key=hash_key,
                           hash_load_factor=float(load_factor), exploration=float(exploration),
                           temperature=float(temperature),
                           health=parse_table(HealthSettings, table.get("health"), source, f"{where}.health"),

@@ -121,6 +121,8 @@ class ToolSettings:
     # Operator overrides that beat any policy and any learned weight (replica ids, e.g. "search/0"):
     pin: tuple[str, ...] = ()  # route this tool only to these replicas while one of them is routable
     ban: tuple[str, ...] = ()  # never route this tool to these replicas while another is routable
+    # false: prefetch decisions never run this tool ([prefetch]); it is still cached as configured
+    prefetch: bool = True
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ the same classes. They live in the core because the proxy may import nothing of 
 * ``memory.SessionStore`` / ``SessionMemory``: bounded per-session memory, dropped at the session's end;
 * ``arguments.ArgumentModel``: "argument slot ← source" statistics per (tool, argument name);
 * ``values.result_values``: the (path, value) pairs a result offers to later calls;
+* ``settings.PrefetchSettings``: ``[prefetch]``, the proxy's executor (budget, bounds of the memory);
 * ``PrefetchError``: the root of this package's errors (``PrefetchStateError``: a state that cannot
   be restored).
 """
@@ -15,9 +16,11 @@ the same classes. They live in the core because the proxy may import nothing of 
 from only1mcp.prefetch._state import PrefetchError, PrefetchStateError, value_key
 from only1mcp.prefetch.arguments import ArgumentModel, recent_arguments
 from only1mcp.prefetch.memory import ANY, PREVIOUS, CallMemo, SessionMemory, SessionStore, Source
+from only1mcp.prefetch.settings import PrefetchSettings
 from only1mcp.prefetch.values import parse_result, result_values, text_tokens
 
 __all__ = [
     "PrefetchError", "PrefetchStateError", "value_key", "ArgumentModel", "recent_arguments", "ANY", "PREVIOUS",
     "CallMemo", "SessionMemory", "SessionStore", "Source", "parse_result", "result_values", "text_tokens",
+    "PrefetchSettings",
 ]
