@@ -7,6 +7,7 @@ guards ``/admin/*`` (admin token, else loopback peers only).
 
     GET  /admin/upstreams              admin_upstreams()
     GET  /admin/cache                  admin_cache()
+    GET  /admin/prefetch               admin_prefetch() (counts, budget, settings; never arguments or results)
     GET  /admin/decisions/{request_id} admin_decision(request_id), 404 when None (the JSON-RPC id)
     GET  /admin/explain/{request_id}   admin_explain(request_id), 404 when None (Only1MCP-Request-Id)
     GET  /admin/overrides              admin_overrides()
@@ -169,6 +170,7 @@ def admin_routes(source: object) -> list[BaseRoute]:
               methods=["GET", "POST"]),
         Route("/upstreams", _view(source, "admin_upstreams"), methods=["GET"]),
         Route("/cache", _view(source, "admin_cache"), methods=["GET"]),
+        Route("/prefetch", _view(source, "admin_prefetch"), methods=["GET"]),
         Route("/decisions/{request_id:path}", decision, methods=["GET"]),
         Route("/config", _view(source, "admin_config"), methods=["GET"]),
         Route("/reload", reload, methods=["POST"]),

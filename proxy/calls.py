@@ -12,6 +12,11 @@ the result) win over the configuration for that entry: ``cacheScope: "public"`` 
 ``"private"`` (or any value not understood) never is; ``ttlMs`` is the entry's TTL, capped at
 ``[cache] max_ttl``. Hints never make a tool cacheable that is not: only cache-safe tools with
 a TTL configured are cached at all.
+
+With ``[prefetch]`` enabled (``proxy/prefetch``), each client tools/call of a session is handed to the
+prefetch executor's memory after it finishes, a cache hit on an entry a prefetch stored counts as used
+(``prefetch_hit`` on its event), and a call whose answer is being prefetched right now waits for that
+answer instead of calling the upstream a second time.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def thawed(attempts: bytes) -> list[dict[str, Any]]:
 
 
 _HIT, _NONE = frozen([{"cache": "hit"}]), frozen([])
+_JOINED = frozen([{"cache": "hit", "prefetch": "joined the prefetch in flight"}])
 EXPLANATIONS_KEPT = 10_000  # routed calls explained by request id; the oldest are forgotten first
 _CLIENTS_KEPT = 100_000  # memoised client-identity hashes; cleared (and recomputed) past this
 
@@ -71,6 +77,7 @@ class Calls:
         # Tools one of whose results was stored under the other scope's key (a cacheScope hint): only
         # their look-ups try both keys, so every other cached call stays one look-up.
         self._crossed: set[tuple[str, str]] = set()
+        self.prefetch: Any = None  # the PrefetchExecutor while [prefetch] is enabled (proxy/prefetch)
 
     def invalidate(self, server: str) -> None:
         if self.cache is not None:
@@ -78,17 +85,26 @@ class Calls:
         if server not in self.gateway.pools:  # removed by a reload: what was learned about it goes too
             self.adaptive.forget(server)
 
-    async def call(self, method: str, entry: Entry, params: dict[str, Any], session: ClientSession,
-                   sink: Any) -> dict[str, Any]:
+    def safety(self, entry: Entry, method: str = "tools/call") -> tuple[Any, bool, bool, float]:
+        """(the tool's ``[servers.tools.NAME]`` table or None, safe to repeat, safe to cache, its TTL): the one
+        rule retries, the cache and prefetch eligibility all follow."""
         gateway = self.gateway
-        pool = gateway.pools[entry.server]
-        override = pool.settings.tools.get(entry.upstream_name) if method == "tools/call" else None
+        override = gateway.pools[entry.server].settings.tools.get(entry.upstream_name) if method == "tools/call" else None
         safe = override.safe if override is not None and override.safe is not None else None
         retry_safe = safe if safe is not None else (entry.read_only or entry.idempotent)
         cache_safe = safe if safe is not None else entry.read_only
         ttl = (override.cache_ttl if override is not None and override.cache_ttl else
                gateway.settings.cache.default_ttl) if cache_safe else 0.0
+        return override, retry_safe, cache_safe, ttl
+
+    async def call(self, method: str, entry: Entry, params: dict[str, Any], session: ClientSession,
+                   sink: Any) -> dict[str, Any]:
+        gateway = self.gateway
+        pool = gateway.pools[entry.server]
+        override, retry_safe, _, ttl = self.safety(entry, method)
         arguments = params.get("arguments") or {}
+        # A client's tools/call in a session feeds the prefetch memory (learned after the answer is out).
+        prefetch = self.prefetch if method == "tools/call" and session.id is not None else None
         key = None
         loop = asyncio.get_running_loop()
         context = call_context.get()
@@ -106,7 +122,20 @@ class Calls:
                 self._explain(entry, method, pool.policy.name, _NONE, True)
                 if context is not None:
                     context.cache_hit = True
-                return orjson.loads(hit)
+                if prefetch is None:
+                    return orjson.loads(hit)
+                if prefetch.marked:
+                    prefetch.used(mine, key, context)
+                result = orjson.loads(hit)
+                prefetch.observe(session, entry.exposed, arguments, result)
+                return result  # type: ignore[no-any-return]
+            if prefetch is not None and mine in prefetch.pending:  # being prefetched: wait for that answer
+                joined = await prefetch.join(mine, context)
+                if joined is not None:
+                    self._remember(entry, method, _JOINED)
+                    self._explain(entry, method, pool.policy.name, _NONE, True)
+                    prefetch.observe(session, entry.exposed, arguments, joined)
+                    return joined
         args_hash = None
         if pool.settings.hash_key == "arguments" and pool.settings.policy == "consistent_hash":
             args_hash = hashlib.blake2b(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
@@ -116,6 +145,10 @@ class Calls:
             result = await pool.call(method, gateway.upstream_params(params), route, sink=sink,
                                      timeout=override.timeout if override is not None else None,
                                      retry_safe=retry_safe, record=record)
+        except BaseException:
+            if prefetch is not None:  # a failed call still says what the session did
+                prefetch.observe(session, entry.exposed, arguments, None)
+            raise
         finally:
             attempts = frozen(record.attempts)
             self._remember(entry, method, attempts)
@@ -127,7 +160,18 @@ class Calls:
                 context.inflight = last["inflight"].get(last["replica"])
         if key is not None and not result.get("isError"):
             self._store(entry, result, key, mine, shared_scope, ttl, expired, loop.time())
+        if prefetch is not None:
+            prefetch.observe(session, entry.exposed, arguments, result)
         return result
+
+    def store(self, entry: Entry, result: dict[str, Any], shared: str, mine: str, shared_scope: bool, ttl: float,
+              now: float) -> tuple[str, float]:
+        """Cache a result fetched outside a client call (a prefetch) as a client call's would be."""
+        return self._store(entry, result, shared, mine, shared_scope, ttl, None, now)
+
+    def client_key(self, session: ClientSession) -> str:
+        """The client part of a ``client``-scoped cache key for ``session`` (see ``_client``)."""
+        return self._client(session)
 
     def _client(self, session: ClientSession) -> str:
         """The client part of a ``client``-scoped key: the keyed hash of the session's client identity
@@ -156,8 +200,9 @@ class Calls:
         return hit, expired
 
     def _store(self, entry: Entry, result: dict[str, Any], shared: str, mine: str, shared_scope: bool,
-               base_ttl: float, expired: Any, now: float) -> None:
-        """Cache a fresh result under the key of its scope, for its TTL; learn the tool's TTL."""
+               base_ttl: float, expired: Any, now: float) -> tuple[str, float]:
+        """Cache a fresh result under the key of its scope, for its TTL; learn the tool's TTL. Returns the
+        key it went under and the TTL (0 or less: not stored)."""
         settings = self.gateway.settings.cache
         data = orjson.dumps(result)
         ttl = base_ttl
@@ -175,7 +220,9 @@ class Calls:
         share = shared_scope if scope is None else scope == "public"  # an unknown scope is not shared
         if share != shared_scope:
             self._crossed.add((entry.server, entry.upstream_name))
-        self.cache.put(shared if share else mine, data, len(data), ttl, now, entry.server)  # type: ignore[union-attr]
+        stored = shared if share else mine
+        self.cache.put(stored, data, len(data), ttl, now, entry.server)  # type: ignore[union-attr]
+        return stored, ttl
 
     def _explain(self, entry: Entry, method: str, policy: str, attempts: bytes, cache_hit: bool) -> None:
         request_id = request_uid.get()

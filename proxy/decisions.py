@@ -24,7 +24,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from only1mcp.events import DECISION_TYPES, EventDecodeError, Remediation, RoutingWeights
+from only1mcp.events import DECISION_TYPES, EventDecodeError, PrefetchDecision, Remediation, RoutingWeights
 from only1mcp.streaming import DecisionSettings
 
 if TYPE_CHECKING:
@@ -35,7 +35,9 @@ __all__ = ["DecisionSubscriber", "OUTCOMES", "kind_of"]
 log = logging.getLogger("only1mcp.decisions")
 
 OUTCOMES = ("received", "applied", "alert_only", "rejected_decode", "rejected_unknown", "rejected_policy",
-            "rejected_stale", "rejected_limit")
+            "rejected_stale", "rejected_limit", "rejected_duplicate", "vetoed")
+# Prefetch outcomes that are the executor doing its job, not a problem with the record: logged at info.
+_ROUTINE = frozenset({"vetoed", "rejected_duplicate", "rejected_limit"})
 _LOG_EVERY_S = 10.0
 
 
@@ -122,6 +124,10 @@ class DecisionSubscriber:
             outcome, why = self._apply_weights(record)
         elif isinstance(record, Remediation):  # proxy/remediation.py checks it against the pool, applies it
             outcome, why = self.gateway.remediations.apply(record)
+        elif isinstance(record, PrefetchDecision):  # proxy/prefetch: fills the arguments, runs it in the background
+            prefetch = self.gateway.prefetch
+            outcome, why = (prefetch.apply(record) if prefetch is not None else
+                            ("rejected_policy", "prefetch decision, but [prefetch] enabled = false here"))
         else:  # a decision kind this proxy cannot apply yet
             outcome, why = "rejected_unknown", f"no handler for {type(record).__name__}"
         if outcome not in ("applied", "alert_only"):
@@ -176,7 +182,8 @@ class DecisionSubscriber:
     def _reject(self, kind: str, outcome: str, why: str) -> str:
         self._count(kind, outcome)
         self.last_rejections[f"{kind}/{outcome}"] = why  # the log is rate-limited; the admin API is not
-        self._log(outcome, f"decisions: {outcome}: {why}; not applied")
+        level = logging.INFO if kind == "prefetch" and outcome in _ROUTINE else logging.WARNING
+        self._log(f"{kind}/{outcome}", f"decisions: {outcome}: {why}; not applied", level)
         return outcome
 
     def _log(self, key: str, message: str, level: int = logging.WARNING) -> None:

@@ -8,6 +8,7 @@ response (or None for a notification).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from only1mcp import __version__
+from only1mcp.events import TOPICS
 from only1mcp.errors import (
     INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, RPCError, UpstreamError, UpstreamUnavailable,
 )
@@ -28,6 +30,8 @@ from only1mcp.proxy.telemetry import Telemetry
 from only1mcp.proxy.cursor import decode_cursor, encode_cursor
 from only1mcp.proxy.decisions import DecisionSubscriber
 from only1mcp.proxy.pool import Override, ServerPool
+from only1mcp.proxy.prefetch import COUNTERS as PREFETCH_COUNTERS
+from only1mcp.proxy.prefetch import PrefetchExecutor
 from only1mcp.proxy.relay import Relay
 from only1mcp.proxy.remediation import Remediations
 from only1mcp.proxy.routing import RouteRequest
@@ -81,9 +85,17 @@ class Gateway(AdminViews, Relay):
         self.telemetry = Telemetry(self.events, events.hash_key,
                                    events.proxy_id or f"{socket.gethostname()}:{proxy.port}")
         self.telemetry.enabled = bool(events.bootstrap)
+        # Prefetch decisions from the learning loop, run in the background ([prefetch]; at restart only).
+        self.prefetch = PrefetchExecutor(self) if settings.prefetch.enabled else None
+        self.calls.prefetch = self.prefetch
+        if self.prefetch is not None:  # a session's memory goes with it (DELETE, expiry)
+            self.sessions.on_end = self.prefetch.end_session
         # The decision channel (routing weights from the learning loop), when there is a broker.
         bootstrap = settings.decisions.bootstrap or events.bootstrap
-        self.subscriber = DecisionSubscriber(self, settings.decisions, bootstrap) if bootstrap else None
+        decisions = settings.decisions
+        if self.prefetch is not None and TOPICS["prefetch"] not in decisions.topics:
+            decisions = dataclasses.replace(decisions, topics=(*decisions.topics, TOPICS["prefetch"]))
+        self.subscriber = DecisionSubscriber(self, decisions, bootstrap) if bootstrap else None
         self._handlers: dict[str, Handler] = {
             "ping": self._ping,
             "tools/list": self._tools_list,
@@ -124,6 +136,9 @@ class Gateway(AdminViews, Relay):
                                    counters=("emitted", "delivered", "spooled", "replayed", "dropped",
                                              "spool_corrupt", "send_errors"), help_text="request events")
         metrics.register_decisions(self.decision_counts, self.decision_ages)
+        if self.prefetch is not None:
+            metrics.register_collector(self.prefetch.metrics, prefix="only1mcp_prefetch_",
+                                       counters=PREFETCH_COUNTERS, help_text="prefetch")
         remediations = self.remediations
         metrics.register_remediations(lambda: remediations.counts, remediations.remediated,
                                       remediations.webhook_failures)
@@ -138,6 +153,12 @@ class Gateway(AdminViews, Relay):
 
     def decision_ages(self) -> dict[str, float]:
         return self.subscriber.ages() if self.subscriber is not None else {}
+
+    def admin_prefetch(self) -> dict[str, Any]:
+        """GET /admin/prefetch: counts, budget and settings; never an argument value or a result."""
+        if self.prefetch is None:
+            return {"enabled": False, "settings": dataclasses.asdict(self.settings.prefetch)}
+        return self.prefetch.snapshot()
 
     async def apply_settings(self, settings: Settings) -> dict[str, Any]:
         """Apply a new configuration without dropping calls in flight (see reload.py)."""
@@ -161,12 +182,16 @@ class Gateway(AdminViews, Relay):
         if replicas:  # serve as soon as every replica answered or the wait ran out; late ones join later
             await asyncio.gather(*(r.wait_ready(wait) for r in replicas))
         await self.settle()
+        if self.prefetch is not None:
+            self.prefetch.start()
         if self.subscriber is not None:  # after the catalog is known: decisions name exposed tools
             await self.subscriber.start()
 
     async def stop(self) -> None:
         if self.subscriber is not None:
             await self.subscriber.stop()
+        if self.prefetch is not None:
+            await self.prefetch.stop()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
         self.cancel_background()
         await self.remediations.close()

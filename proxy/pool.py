@@ -168,13 +168,14 @@ class ServerPool:
 
     async def call(self, method: str, params: dict[str, Any] | None, route: RouteRequest, *,
                    sink: RelatedSink | None = None, timeout: float | None = None, retry_safe: bool = False,
-                   record: CallRecord | None = None) -> dict[str, Any]:
-        """One call, retried on another replica only when ``retry_safe`` and the budget allows."""
+                   record: CallRecord | None = None, max_attempts: int | None = None) -> dict[str, Any]:
+        """One call, retried on another replica only when ``retry_safe`` and the budget allows, at most
+        ``max_attempts`` attempts in all when given (prefetches: 2), else ``[retry] max_attempts``."""
         loop = asyncio.get_running_loop()
         route = RouteRequest(route.server, route.method, route.name, route.session_id, route.args_hash, loop.time())
         self.budget.deposit(route.now)
         tried: tuple[Replica, ...] = ()
-        attempts = self.max_attempts if retry_safe else 1
+        attempts = (self.max_attempts if max_attempts is None else min(self.max_attempts, max_attempts)) if retry_safe else 1
         for attempt in range(1, attempts + 1):
             try:
                 decision = self.choose(route, tried)

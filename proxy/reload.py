@@ -39,6 +39,8 @@ async def apply(gateway: Gateway, new: Settings) -> dict[str, Any]:
         log.warning("reload: proxy.listen changed to %s; it takes effect only at restart", new.proxy.listen)
     if old.decisions != new.decisions:
         log.warning("reload: [decisions] changed; the subscription changes only at restart")
+    if old.prefetch.enabled != new.prefetch.enabled:
+        log.warning("reload: [prefetch] enabled changed; it takes effect only at restart")
 
     fresh = {name: gateway.make_pool(after[name]) for name in added + changed}
     for pool in fresh.values():
@@ -50,6 +52,8 @@ async def apply(gateway: Gateway, new: Settings) -> dict[str, Any]:
     retired = [gateway.pools[name] for name in removed + changed]
     gateway.settings = new
     gateway.sessions.configure(new.proxy.session_idle_timeout, new.proxy.max_sessions, new.proxy.max_sessions_per_client)
+    if gateway.prefetch is not None:  # its budget and memory bounds follow the file
+        gateway.prefetch.configure()
     gateway.pools = {s.name: fresh.get(s.name) or gateway.pools[s.name] for s in new.servers}
     for name in removed:
         gateway.forget_server(name)

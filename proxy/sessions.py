@@ -18,6 +18,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,7 @@ class SessionStore:
         self._by_client: dict[str, dict[str, ClientSession]] = {}
         self._listeners: set[ClientSession] = set()  # stateless subscriptions/listen streams
         self.refused = {"sessions_per_client": 0, "sessions": 0}
+        self.on_end: Callable[[ClientSession], None] | None = None  # told of each session that ends (prefetch)
 
     def configure(self, idle_timeout: float, max_sessions: int, max_per_client: int) -> None:
         """New limits (a reload); sessions already open stay, new ones are judged by these."""
@@ -176,6 +178,8 @@ class SessionStore:
     def _drop(self, session_id: str, session: ClientSession) -> None:
         del self._sessions[session_id]
         session.ended = True
+        if self.on_end is not None:
+            self.on_end(session)
         if session.replay is not None:  # its buffered events count against every session's bound
             session.replay.clear()
         mine = self._by_client.get(session.client)

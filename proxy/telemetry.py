@@ -32,6 +32,7 @@ class CallContext:
     reason: str | None = None
     attempts: int = 0
     cache_hit: bool = False
+    prefetch_hit: bool = False  # answered from an entry a prefetch stored (or a prefetch in flight)
     args_hash: str | None = None
     request_id: str | None = None  # the front's request id: the event's event_id, the explanation's key
     inflight: int | None = None  # calls in flight on the replica when it was chosen (before this one)
@@ -89,6 +90,10 @@ class Telemetry:
     def hash(self, value: Any) -> str:
         return keyed_hash(self.key, value)
 
+    def session_hash(self, session_id: str | None) -> str | None:
+        """The keyed hash of a session id, as request events carry it (and prefetch decisions name it)."""
+        return self._session(session_id)
+
     def _session(self, session_id: str | None) -> str | None:
         if session_id is None:
             return None
@@ -114,6 +119,6 @@ class Telemetry:
             client_id=self.hash(client_id.encode()) if client_id else None, session_id=self._session(session_id),
             tool=tool, server=context.server, replica=context.replica, error_code=code, error_class=error_class,
             request_bytes=request_bytes, response_bytes=response_bytes, args_hash=context.args_hash,
-            cache_hit=context.cache_hit, policy=context.policy, reason=context.reason, attempts=context.attempts,
-            inflight=context.inflight)
+            cache_hit=context.cache_hit, prefetch_hit=context.prefetch_hit, policy=context.policy,
+            reason=context.reason, attempts=context.attempts, inflight=context.inflight)
         self.sink.emit(event)

@@ -121,6 +121,12 @@ class ResponseCache(ABC):
         self._bytes = 0
         self._on_clear()
 
+    def live(self, key: str, now: float) -> bool:
+        """Whether ``key`` holds an entry that has not expired; moves no counter and no policy state
+        (prefetch asks it before fetching what is already there, and to tell an entry's loss)."""
+        entry = self._entries.get(key)
+        return entry is not None and not entry.expired(now)
+
     def __len__(self) -> int:
         return len(self._entries)
 
