@@ -36,7 +36,7 @@ TOOLS = """
 [servers.tools.search]
 cache_ttl = 60.0
 [servers.tools.get_issue]
-cache_ttl = 60.0
+cache_ttl = {get_ttl}
 [servers.tools.list_comments]
 cache_ttl = 60.0
 {comments}
@@ -54,16 +54,17 @@ def upstream(stack: Any) -> str:
     return f"http://127.0.0.1:{port}/mcp"
 
 
-def config(tmp: Path, url: str, prefetch: str = "", extra: str = "", comments: str = "") -> Path:
-    """A proxy with server "t" (the tracker, every tool with a TTL; list_comments' table takes
-    ``comments``) and server "o" (the same upstream, ``prefetch = false``), two client tokens."""
+def config(tmp: Path, url: str, prefetch: str = "", extra: str = "", comments: str = "",
+           get_ttl: float = 60.0) -> Path:
+    """A proxy with server "t" (the tracker, every tool with a TTL, get_issue's ``get_ttl``; list_comments'
+    table takes ``comments``) and server "o" (the same upstream, ``prefetch = false``), two client tokens."""
     path = tmp / f"proxy-{uuid.uuid4().hex[:6]}.toml"
-    tools = TOOLS.format(comments=comments)
+    tools = TOOLS.format(comments=comments, get_ttl=get_ttl)
     path.write_text(f'[proxy]\nlisten = "127.0.0.1:{free_port()}"\n[auth]\ntokens = ["{TOKENS[0]}", "{TOKENS[1]}"]\n'
                     f'[prefetch]\nenabled = true\n{prefetch}\n{extra}\n'
                     f'[[servers]]\nname = "t"\n[[servers.replicas]]\nurl = "{url}"\n{tools}\n'
                     f'[[servers]]\nname = "o"\nprefetch = false\n[[servers.replicas]]\nurl = "{url}"\n'
-                    + TOOLS.format(comments="") + "\n")
+                    + TOOLS.format(comments="", get_ttl=60.0) + "\n")
     return path
 
 

@@ -69,7 +69,7 @@ def test_a_published_decision_becomes_a_prefetch_and_a_hit(stack: Stack, tmp_pat
         body = (f'[auth]\ntokens = ["{TOKENS[0]}"]\n[prefetch]\nenabled = true\n'
                 f'[events]\nbootstrap = "{broker.bootstrap}"\nspool_dir = "{tmp_path / "spool"}"\n'
                 f'hash_key = "{HASH_KEY}"\nlinger_ms = 1.0\n'
-                f'[[servers]]\nname = "t"\n[[servers.replicas]]\nurl = "{tracker}"\n{TOOLS.format(comments="")}')
+                f'[[servers]]\nname = "t"\n[[servers.replicas]]\nurl = "{tracker}"\n{TOOLS.format(comments="", get_ttl=60.0)}')
         path, port = stack.write_config(body)
         proc = stack.start(f"proxy-{port}", [PYTHON, "-m", "only1mcp.cli", "proxy", "--config", str(path)])
         wait_port(port, proc, timeout=30)

@@ -3,6 +3,7 @@ session memory goes with the session and stays bounded; the budget holds under a
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from only1mcp.proxy.prefetch import SlidingCount
@@ -102,6 +103,41 @@ def test_max_share_holds_under_a_burst(stack, tmp_path: Path) -> None:  # noqa: 
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_call_meeting_its_prefetch_in_flight_joins_it_and_unused_entries_count_wasted(
+        stack, tmp_path: Path) -> None:  # noqa: ANN001
+    url = upstream(stack)
+    with Served(config(tmp_path, url, get_ttl=1.0)) as served:
+        client = Client(served.url)
+        try:
+            for i in range(4):
+                client.search_then_get(f"teach-{i}")
+            hit = client.call("t__search", query="slow")["hits"][0]["id"]
+            served.learned(9)
+            client.call("t__set_delay", seconds=0.8)
+            assert served.handle(served.decision(served.session_hash(client.sid))) == "applied"
+            started = time.monotonic()
+            assert client.call("t__get_issue", id=hit)["version"] == 1  # the prefetch's answer, waited for
+            assert time.monotonic() - started < 0.8 + 0.5  # one upstream wait, not two
+            client.call("t__set_delay", seconds=0.0)
+            assert client.executions()[f"get_issue {hit}"] == 1
+            event = served.events("t__get_issue")[-1]
+            assert event.prefetch_hit and event.cache_hit
+            counts = served.counts()
+            assert counts["joined"] == 1 and counts["used"] == 1 and counts["issued"] == 1, counts
+            # a prefetch nobody uses: wasted once its entry expires (get_issue's TTL here: 1 s)
+            other = client.call("t__search", query="unused")["hits"][0]["id"]
+            served.learned(14)
+            assert served.handle(served.decision(served.session_hash(client.sid))) == "applied"
+            until(lambda: served.counts()["stored"] == 2)
+            assert served.admin()["unused_entries"] == 1
+            until(lambda: served.counts()["wasted"] == 1, timeout=5.0)
+            assert served.admin()["unused_entries"] == 0 and served.counts()["used"] == 1
+            assert client.executions()[f"get_issue {other}"] == 1
+            assert 'only1mcp_prefetch_wasted_total 1.0' in served.metrics()
+        finally:
+            client.close()
 
 
 def test_the_sliding_count_forgets_what_left_the_window() -> None:
