@@ -20,7 +20,7 @@ of that argument name in any call) or a tool name (that tool's latest call in th
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from only1mcp.prefetch._state import key_value, value_key
@@ -38,18 +38,24 @@ class CallMemo:
 
     __slots__ = ("tool", "args", "values", "arg_keys", "value_keys", "by_key")
 
-    def __init__(self, tool: str, args: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    def __init__(self, tool: str, args: Mapping[str, Any], values: Mapping[str, Any] | Iterable[tuple[str, Any]]
+                 ) -> None:
         self.tool, self.args, self.values = tool, dict(args), dict(values)
-        self.arg_keys = {name: value_key(v) for name, v in self.args.items() if v is not None}
-        self.value_keys = {path: value_key(v) for path, v in self.values.items() if v is not None}
         # canonical value → (kind, name or path) holding it, arguments first: built once per call, so
         # finding who holds a value is a look-up per remembered call instead of a walk over all of them.
+        # One pass per mapping (the proxy builds one of these after every call).
         by_key: dict[str, list[tuple[str, str]]] = {}
-        for name, vkey in self.arg_keys.items():
-            by_key.setdefault(vkey, []).append(("arg", name))
-        for path, vkey in self.value_keys.items():
-            by_key.setdefault(vkey, []).append(("res", path))
-        self.by_key = by_key
+        arg_keys: dict[str, str] = {}
+        for name, v in self.args.items():
+            if v is not None:
+                vkey = arg_keys[name] = value_key(v)
+                by_key.setdefault(vkey, []).append(("arg", name))
+        value_keys: dict[str, str] = {}
+        for path, v in self.values.items():
+            if v is not None:
+                vkey = value_keys[path] = value_key(v)
+                by_key.setdefault(vkey, []).append(("res", path))
+        self.arg_keys, self.value_keys, self.by_key = arg_keys, value_keys, by_key
 
 
 class SessionMemory:
@@ -69,8 +75,8 @@ class SessionMemory:
 
     def observe(self, tool: str, args: Mapping[str, Any] | None, result: Any = None, now: float = 0.0) -> None:
         """Remember a finished call (``result`` as text or JSON data; None when unknown)."""
-        args = dict(args or {})
-        memo = CallMemo(tool, args, dict(result_values(result, max_values=self.max_values)))
+        memo = CallMemo(tool, args or {}, result_values(result, max_values=self.max_values))  # it copies both
+        args = memo.args
         self.history.append(tool)
         if tool not in self.called and len(self.called) < 4096:
             self.called[tool] = None
