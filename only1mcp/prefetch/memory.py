@@ -51,10 +51,22 @@ class CallMemo:
                 vkey = arg_keys[name] = value_key(v)
                 by_key.setdefault(vkey, []).append(("arg", name))
         value_keys: dict[str, str] = {}
-        for path, v in self.values.items():
-            if v is not None:
-                vkey = value_keys[path] = value_key(v)
-                by_key.setdefault(vkey, []).append(("res", path))
+        for path, v in self.values.items():  # result values are strings and numbers: value_key's first cases
+            kind = type(v)
+            if kind is str:
+                vkey = "s" + v
+            elif kind is int:
+                vkey = "i" + str(v)
+            elif v is None:
+                continue
+            else:
+                vkey = value_key(v)
+            value_keys[path] = vkey
+            held = by_key.get(vkey)
+            if held is None:
+                by_key[vkey] = [("res", path)]
+            else:
+                held.append(("res", path))
         self.arg_keys, self.value_keys, self.by_key = arg_keys, value_keys, by_key
 
 
