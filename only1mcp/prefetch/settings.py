@@ -35,6 +35,8 @@ class PrefetchSettings:
     # Session memory (arguments and result values of recent calls; in memory only, never saved):
     max_sessions: int = check(_positive, 10_000)  # sessions remembered; the least recently active go first
     max_calls: int = check(_positive, 8)  # calls remembered per session (the latest of each tool, LRU)
-    max_values: int = check(_positive, 64)  # values kept per result, and argument names per session
+    # Values kept per result, and argument names per session. The first ones in the result's order: an
+    # agent takes the first hits, the record's own fields; each value costs the proxy about a microsecond.
+    max_values: int = check(_positive, 32)
     session_idle: float = check(_positive, 1800.0)  # seconds without a call before a session's memory goes
     result_bytes: int = check(_bytes, 8192)  # of a result's text parsed for values (the rest is ignored)

@@ -67,6 +67,7 @@ class PrefetchExecutor:
         self.learner = SessionLearner(settings, gateway.telemetry.session_hash)
         self.budget = Budget(settings.max_concurrent, settings.max_share, settings.window_s)
         self.learner.client_calls = self.budget.client_call
+        self.learner.teaches = self.teachable
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.pending: dict[str, _Pending] = {}  # scoped cache key → the prefetch fetching it
         self.marked: dict[str, float] = {}  # cache key of a stored, unused prefetch → expiry (loop clock)
@@ -156,6 +157,11 @@ class PrefetchExecutor:
             return "vetoed", (f"prefetch of {record.tool}: confidence {record.confidence:.2f} × arguments "
                               f"{args_confidence:.2f} = {confidence:.2f} < min_confidence {settings.min_confidence:g}")
         return self._issue(entry, session, record.session_id, arguments)
+
+    def teachable(self, tool: str) -> bool:
+        """Whether the argument model should learn this exposed tool's calls: it could be prefetched."""
+        entry = self.gateway.catalog.lookup("tools", tool)
+        return entry is not None and not self.ineligible(entry)
 
     def ineligible(self, entry: Entry) -> str:
         """Why a tool may not be prefetched, or "" if it may."""

@@ -14,6 +14,7 @@ session when it ends, idles out or falls past the bound.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from only1mcp.proxy.sessions import ClientSession
 
 __all__ = ["SessionLearner", "result_data", "DRAIN_DELAY_S", "MAX_PENDING"]
+
+log = logging.getLogger("only1mcp.prefetch")
 
 DRAIN_DELAY_S = 0.001  # after the answer is out: the answer is written within the loop's next few steps
 MAX_PENDING = 10_000  # finished calls waiting to be learned; past it (a stalled loop) new ones are skipped
@@ -70,6 +73,11 @@ class SessionLearner:
         self.learned = 0  # calls learned
         self.skipped = 0  # calls not learned: too many pending (the loop was stalled)
         self.client_calls: Callable[[float], None] | None = None  # told each learned call's time (the budget)
+        # Whether a tool could ever be prefetched (the executor's eligibility); the argument model learns only
+        # those tools' arguments (its statistics are per tool: the others' would never be read), while the
+        # memory keeps every call, since any call's arguments and results may fill a later one's.
+        self.teaches: Callable[[str], bool] | None = None
+        self.errors = 0  # calls whose learning failed (a bug): skipped, logged, the rest go on
 
     def configure(self, settings: PrefetchSettings) -> None:
         """New bounds (a reload): they apply from the next session and the next expiry on."""
@@ -97,7 +105,11 @@ class SessionLearner:
         for session, tool, arguments, result, at in pending:
             if session.ended or session.id is None:  # it ended meanwhile: nothing of it is kept
                 continue
-            self.learn(session, tool, arguments if isinstance(arguments, dict) else {}, result, at)
+            try:
+                self.learn(session, tool, arguments if isinstance(arguments, dict) else {}, result, at)
+            except Exception:  # never into the event loop, never losing the rest of the batch
+                self.errors += 1
+                log.exception("prefetch: learning from a call failed")
 
     def learn(self, session: ClientSession, tool: str, arguments: dict[str, Any], result: Any, at: float) -> None:
         """One finished call of ``session``: update the argument model from the memory as it was, then
@@ -107,7 +119,8 @@ class SessionLearner:
             return
         memory = self.store.get(hashed, at)
         self.sessions[hashed] = session
-        self.model.learn_one(memory, tool, arguments)
+        if self.teaches is None or self.teaches(tool):
+            self.model.learn_one(memory, tool, arguments)
         memory.observe(tool, arguments, result_data(result, self.result_bytes), at)
         self.learned += 1
         if self.client_calls is not None:
@@ -148,5 +161,5 @@ class SessionLearner:
 
     def stats(self) -> dict[str, int]:
         """Counts only: never an argument value or a result."""
-        return {"sessions": len(self.store), "learned": self.learned, "skipped": self.skipped,
+        return {"sessions": len(self.store), "learned": self.learned, "skipped": self.skipped, "errors": self.errors,
                 "pending": len(self._pending), "argument_slots": len(self.model._slots)}
