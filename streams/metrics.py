@@ -21,6 +21,12 @@ Per ``topic`` and ``partition`` the worker holds now:
   unreachable the highwater (so both lags) stays as it was; this grows.
 
 And ``only1mcp_worker_events_total``: records the worker's streams and batch handlers received.
+
+The prefetch agent's figures (streams/prefetch.py), when it runs: ``only1mcp_worker_prefetch_calls_total``
+(calls learned), ``only1mcp_worker_prefetch_decisions_total{outcome}`` (``made``; ``sent``, ``expired``
+before their turn, ``lost`` to a full buffer or a refused batch), ``only1mcp_worker_prefetch_sessions``
+(tracked now) and ``only1mcp_worker_prefetch_accuracy{k}`` (online, prequential: the share of calls that
+were the top-1 / among the top-3 predicted after the session's previous call).
 """
 
 from __future__ import annotations
@@ -109,6 +115,29 @@ class _Collector:
         events = CounterMetricFamily("only1mcp_worker_events", "Records received by the worker's streams")
         events.add_metric([], getattr(self.app.monitor, "events_total", 0))
         yield events
+        prefetch = getattr(getattr(self.app, "feature_worker", None), "prefetch", None)
+        if prefetch is not None:
+            yield from _prefetch_families(prefetch.status())
+
+
+def _prefetch_families(status: dict[str, Any]) -> Iterator[Any]:
+    calls = CounterMetricFamily("only1mcp_worker_prefetch_calls", "Session calls the prefetch agent learned from")
+    calls.add_metric([], status["calls"])
+    yield calls
+    decisions = CounterMetricFamily("only1mcp_worker_prefetch_decisions",
+                                    "Prefetch decisions made, and what became of them", labels=("outcome",))
+    for outcome, key in (("made", "decisions"), ("sent", "sent"), ("expired", "expired"), ("lost", "lost")):
+        decisions.add_metric([outcome], status[key])
+    yield decisions
+    sessions = GaugeMetricFamily("only1mcp_worker_prefetch_sessions", "Sessions the prefetch agent tracks")
+    sessions.add_metric([], status["sessions"])
+    yield sessions
+    accuracy = GaugeMetricFamily("only1mcp_worker_prefetch_accuracy",
+                                 "Online next-tool accuracy (prequential): share of calls in the top k", labels=("k",))
+    for k in ("1", "3"):
+        if status[f"accuracy_top{k}"] is not None:
+            accuracy.add_metric([k], status[f"accuracy_top{k}"])
+    yield accuracy
 
 
 class WorkerMetrics:

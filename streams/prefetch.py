@@ -124,6 +124,7 @@ class PrefetchAgent:
             self.model.learn_one(state.before(ts), tool)
             state.add(tool, ts, args_hash, record.get("server"), self.sessions.max_history)
             counters["late_calls"] += 1
+            counters["calls"] += 1
             return False
         if state.predicted:  # the prediction made after the previous call, before learning this one
             counters["scored"] += 1

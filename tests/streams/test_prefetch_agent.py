@@ -136,7 +136,7 @@ def test_a_late_call_is_taught_in_its_place_and_decides_nothing(tmp_path: Path) 
     a.observe([(0, [call("z", "docs.get", now + 0.2)])])
     learned = a.model.learned
     assert a.observe([(0, [call("z", "docs.search", now + 0.1)])]) == []  # older than the session's newest
-    assert a.model.learned == learned + 1 and a.counters["late_calls"] == 1
+    assert a.model.learned == learned + 1 and a.counters["late_calls"] == 1 and a.counters["calls"] == a.model.learned
     assert a.sessions.sessions["z"].tools == ["docs.search", "docs.get"]
 
 
