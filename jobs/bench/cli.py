@@ -51,6 +51,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "response-cache policies and predictive prefetch replayed on call traces: hit rate, prefetch precision, "
         "extra upstream calls, latency, next-call accuracy, against Belady and the trace's ceilings",
     ),
+    "prefetch": (
+        "only1mcp.jobs.bench.prefetch",
+        "what prefetch costs the proxy: the per-call learning (argument model, session memory) on agent traces, "
+        "and bench proxy throughput with [prefetch] enabled and nothing to prefetch",
+    ),
     "context": (
         "only1mcp.jobs.bench.context",
         "tools/list context optimisation on replayed agent sessions: the pruned list's size (bytes, tokens) vs the "

@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startup-timeout", type=float, default=30.0, help="seconds for a server to become ready")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
+    parser.add_argument("--prefetch", action="store_true",
+                        help="the Only1MCP arm with [prefetch] enabled (every call learned from; bench prefetch)")
     parser.add_argument("--policy", default="p2c_ewma",
                         help="the Only1MCP arm's routing policy (default %(default)s); weighted and learned get two "
                              "replica entries of the upstream and weights posted to /admin/weights")
@@ -109,12 +111,15 @@ def _loop_factory() -> tuple[Any, str]:
     return uvloop.new_event_loop, "uvloop"
 
 
-def _arm_argv(arm: str, port: int, upstream_url: str, tmp: Path, policy: str = "p2c_ewma") -> list[str]:
+def _arm_argv(arm: str, port: int, upstream_url: str, tmp: Path, policy: str = "p2c_ewma",
+              prefetch: bool = False) -> list[str]:
     if arm == "only1mcp":
         config = tmp / "only1mcp.toml"
         body = _ONLY1MCP_CONFIG.format(host=HOST, port=port, upstream=upstream_url, policy=policy)
         if policy in _WEIGHTED:
             body += _SECOND_REPLICA.format(upstream=upstream_url)
+        if prefetch:
+            body += "\n[prefetch]\nenabled = true\n"
         config.write_text(body)
         return [sys.executable, "-m", "only1mcp.cli", "proxy", "--config", str(config)]
     if arm == "fastmcp":
@@ -146,7 +151,8 @@ async def _bench(args: argparse.Namespace, procs: ProcessGroup, tmp: Path) -> di
                 arms[arm] = {"status": "ok", "url": upstream_url, "startup_s": round(upstream_s, 3), **seen[arm]}
             else:
                 urls[arm] = f"http://{HOST}:{port}/mcp"
-                started[arm] = procs.start(arm, _arm_argv(arm, port, upstream_url, tmp, args.policy))
+                started[arm] = procs.start(arm, _arm_argv(arm, port, upstream_url, tmp, args.policy,
+                                                          getattr(args, "prefetch", False)))
         # Proxy arms start side by side; one that fails is skipped, not fatal.
         probes = {arm: _probe(http, urls[arm], _SERVER_NAMES.get(arm), seen[arm]) for arm in started}
         outcomes = await asyncio.gather(
@@ -296,6 +302,7 @@ def _assemble(
         "settings": {
             "duration_s": args.duration, "warmup_s": args.warmup, "rounds": rounds, "slice_s": round(slice_s, 4),
             "concurrency": args.concurrency, "arms": args.arms, "tool": TOOL, "policy": args.policy,
+            "prefetch": getattr(args, "prefetch", False),
             "protocol_version": protocol_version, "sessions": "one MCP session per concurrent worker",
         },
         "machine": {**machine, "load_average_end": machine_info()["load_average"]},
