@@ -104,7 +104,7 @@ def test_unsafe_tools_are_never_prefetched_nor_cached_and_opt_outs_hold(served: 
         fresh = Client(served.url)
         try:
             fresh.call("t__search", query="new session")
-            served.learned(8 + 7 + 2)
+            served.learned(8 + 7 + 3)  # its own calls, counts() twice, the new session's search
             assert served.handle(served.decision(served.session_hash(fresh.sid))) == "rejected_policy"
         finally:
             fresh.close()
