@@ -6,7 +6,9 @@
   out (``learn``: the argument model's ``learn_one`` and the session memory's ``observe``, with the
   bounded result parse). Timed call by call with ``perf_counter_ns``, in one process, no I/O.
 - **The proxy with prefetch on and nothing to prefetch**: ``only1mcp bench proxy --prefetch`` (direct
-  and only1mcp arms, concurrency 8): every call is remembered and learned from, no decision arrives.
+  and only1mcp arms, concurrency 8): the echo tool declared safe and cached, so every call is learned
+  from in full (argument model and memory) and stored; its texts never repeat and no decision arrives,
+  so nothing is prefetched nor answered from the cache.
 
 Bars: the learning's p99 < 100 µs; throughput ≥ 75 % of direct.
 """
@@ -160,7 +162,7 @@ def _render(report: dict[str, Any]) -> str:
     if proxy and "error" not in proxy:
         rows.append(["bench proxy @c8, prefetch on", f"{proxy['prefetch_calls_per_s']:.1f}/s",
                      f"{proxy['prefetch_pct_of_direct']:.1f} %",
-                     f"vs direct {proxy['direct_calls_per_s']:.1f}/s; nothing to prefetch, every call learned"])
+                     f"vs direct {proxy['direct_calls_per_s']:.1f}/s; every call learned in full, none prefetched"])
     elif proxy:
         rows.append(["bench proxy @c8, prefetch on", "-", "-", proxy["error"]])
     return render_table(["measurement", "p50 / value", "p99 / value", "detail"], rows)

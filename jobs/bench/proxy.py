@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON results file (default %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
     parser.add_argument("--prefetch", action="store_true",
-                        help="the Only1MCP arm with [prefetch] enabled (every call learned from; bench prefetch)")
+                        help="the Only1MCP arm with [prefetch] enabled and echo prefetchable (safe, cached): every "
+                             "call learned from in full, none repeated (bench prefetch)")
     parser.add_argument("--policy", default="p2c_ewma",
                         help="the Only1MCP arm's routing policy (default %(default)s); weighted and learned get two "
                              "replica entries of the upstream and weights posted to /admin/weights")
@@ -118,8 +119,9 @@ def _arm_argv(arm: str, port: int, upstream_url: str, tmp: Path, policy: str = "
         body = _ONLY1MCP_CONFIG.format(host=HOST, port=port, upstream=upstream_url, policy=policy)
         if policy in _WEIGHTED:
             body += _SECOND_REPLICA.format(upstream=upstream_url)
-        if prefetch:
-            body += "\n[prefetch]\nenabled = true\n"
+        if prefetch:  # echo prefetchable, so every call is learned in full (the worst case); its unique
+            # texts never repeat, so nothing is ever prefetched nor answered from the cache
+            body += "\n[servers.tools.echo]\nsafe = true\ncache_ttl = 60.0\n\n[prefetch]\nenabled = true\n"
         config.write_text(body)
         return [sys.executable, "-m", "only1mcp.cli", "proxy", "--config", str(config)]
     if arm == "fastmcp":

@@ -40,6 +40,6 @@ def test_quick_run_times_every_call_and_judges_the_bar(tmp_path: Path) -> None:
 def test_bench_proxy_prefetch_turns_it_on_in_the_only1mcp_arm(tmp_path: Path) -> None:
     argv = _arm_argv("only1mcp", 1, "http://127.0.0.1:2/mcp", tmp_path, prefetch=True)
     config = Path(argv[argv.index("--config") + 1]).read_text()
-    assert "[prefetch]\nenabled = true" in config
+    assert "[prefetch]\nenabled = true" in config and "[servers.tools.echo]\nsafe = true\ncache_ttl = 60.0" in config
     plain = _arm_argv("only1mcp", 1, "http://127.0.0.1:2/mcp", tmp_path)
     assert "[prefetch]" not in Path(plain[plain.index("--config") + 1]).read_text()
