@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.jobs.bench._report import Bar, machine_info, render_bars, render_table, write_json
+from only1mcp.jobs.bench.cache_plot import plot
 from only1mcp.jobs.bench.cache_replay import (
     Call, Predictions, Upstream, belady, ceilings, predictions, prepare, simulate,
 )
@@ -70,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttl-bounds", default="10,3600", metavar="MIN,MAX",
                         help="bounds of the adaptive TTL, seconds (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="loadgen seed (default %(default)s)")
+    parser.add_argument("--plot", metavar="OUT.png", default=None,
+                        help="hit rate per policy and workload with the ceilings (default: OUT.json's name with .png; "
+                             "none with --quick unless given)")
     parser.add_argument("--strict", action="store_true", help="exit 1 unless every bar passes")
 
 
@@ -319,4 +323,7 @@ def run(args: argparse.Namespace) -> int:
     print(render_bars(bars))
     path = write_json(args.out, report)
     print(f"\nresults: {path}")
+    plot_path = args.plot or (None if args.quick else str(Path(args.out).with_suffix(".png")))
+    if plot_path and (drawn := plot(report, plot_path)) is not None:
+        print(f"plot: {drawn}")
     return 1 if args.strict and any(bar.status != "PASS" for bar in bars) else 0

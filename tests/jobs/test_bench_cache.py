@@ -87,9 +87,12 @@ def test_a_given_trace_is_replayed_alone(tmp_path: Path) -> None:
     trace = tmp_path / "mine.jsonl"
     trace.write_text("".join(line for line in (TRACES_DIR / "support.jsonl").read_text().splitlines(True)[:300]))
     out = tmp_path / "out.json"
-    result = run_bench("--quick", "--trace", str(trace), "--read-only-prefix", "get_,search_", "--json", str(out))
+    png = tmp_path / "mine.png"
+    result = run_bench("--quick", "--trace", str(trace), "--read-only-prefix", "get_,search_", "--json", str(out),
+                       "--plot", str(png))
     report = json.loads(out.read_text())
     assert result["code"] == 0 and {r["workload"] for r in report["rows"]} == {"mine"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in result["stdout"]
     assert [r["policy"] for r in report["rows"]] == list(POLICIES) and set(report["ceilings"]) == {"mine"}
     assert report["workloads"]["mine"]["tuned_on"].startswith("the agent traces' twins")
 
