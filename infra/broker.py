@@ -44,7 +44,7 @@ from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["group_state", "EmbeddedBroker", "BrokerError", "TopicMismatch", "tansu_binary", "create_topics", "acreate_topics",
+__all__ = ["group_state", "group_stable", "EmbeddedBroker", "BrokerError", "TopicMismatch", "tansu_binary", "create_topics", "acreate_topics",
            "wait_kafka"]
 
 T = TypeVar("T")
@@ -418,3 +418,12 @@ async def group_state(bootstrap: str, group: str) -> str:
             if name == group and not error_code:
                 return str(state) if members else "no members"
     return "unknown"
+
+
+def group_stable(bootstrap: str, group: str) -> bool:
+    """Whether the group is Stable now (False while the coordinator is still loading: Kafka creates
+    __consumer_offsets on first use). Blocking, for tests and scripts outside an event loop."""
+    try:
+        return asyncio.run(group_state(bootstrap, group)) == "Stable"
+    except Exception:
+        return False

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from only1mcp.events import TOPICS, RequestEvent
 from only1mcp.feature_store.compute import compute
 from only1mcp.feature_store.offline.duckdb import query
-from only1mcp.infra.broker import group_state
+from only1mcp.infra.broker import group_stable
 from only1mcp.infra.kafka import KafkaCluster
 from only1mcp.streams.sinks import load_closed_until
 
@@ -104,12 +104,6 @@ def _wait(check, what: str, timeout: float, procs) -> None:  # noqa: ANN001
         time.sleep(0.5)
 
 
-def _group_stable(bootstrap: str, group: str) -> bool:
-    try:
-        return asyncio.run(group_state(bootstrap, group)) == "Stable"
-    except Exception:  # the coordinator is still loading (Kafka creates __consumer_offsets on first use)
-        return False
-
 
 def _stored(data: Path) -> tuple[int, int]:
     _, rows = query(data, "SELECT count(*), count(DISTINCT event_id) FROM requests")
@@ -123,7 +117,7 @@ def test_three_workers_one_killed_one_added_count_every_entity_exactly(kafka: Ka
     data = tmp_path / "data"
     argv = [sys.executable, "-m", "only1mcp.cli", "worker", "--config", str(config)]
     workers = [stack.start(f"worker-{i}", argv) for i in range(3)]
-    _wait(lambda: _group_stable(kafka.bootstrap, group), "a stable group of three", 60, workers)
+    _wait(lambda: group_stable(kafka.bootstrap, group), "a stable group of three", 60, workers)
 
     producer = Producer(kafka.bootstrap, _events(N_EVENTS, seed=7))
     producer.start()

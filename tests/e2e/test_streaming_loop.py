@@ -49,7 +49,7 @@ from only1mcp.feature_store.offline.duckdb import query
 from only1mcp.jobs.bench._stack import FAST_PROFILE
 from only1mcp.feature_store.online.redis import RedisOnlineStore
 from only1mcp.feature_store.registry import FEATURES, table_name
-from only1mcp.infra.broker import EmbeddedBroker, group_state
+from only1mcp.infra.broker import EmbeddedBroker, group_stable
 from only1mcp.infra.kafka import KafkaCluster
 from only1mcp.infra.redis import RedisHandle, ensure_redis
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, free_port, free_ports
@@ -145,7 +145,7 @@ class Loop:
 
     def wait_group_stable(self, timeout: float = 40.0) -> None:
         assert self.worker is not None
-        self._wait(self.worker, lambda: _group_stable(self.broker.bootstrap, self.group),
+        self._wait(self.worker, lambda: group_stable(self.broker.bootstrap, self.group),
                    f"consumer group {self.group} stable", timeout)
 
     def close(self) -> None:
@@ -226,12 +226,6 @@ def _port_open(port: int) -> bool:
     except OSError:
         return False
 
-
-def _group_stable(bootstrap: str, group: str) -> bool:
-    try:
-        return asyncio.run(group_state(bootstrap, group)) == "Stable"
-    except Exception:  # Kafka's group coordinator is still loading __consumer_offsets
-        return False
 
 
 @pytest.fixture
