@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from only1mcp.jobs.bench import cli as bench_cli
+from only1mcp.jobs.bench import soak
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -112,3 +113,19 @@ def test_every_bar_is_measured_and_printed(bench: dict[str, Any]) -> None:
                     "events:", "results:"):
         assert heading in text, heading
     assert "0-10s warm-up" in text and "10-20s warm-up" not in text
+
+
+def test_p99_drift_compares_the_first_window_after_warm_up_with_the_last() -> None:
+    """The warm-up minute holds one-off start-up work; the drift bar starts where the growth bars do."""
+    def window(warmup: bool, p99: float) -> dict[str, Any]:
+        proxy = {"rss_kib": {"median": 100_000.0, "min": 100_000.0}, "own_fds": {"min": 30}, "tasks": {"min": 20}}
+        return {"warmup": warmup, "latency_ms": {"p99": p99}, "proxy": proxy}
+
+    events = {"answered": 10, "distinct": 10, "rows": 10}
+    bars = {bar.name: bar for bar in soak._bars([window(True, 900.0), window(False, 50.0), window(False, 55.0)],
+                                                  events)}
+    assert bars["p99_drift"].value == pytest.approx(10.0) and bars["p99_drift"].status == "PASS"
+    assert "50.00 → 55.00 ms" in bars["p99_drift"].note
+    bars = {bar.name: bar for bar in soak._bars([window(True, 50.0), window(False, 50.0), window(False, 80.0)],
+                                                  events)}
+    assert bars["p99_drift"].value == pytest.approx(60.0) and bars["p99_drift"].status == "FAIL"
