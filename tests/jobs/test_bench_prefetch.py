@@ -25,9 +25,10 @@ def test_quick_run_times_every_call_and_judges_the_bar(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     learning = report["learning"]
     assert learning["calls"] == 6000 and learning["traces"] == ["devtools.jsonl", "support.jsonl"]
-    for row in ("handover", "learn", "memory_only"):
+    for row in ("handover", "learn", "memory_only", "timer"):
         stats = learning[row]
-        assert stats["n"] == learning["calls"] * learning["passes"] * (2 if row == "handover" else 1)
+        assert stats["n"] == learning["calls"] * {"handover": 2 * learning["passes"], "timer": 1}.get(
+            row, learning["passes"])
         assert 0 < stats["p50_us"] <= stats["p99_us"] <= stats["max_us"]
     assert learning["handover"]["p50_us"] < learning["learn"]["p50_us"]  # the call path only appends
     bars = {bar["name"]: bar for bar in report["bars"]}
