@@ -158,7 +158,14 @@ def test_decisions_training_and_a_restart_from_the_promoted_model(broker: Embedd
             assert decision.model_version == "empty+online"
             assert decision.ts < decision.valid_until <= decision.ts + 30.0
             assert decision.args_hash is None  # docs.comments never repeated its arguments
-            assert decisions.of("old") == [] and decisions.of("novice") == []
+            assert decisions.of("old") == []  # an hour old: taught, never decided
+            # The eligibility rule, for every decision: its tool is one its session had called by then
+            # (novice never called docs.comments, the likeliest tool after its docs.get).
+            sent = {e.event_id: e for e in taught + stale + novice + probe}
+            for d in decisions.found:
+                after = sent[d.after_event]
+                assert d.tool in {e.tool for e in sent.values() if e.session_id == d.session_id and e.ts <= after.ts}, d
+            assert all(d.tool != "docs.comments" for d in decisions.of("novice"))
             made = [d for d in decisions.found if d.session_id.startswith("s")]
             assert made and all(d.confidence >= 0.5 for d in made)
             assert all(len([d for d in made if d.after_event == e]) <= 2 for e in {d.after_event for d in made})

@@ -218,3 +218,13 @@ def test_a_second_order_pattern_needs_order_2(tmp_path: Path) -> None:
                                                                   "docs.comments", "docs.search")])])
         decided = a.observe([(0, [call("x", "docs.get", time.time() + 0.01)])])
         assert [d.tool for d in decided] == expected, order
+
+
+def test_one_burst_teaches_a_cold_model_and_decides_in_the_same_fetch(tmp_path: Path) -> None:
+    """A fetch holding every session's calls: the predictions the agent reuses within a fetch must not
+    be those of the model before it learned the burst (a cold model recomputes)."""
+    a, _ = agent(tmp_path)
+    now = time.time()
+    burst = [call(f"s{s}", PATTERN[i % 3], now - 5 + s * 0.1 + i * 0.01) for s in range(40) for i in range(6)]
+    decided = a.observe([(0, burst)])
+    assert len(decided) >= 35 and all(d.tool == "docs.search" for d in decided)  # after comments: search
