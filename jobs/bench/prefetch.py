@@ -10,7 +10,8 @@
 - **The proxy with prefetch on and nothing to prefetch**: ``only1mcp bench proxy --prefetch`` (direct
   and only1mcp arms, concurrency 8): the echo tool declared safe and cached, so every call is learned
   from in full (argument model and memory) and stored; its texts never repeat and no decision arrives,
-  so nothing is prefetched nor answered from the cache.
+  so nothing is prefetched nor answered from the cache. Then the same without ``--prefetch``, for what
+  prefetch itself costs.
 
 Bars: the learning's p99 < 100 µs; throughput ≥ 75 % of direct.
 """
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     bars = _bars()
     bars[0].judge(learning["learn"]["p99_us"])
     bars[1].judge(proxy.get("prefetch_pct_of_direct") if proxy else None,
-                  "" if proxy else "skipped (--no-proxy)")
+                  "skipped (--no-proxy)" if proxy is None else proxy.get("error", ""))
     report = {"machine": machine_info(["only1mcp"]), "learning": learning, "proxy": proxy,
               "bars": [b.to_json() for b in bars], "wall_s": round(time.perf_counter() - began, 2)}
     write_json(args.out, report)
@@ -133,14 +134,25 @@ def _stats_us(samples_ns: list[int]) -> dict[str, float]:
 
 
 def measure_proxy(args: argparse.Namespace) -> dict[str, Any]:
-    """``only1mcp bench proxy --prefetch`` (direct and only1mcp arms, c8), run as a subprocess."""
+    """``only1mcp bench proxy`` (direct and only1mcp arms, c8) twice, run as subprocesses: with
+    ``--prefetch`` (the bar), and without (the same proxy with prefetch off, for what prefetch itself costs)."""
+    out: dict[str, Any] = {}
+    for label, extra in (("prefetch", ["--prefetch"]), ("plain", [])):
+        cell = _bench_proxy(args, extra)
+        if "error" in cell:
+            return {**out, "error": f"{label}: {cell['error']}", "detail": cell}
+        out.update({f"{label}_{key}": value for key, value in cell.items()})
+    return out
+
+
+def _bench_proxy(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     import orjson
 
     with tempfile.TemporaryDirectory(prefix="only1mcp-bench-prefetch-") as tmp:
         out = Path(tmp) / "proxy.json"
         duration = ["--duration", "2", "--rounds", "2", "--warmup", "0.5"] if args.quick else []
         argv = [sys.executable, "-m", "only1mcp.cli", "bench", "proxy", "--arms", "direct", "only1mcp",
-                "--concurrency", "8", "--prefetch", "--out", str(out), *duration]
+                "--concurrency", "8", *extra, "--out", str(out), *duration]
         done = subprocess.run(argv, capture_output=True, text=True, env=getattr(args, "environ", None))
         if done.returncode != 0 or not out.exists():
             return {"error": f"bench proxy exited {done.returncode}", "stderr": done.stderr[-2000:]}
@@ -148,11 +160,11 @@ def measure_proxy(args: argparse.Namespace) -> dict[str, Any]:
     cells = {(c["arm"], c["concurrency"]): c for c in report.get("results", [])}
     direct, proxied = cells.get(("direct", 8)), cells.get(("only1mcp", 8))
     if not direct or not proxied:
-        return {"error": "bench proxy reported no c8 cells", "report": report}
+        return {"error": "bench proxy reported no c8 cells"}
     pct = 100.0 * proxied["calls_per_s"] / direct["calls_per_s"] if direct["calls_per_s"] else None
-    return {"direct_calls_per_s": direct["calls_per_s"], "prefetch_calls_per_s": proxied["calls_per_s"],
-            "prefetch_pct_of_direct": round(pct, 2) if pct is not None else None,
-            "prefetch_p50_ms": proxied["latency_ms"]["p50"], "direct_p50_ms": direct["latency_ms"]["p50"]}
+    return {"direct_calls_per_s": direct["calls_per_s"], "calls_per_s": proxied["calls_per_s"],
+            "pct_of_direct": round(pct, 2) if pct is not None else None,
+            "p50_ms": proxied["latency_ms"]["p50"], "direct_p50_ms": direct["latency_ms"]["p50"]}
 
 
 def _render(report: dict[str, Any]) -> str:
@@ -169,7 +181,11 @@ def _render(report: dict[str, Any]) -> str:
     if proxy and "error" not in proxy:
         rows.append(["bench proxy @c8, prefetch on", f"{proxy['prefetch_calls_per_s']:.1f}/s",
                      f"{proxy['prefetch_pct_of_direct']:.1f} %",
-                     f"vs direct {proxy['direct_calls_per_s']:.1f}/s; every call learned in full, none prefetched"])
+                     f"vs direct {proxy['prefetch_direct_calls_per_s']:.1f}/s; every call learned in full, none "
+                     f"prefetched"])
+        rows.append(["bench proxy @c8, prefetch off", f"{proxy['plain_calls_per_s']:.1f}/s",
+                     f"{proxy['plain_pct_of_direct']:.1f} %",
+                     f"vs direct {proxy['plain_direct_calls_per_s']:.1f}/s; the same proxy without [prefetch]"])
     elif proxy:
-        rows.append(["bench proxy @c8, prefetch on", "-", "-", proxy["error"]])
+        rows.append(["bench proxy @c8", "-", "-", proxy["error"]])
     return render_table(["measurement", "p50 / value", "p99 / value", "detail"], rows)
