@@ -313,6 +313,7 @@ class Up:
                             "timeout": 10.0,
                             "replicas": [{"url": f"http://{HOST}:{p}/mcp"} for p in demo_ports]})
             raw.setdefault("cache", {}).setdefault("default_ttl", 5.0)  # the sim's read-only tools get cached
+            raw.setdefault("prefetch", {}).setdefault("enabled", True)  # and prefetched on the worker's decisions
             raw.setdefault("proxy", {})["demo"] = True  # a demo: the published demo tokens are allowed
         if fixture_port:
             servers.append({"name": "conf", "namespace": "conf",
@@ -522,7 +523,7 @@ class Up:
         rows = [
             ("MCP endpoint", f"{base}/mcp"),
             ("metrics", f"{base}/metrics"),
-            ("admin", f"{base}/admin/upstreams   (also /admin/cache, /admin/config, /readyz)"),
+            ("admin", f"{base}/admin/upstreams   (also /admin/cache, /admin/prefetch, /admin/config, /readyz)"),
             ("broker", broker),
             ("topics", f"{', '.join(TOPICS.values())} ({settings.worker.partitions} partitions)"),
             ("Redis", redis),
