@@ -39,3 +39,12 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
         assert len(forbidden_imports(tmp_path)) == 2
     finally:
         ROOT = saved
+
+
+def test_test_files_have_unique_basenames() -> None:
+    """The tests folders are not packages, so pytest imports each file by its basename: two files of one
+    name in different folders fail the whole run at collection (it happened once, on a clean clone)."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

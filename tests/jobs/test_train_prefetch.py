@@ -1,5 +1,5 @@
 """``only1mcp train prefetch`` on an offline store written by the feature store's writer (the real
-worker's Parquet: tests/streams/test_prefetch.py): sessions rebuilt from the raw requests, a time-based
+worker's Parquet: tests/streams/test_prefetch_worker.py): sessions rebuilt from the raw requests, a time-based
 split, accuracy vs the baselines, an artefact registered and gated; corrupt artefacts refused."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The prefetch agent in process, fed session events as the entity stage hands them over (the real
-broker and worker: tests/streams/test_prefetch.py): decisions for the right next tool, only tools the
+broker and worker: tests/streams/test_prefetch_worker.py): decisions for the right next tool, only tools the
 session called, none from a stale backlog, bounded memory, args hashes only for tools that repeat,
 late calls, and the model loaded from the registry (a corrupt one refused)."""
 
