@@ -66,7 +66,7 @@ def load_rows(data_dir: str | Path, since: float | None = None, until: float | N
               max_rows: int | None = None) -> list[dict[str, Any]]:
     """Training rows from the offline store, in ``ts`` order (ties by event id, so reruns agree);
     with ``max_rows``, only the newest that many."""
-    from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished
+    from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished, time_window
 
     con = connect(data_dir)
     try:
@@ -74,13 +74,8 @@ def load_rows(data_dir: str | Path, since: float | None = None, until: float | N
         select = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
         where = ["method = 'tools/call'", "NOT coalesce(cache_hit, false)", "replica IS NOT NULL",
                  "latency_ms IS NOT NULL"]
-        params: list[float] = []
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("ts < ?")
-            params.append(until)
+        window, params = time_window(since, until)
+        where += window
         query = f"SELECT {select}, event_id FROM requests WHERE {' AND '.join(where)}"
         if max_rows:
             query = f"SELECT * FROM ({query} ORDER BY ts DESC, event_id DESC LIMIT {int(max_rows)})"

@@ -63,18 +63,13 @@ class MostFrequent:
 
 def load_sessions(data_dir: str | Path, since: float | None = None, until: float | None = None) -> list[Session]:
     """Every session's calls (``tools/call`` with a session and a tool), ordered by its first call."""
-    from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished
+    from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished, time_window
 
     con = connect(data_dir)
     try:
         where = ["method = 'tools/call'", "session_id IS NOT NULL", "tool IS NOT NULL"]
-        params: list[float] = []
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("ts < ?")
-            params.append(until)
+        window, params = time_window(since, until)
+        where += window
         query = (f"SELECT session_id, ts, tool FROM requests WHERE {' AND '.join(where)} "
                  "ORDER BY session_id, ts, event_id")
         table = retry_vanished(lambda: arrow_table(con.sql(query, params=params or None)))

@@ -115,7 +115,7 @@ class Calls:
         if ttl > 0 and self.cache is not None:
             key = cache_key(entry.server, entry.upstream_name, arguments)
             shared_scope = override is not None and override.cache_scope == "shared"
-            mine = scoped_key(key, self._client(session))
+            mine = scoped_key(key, self.client_key(session))
             hit, expired = self._lookup(entry, key, mine, shared_scope, loop.time())
             if hit is not None:
                 self._remember(entry, method, _HIT)
@@ -159,21 +159,12 @@ class Calls:
                 context.attempts = len(record.attempts)
                 context.inflight = last["inflight"].get(last["replica"])
         if key is not None and not result.get("isError"):
-            self._store(entry, result, key, mine, shared_scope, ttl, expired, loop.time())
+            self.store(entry, result, key, mine, shared_scope, ttl, loop.time(), expired)
         if prefetch is not None:
             prefetch.observe(session, entry.exposed, arguments, result)
         return result
 
-    def store(self, entry: Entry, result: dict[str, Any], shared: str, mine: str, shared_scope: bool, ttl: float,
-              now: float) -> tuple[str, float]:
-        """Cache a result fetched outside a client call (a prefetch) as a client call's would be."""
-        return self._store(entry, result, shared, mine, shared_scope, ttl, None, now)
-
     def client_key(self, session: ClientSession) -> str:
-        """The client part of a ``client``-scoped cache key for ``session`` (see ``_client``)."""
-        return self._client(session)
-
-    def _client(self, session: ClientSession) -> str:
         """The client part of a ``client``-scoped key: the keyed hash of the session's client identity
         (a token's id, else the peer address) that request events carry as ``client_id``, so a key
         names no token nor address, and the events and the cache agree on who a client is."""
@@ -199,10 +190,10 @@ class Calls:
             expired = expired if expired is not None else cache.expired
         return hit, expired
 
-    def _store(self, entry: Entry, result: dict[str, Any], shared: str, mine: str, shared_scope: bool,
-               base_ttl: float, expired: Any, now: float) -> tuple[str, float]:
-        """Cache a fresh result under the key of its scope, for its TTL; learn the tool's TTL. Returns the
-        key it went under and the TTL (0 or less: not stored)."""
+    def store(self, entry: Entry, result: dict[str, Any], shared: str, mine: str, shared_scope: bool,
+              base_ttl: float, now: float, expired: Any = None) -> tuple[str, float]:
+        """Cache a fresh result (a client call's, or a prefetch's) under the key of its scope, for its TTL;
+        learn the tool's TTL. Returns the key it went under and the TTL (0 or less: not stored)."""
         settings = self.gateway.settings.cache
         data = orjson.dumps(result)
         ttl = base_ttl

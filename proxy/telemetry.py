@@ -92,9 +92,6 @@ class Telemetry:
 
     def session_hash(self, session_id: str | None) -> str | None:
         """The keyed hash of a session id, as request events carry it (and prefetch decisions name it)."""
-        return self._session(session_id)
-
-    def _session(self, session_id: str | None) -> str | None:
         if session_id is None:
             return None
         hashed = self._session_hashes.get(session_id)
@@ -116,7 +113,7 @@ class Telemetry:
         event = RequestEvent(
             event_id=context.request_id or uuid.uuid4().hex, ts=started_wall, latency_ms=(time.perf_counter() - started) * 1000.0,
             method=str(message.get("method")), status=status, proxy_id=self.proxy_id,
-            client_id=self.hash(client_id.encode()) if client_id else None, session_id=self._session(session_id),
+            client_id=self.hash(client_id.encode()) if client_id else None, session_id=self.session_hash(session_id),
             tool=tool, server=context.server, replica=context.replica, error_code=code, error_class=error_class,
             request_bytes=request_bytes, response_bytes=response_bytes, args_hash=context.args_hash,
             cache_hit=context.cache_hit, prefetch_hit=context.prefetch_hit, policy=context.policy,

@@ -173,17 +173,8 @@ class QueuedPublisher:
     async def close(self, timeout_s: float = 5.0) -> None:
         if self.queue and (self.task is None or self.task.done()):
             self.task = asyncio.ensure_future(self._drain())
-        if self.task is not None and not self.task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
-            except (asyncio.TimeoutError, Exception):
-                self.task.cancel()
-                try:
-                    await self.task
-                except BaseException:
-                    pass
-                if self.queue:
-                    log.warning("%d records not delivered at stop (Kafka at %s)", len(self.queue), self.bootstrap)
+        if not await _finish(self.task, timeout_s) and self.queue:
+            log.warning("%d records not delivered at stop (Kafka at %s)", len(self.queue), self.bootstrap)
         if self.producer is not None:
             producer, self.producer = self.producer, None
             await _stop(producer)
@@ -246,18 +237,26 @@ class FreshPublisher:
                 self.down_since = None
 
     async def close(self, timeout_s: float = 2.0) -> None:
-        if self.task is not None and not self.task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
-            except (asyncio.TimeoutError, Exception):
-                self.task.cancel()
-                try:
-                    await self.task
-                except BaseException:
-                    pass
+        await _finish(self.task, timeout_s)
         if self.producer is not None:
             producer, self.producer = self.producer, None
             await _stop(producer)
+
+
+async def _finish(task: asyncio.Task[None] | None, timeout_s: float) -> bool:
+    """Give a sending task ``timeout_s`` to end, then cancel it; whether it ended by itself."""
+    if task is None or task.done():
+        return True
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        return True
+    except (asyncio.TimeoutError, Exception):
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+        return False
 
 
 async def _stop(producer: Any) -> None:

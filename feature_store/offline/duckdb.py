@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from only1mcp.feature_store.offline.parquet import REQUEST_SCHEMA, feature_tables, features_dir, requests_dir
 
-__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table", "retry_vanished", "query"]
+__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table", "retry_vanished", "query", "time_window"]
 
 T = TypeVar("T")
 
@@ -116,6 +116,18 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: str | Path) -> list[s
                     f"{_deduplicated(raw, folder, 'entity_id, window_start', latest)}")
         names.append(table)
     return names
+
+
+def time_window(since: float | None, until: float | None, column: str = "ts") -> tuple[list[str], list[float]]:
+    """SQL conditions and their parameters for ``since <= column < until`` (either end may be open)."""
+    where, params = [], []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(until)
+    return where, params
 
 
 def connect(data_dir: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
