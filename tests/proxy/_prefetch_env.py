@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,18 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
-from only1mcp.commands.proxy import server_config
 from only1mcp.events import TOPICS, PrefetchDecision, RequestEvent
 from only1mcp.jobs.bench._procs import free_port
-from only1mcp.proxy.app import build_app
 from only1mcp.proxy.decisions import DecisionSubscriber
-from only1mcp.proxy.events import MemorySink
 from only1mcp.proxy.gateway import Gateway
-from only1mcp.settings import load_settings
 from tests.conftest import wait_port
 from tests.proxy._raw import RawClient, text_of
+from tests.proxy._served import Served as _Served
 
 UPSTREAM = Path(__file__).with_name("_prefetch_upstream.py")
 TOPIC = TOPICS["prefetch"]
@@ -78,32 +73,14 @@ class _Gateway(Gateway):
         await super().start(wait)
 
 
-class Served:
+class Served(_Served):
     """The proxy app under uvicorn in a thread, with its request events kept in memory."""
 
-    def __init__(self, path: Path) -> None:
-        self.settings = load_settings(path, {})
-        self.gateway = _Gateway(self.settings)
-        self.sink = self.gateway.events = self.gateway.telemetry.sink = MemorySink()
-        self.gateway.telemetry.enabled = True
+    gateway_cls = _Gateway
+
+    def prepare(self) -> None:
         if self.gateway.subscriber is None:  # no broker here: records are handed to an unstarted subscriber
             self.gateway.subscriber = DecisionSubscriber(self.gateway, self.settings.decisions, "127.0.0.1:1")
-        self.app = build_app(self.settings, self.gateway)
-        self.server = uvicorn.Server(server_config(self.app, self.settings))
-        self.thread = threading.Thread(target=self.server.run, name="proxy", daemon=True)
-        self.url = f"http://127.0.0.1:{self.settings.proxy.port}/mcp"
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the proxy did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
     # -- on the proxy's loop -------------------------------------------------------------------
     def on_loop(self, fn: Callable[[], Any]) -> Any:

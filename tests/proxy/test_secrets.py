@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,17 +26,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from _raw import RawClient, final, text_of
+from _served import Served
 from conftest import Stack
 
-from only1mcp.commands.proxy import server_config
 from only1mcp.events import keyed_hash
 from only1mcp.jobs.bench._procs import free_port
-from only1mcp.proxy.app import build_app
-from only1mcp.proxy.events import MemorySink
-from only1mcp.proxy.gateway import Gateway
-from only1mcp.settings import load_settings
 
 RUN = uuid.uuid4().hex[:10]
 
@@ -97,33 +90,6 @@ url = "{conformance}"
 """
 
 
-class Served:
-    """The proxy app under uvicorn in a thread; requests come from this (the test's) thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.settings = load_settings(path, {})
-        self.gateway = Gateway(self.settings)
-        # Events on, into memory: the same RequestEvents a Kafka sink would send.
-        self.sink = self.gateway.events = self.gateway.telemetry.sink = MemorySink()
-        self.gateway.telemetry.enabled = True
-        app = build_app(self.settings, self.gateway, reload_from=lambda: load_settings(path, {}))
-        self.server = uvicorn.Server(server_config(app, self.settings))
-        self.thread = threading.Thread(target=self.server.run, name="proxy", daemon=True)
-        self.base = f"http://127.0.0.1:{self.settings.proxy.port}"
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the proxy did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 class Outputs:
     """Everything the proxy said, by channel."""
 
@@ -147,7 +113,7 @@ def run(stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Itera
     path = tmp_path / "proxy.toml"
     path.write_text(config_text(free_port(), faults, conformance))
     caplog.set_level(logging.DEBUG)
-    with Served(path) as served:
+    with Served(path, reloadable=True) as served:
         yield served, Outputs(), path
     # the context ends first: the logs of the shutdown are searched too
 
