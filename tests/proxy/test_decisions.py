@@ -17,13 +17,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from only1mcp.events import TOPICS, RequestEvent, RoutingWeights
+from only1mcp.events import TOPICS, RoutingWeights
 from only1mcp.infra.broker import EmbeddedBroker
 from only1mcp.jobs.bench._procs import ProcessGroup
 from tests.conftest import PYTHON, Stack, wait_port
 from tests.proxy._raw import RawClient, final
+from tests.proxy._topics import request_events
 
 WEIGHTS_TOPIC = TOPICS["routing_weights"]
 SERVERS = """
@@ -264,7 +265,7 @@ def test_request_ids_join_the_header_the_event_and_the_explanation(env: Env) -> 
     assert httpx.get(f"{env.admin}/decisions/same").status_code == 200  # the JSON-RPC id view stays
     # The events carry the request id as event_id, and the replica's load when the call was routed.
     wanted = {json_id, sse_id, first, second}
-    events = _events(env.broker.bootstrap, wanted)
+    events = request_events(env.broker.bootstrap, wanted)
     assert set(events) == wanted
     for request_id, event in events.items():
         explanation = env.explain(request_id)
@@ -275,27 +276,6 @@ def test_request_ids_join_the_header_the_event_and_the_explanation(env: Env) -> 
     stateless = env.client.stateless("tools/call", {"name": "f__echo", "arguments": {"text": "s"}})
     assert stateless.status_code == 200, stateless.text
     assert env.explain(stateless.headers["only1mcp-request-id"])["chosen"] == "f/2"
-
-
-def _events(bootstrap: str, wanted: set[str], timeout: float = 20.0) -> dict[str, RequestEvent]:
-    async def read() -> dict[str, RequestEvent]:
-        consumer = AIOKafkaConsumer(TOPICS["requests"], bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        found: dict[str, RequestEvent] = {}
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and set(found) != wanted:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        event = RequestEvent.from_json(record.value)
-                        if event.event_id in wanted:
-                            found[event.event_id] = event
-        finally:
-            await consumer.stop()
-        return found
-
-    return asyncio.run(read())
 
 
 def test_a_reload_replaces_the_pool_and_the_channel_goes_on(env: Env) -> None:

@@ -12,11 +12,12 @@ import time
 import uuid
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from only1mcp.events import TOPICS, PrefetchDecision, RequestEvent, keyed_hash
+from only1mcp.events import TOPICS, PrefetchDecision, keyed_hash
 from only1mcp.infra.broker import EmbeddedBroker
 from tests.conftest import PYTHON, Stack, wait_port
+from tests.proxy._topics import request_events
 from tests.proxy._prefetch_env import TOKENS, TOOLS, Client, until, upstream
 
 HASH_KEY = "prefetch-test-key"
@@ -32,27 +33,6 @@ def _publish(bootstrap: str, record: PrefetchDecision) -> None:
             await producer.stop()
 
     asyncio.run(send())
-
-
-def _events(bootstrap: str, request_ids: set[str], timeout: float = 20.0) -> dict[str, RequestEvent]:
-    async def read() -> dict[str, RequestEvent]:
-        consumer = AIOKafkaConsumer(TOPICS["requests"], bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        found: dict[str, RequestEvent] = {}
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and set(found) != request_ids:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        event = RequestEvent.from_json(record.value)
-                        if event.event_id in request_ids:
-                            found[event.event_id] = event
-        finally:
-            await consumer.stop()
-        return found
-
-    return asyncio.run(read())
 
 
 def _metric(url: str, name: str) -> float:
@@ -99,7 +79,7 @@ def test_a_published_decision_becomes_a_prefetch_and_a_hit(stack: Stack, tmp_pat
             assert reply["result"]["content"][0]["text"].find(hit) >= 0
             assert client.executions()[f"get_issue {hit}"] == 1  # the client's call was a hit
             request_id = resp.headers["only1mcp-request-id"]
-            event = _events(broker.bootstrap, {request_id})[request_id]
+            event = request_events(broker.bootstrap, {request_id})[request_id]
             assert event.prefetch_hit and event.cache_hit and event.tool == "t__get_issue"
             assert _metric(url, "only1mcp_prefetch_used_total") == 1.0
             assert _metric(url, "only1mcp_prefetch_issued_total") == 1.0
