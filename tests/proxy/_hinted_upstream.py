@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 import uvicorn
+from _json_mcp import json_mcp_app
 
 _ARGS = {"type": "object", "properties": {"key": {"type": "string"}, "mode": {"type": "string"},
                                           "ttlMs": {"type": "number"}, "cacheScope": {"type": "string"}}}
@@ -41,39 +42,7 @@ def _call(params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def app(scope, receive, send):  # noqa: ANN001, ANN201
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        event = await receive()
-        body += event.get("body", b"")
-        if not event.get("more_body"):
-            break
-    if scope["method"] != "POST":
-        await send({"type": "http.response.start", "status": 405, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    message = json.loads(body)
-    headers = [(b"content-type", b"application/json")]
-    if "id" not in message:
-        await send({"type": "http.response.start", "status": 202, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    method = message["method"]
-    if method == "initialize":
-        headers.append((b"mcp-session-id", b"hinted-1"))
-        result: dict[str, Any] = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
-                                  "serverInfo": {"name": "hinted", "version": "0"}}
-    elif method == "tools/list":
-        result = {"tools": TOOLS}
-    elif method == "tools/call":
-        result = _call(message.get("params") or {})
-    else:
-        result = {}
-    payload = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+app = json_mcp_app("hinted", TOOLS, _call)
 
 
 if __name__ == "__main__":

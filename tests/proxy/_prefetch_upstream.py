@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 
 import uvicorn
+from _json_mcp import json_mcp_app
 
 _ID = {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}
 _RO = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True}
@@ -77,39 +78,7 @@ def _text(payload: Any) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": json.dumps(payload)}]}
 
 
-async def app(scope, receive, send):  # noqa: ANN001, ANN201
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        event = await receive()
-        body += event.get("body", b"")
-        if not event.get("more_body"):
-            break
-    if scope["method"] != "POST":
-        await send({"type": "http.response.start", "status": 405, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    message = json.loads(body)
-    headers = [(b"content-type", b"application/json")]
-    if "id" not in message:
-        await send({"type": "http.response.start", "status": 202, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    method = message["method"]
-    if method == "initialize":
-        headers.append((b"mcp-session-id", b"tracker-1"))
-        result: dict[str, Any] = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
-                                  "serverInfo": {"name": "tracker", "version": "0"}}
-    elif method == "tools/list":
-        result = {"tools": TOOLS}
-    elif method == "tools/call":
-        result = await _call(message.get("params") or {})
-    else:
-        result = {}
-    payload = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+app = json_mcp_app("tracker", TOOLS, _call)
 
 
 if __name__ == "__main__":
