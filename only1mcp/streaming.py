@@ -26,6 +26,10 @@ def _tick(value: Any) -> str | None:
     return None if 0.05 <= value <= 0.5 else "must be between 0.05 and 0.5 seconds"
 
 
+def _niceness(value: Any) -> str | None:
+    return None if 0 <= value <= 19 else "must be between 0 (the default priority) and 19 (the lowest)"
+
+
 def _port(value: Any) -> str | None:  # issue 12: [worker] metrics_port
     return None if 0 <= value <= 65535 else "must be a TCP port (0 = off)"
 
@@ -102,6 +106,10 @@ class WorkerSettings:
     # issue 12: the worker's Prometheus /metrics (consumer lag per partition, streams/metrics.py); 0 = off
     metrics_port: int = check(_port, 0)
     metrics_host: str = "127.0.0.1"  # issue 12: where /metrics listens ("0.0.0.0" in a container)
+    # The worker's CPU priority (os.nice at start). Sharing cores with the proxy (``only1mcp up`` on one
+    # machine), the learning half should yield to the request path: its bursts (window closes, merges,
+    # scoring) otherwise land in the proxy's tail latency. Its own work only waits, it is never lost.
+    nice: int = check(_niceness, 0)
     prefetch: WorkerPrefetchSettings = table(WorkerPrefetchSettings)  # [worker.prefetch]
 
 

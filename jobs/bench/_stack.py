@@ -130,6 +130,7 @@ class Stack:
 
     def config_text(self, sim_ports: list[int]) -> str:
         from only1mcp.commands._up_support import to_toml
+        from only1mcp.commands.up import UP_WORKER_NICE
 
         server: dict[str, Any] = {"name": "sim", "namespace": "", "policy": self.policy, "timeout": 10.0,
                                   "replicas": [{"url": f"http://{HOST}:{p}/mcp"} for p in sim_ports]}
@@ -139,7 +140,8 @@ class Stack:
             "proxy": {"listen": f"{HOST}:{self.port}"},
             "events": {"bootstrap": self.broker.bootstrap, "spool_dir": str(self.tmp / "spool"),
                        "proxy_id": "bench-proxy"},
-            "worker": {"bootstrap": self.broker.bootstrap, "group": self.group, "partitions": self.partitions},
+            "worker": {"bootstrap": self.broker.bootstrap, "group": self.group, "partitions": self.partitions,
+                       "nice": UP_WORKER_NICE},  # as `only1mcp up` runs it
             "store": {"redis_url": self.redis.url, "key_prefix": self.group, "data_dir": str(self.data_dir)},
             "servers": [server],
         }

@@ -54,6 +54,7 @@ from only1mcp.commands._up_support import (  # noqa: F401  to_toml and demo_flee
 DEFAULT_LISTEN = "127.0.0.1:8080"
 SIM_SERVER = "sim"
 LOADGEN_ROUND_S = 60.0  # loadgen keeps every call of a round in memory: run it in bounded rounds
+UP_WORKER_NICE = 10
 _CORE = ("worker", "sim", "fixture", "proxy")  # children whose exit ends `up`
 
 
@@ -328,6 +329,8 @@ class Up:
             store["data_dir"] = str(Path(self.args.data_dir).resolve() if self.args.data_dir
                                     else self.run_dir.parent / "data")
         raw.setdefault("events", {}).setdefault("spool_dir", str(self.run_dir / "spool"))
+        # Everything shares this machine's cores: the worker yields to the proxy (unless the file says otherwise).
+        raw.setdefault("worker", {}).setdefault("nice", UP_WORKER_NICE)
         return raw
 
     def publish_config(self, plan: Plan) -> None:

@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from only1mcp.streams.app import run_worker
 
     settings = settings_from_args(args)
+    if settings.worker.nice:
+        import os
+
+        os.nice(settings.worker.nice)  # relative to the parent's; `up` and the benches start us at 0
     level = (args.log_level or settings.proxy.log_level).lower()
     setup_logging(level)
     return run_worker(settings, loglevel=level)

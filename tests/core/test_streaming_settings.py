@@ -34,3 +34,11 @@ def test_bad_values_name_the_key(table: dict, where: str, says: str) -> None:
 def test_not_a_table() -> None:
     with pytest.raises(ConfigError, match="worker.prefetch: must be a table"):
         parse_settings({"worker": {"prefetch": 3}}, "f.toml", {})
+
+
+def test_worker_niceness_is_a_priority() -> None:
+    assert parse_settings({}, "t", {}).worker.nice == 0
+    assert parse_settings({"worker": {"nice": 10}}, "t", {}).worker.nice == 10
+    for bad in (-1, 20):
+        with pytest.raises(ConfigError, match=r"worker\.nice.*between 0 .* and 19"):
+            parse_settings({"worker": {"nice": bad}}, "f.toml", {})

@@ -172,6 +172,12 @@ def test_up_demo_starts_everything_and_prints_where_it_is(up: Running) -> None:
     assert {"proxy", "sim", "loadgen"} <= names
     assert (up.run_dir / "only1mcp.toml").is_file() and (up.run_dir / "fleet.json").is_file()
     assert len(up.descendants) >= 4  # broker, sim-server, proxy, loadgen (and the worker when there is one)
+    # The worker yields the shared cores to the proxy ([worker] nice, which `up` sets to 10).
+    roles = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in up.descendants if alive(pid)}
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    niceness = {role: os.getpriority(os.PRIO_PROCESS, pid) for pid, argv in roles.items()
+                for role in ("worker", "proxy") if role.encode() in argv[2:4]}
+    assert niceness == {"worker": min(19, ours + 10), "proxy": ours}, roles
 
 
 def test_a_tool_call_through_the_printed_mcp_url(up: Running) -> None:
