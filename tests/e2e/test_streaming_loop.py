@@ -10,9 +10,10 @@ bundled ``redis-server``, real Parquet under a temp dir, and ``only1mcp worker``
    answered calls, once each by event id, and the proxy's latency during the outage as before it
    (events go to the proxy's disk spool and are replayed after).
 
-   Every closed window, including those that ended while the broker was frozen, equals the batch
-   recomputation: the worker holds its watermark while the broker is away and for
-   ``outage_hold`` after, so the events the proxy spooled arrive before their windows close.
+   Every closed window (10 s, 30 s and 30 s/10 s here, so that the kill can come 30 s sooner),
+   including those that ended while the broker was frozen, equals the batch recomputation: the
+   worker holds its watermark while the broker is away and for ``outage_hold`` after, so the
+   events the proxy spooled arrive before their windows close.
 
 3. Test 1 again on Apache Kafka (one KRaft node, infra/kafka.py); and on a three-node Kafka
    cluster (replication 3, ``min.insync.replicas`` 2), the broker leading most ``mcp.requests``
@@ -63,6 +64,9 @@ CONCURRENCY = 12
 FLUSH_S = 0.5
 GRACE_S = 5.0  # WorkerSettings.grace
 WINDOWS = ("10s", "60s", "60s/10s")
+# Test 2: the long windows at half the default. The worker commits an event's offset once every window
+# holding it has closed, so the kill (which must come after a commit) comes 30 s sooner.
+OUTAGE_WINDOWS = ("10s", "30s", "30s/10s")
 PROFILE = FAST_PROFILE  # millisecond tools (10k calls fit in well under a minute on two cores), two with errors
 
 
@@ -81,8 +85,9 @@ def _http_status(url: str) -> int:
 class Loop:
     """Broker, Redis, worker, simulated upstreams and proxy, all real, on free ports."""
 
-    def __init__(self, tmp: Path, broker: str = "embedded") -> None:
+    def __init__(self, tmp: Path, broker: str = "embedded", windows: tuple[str, ...] = WINDOWS) -> None:
         self.tmp = tmp
+        self.windows = windows
         self.data_dir = tmp / "data"
         self.spool_dir = tmp / "spool"
         self.group = f"e2e-{uuid.uuid4().hex[:8]}"
@@ -112,13 +117,15 @@ class Loop:
         fleet = [{"port": p, "replica_id": f"r{i}", "seed": i, "profile": PROFILE} for i, p in enumerate(sim_ports)]
         (self.tmp / "fleet.json").write_text(json.dumps(fleet))
         replicas = "\n".join(f'[[servers.replicas]]\nurl = "http://127.0.0.1:{p}/mcp"' for p in sim_ports)
+        tumbling = ", ".join(f'"{w}"' for w in self.windows if "/" not in w)
+        hopping = ", ".join(f'"{w}"' for w in self.windows if "/" in w)
         self.config.write_text(
             f'[proxy]\nlisten = "127.0.0.1:{self.port}"\nlog_level = "info"\n\n'
             f'[[servers]]\nname = "sim"\nnamespace = ""\npolicy = "p2c_ewma"\ntimeout = 20.0\n{replicas}\n\n'
             f'[events]\nbootstrap = "{self.broker.bootstrap}"\nspool_dir = "{self.spool_dir}"\n'
             f'proxy_id = "e2e-proxy"\nhash_key = "e2e"\n\n'
             f'[worker]\nbootstrap = "{self.broker.bootstrap}"\ngroup = "{self.group}"\npartitions = {PARTITIONS}\n'
-            f'flush_interval = {FLUSH_S}\ntumbling = ["10s", "60s"]\nhopping = ["60s/10s"]\n'
+            f'flush_interval = {FLUSH_S}\ntumbling = [{tumbling}]\nhopping = [{hopping}]\n'
             f'replication = {max(1, self.nodes)}\n\n'
             f'[store]\nredis_url = "{self.redis.url}"\nkey_prefix = "{self.prefix}"\ndata_dir = "{self.data_dir}"\n')
         self.start_worker()
@@ -238,6 +245,16 @@ def loop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Loop]:
         running.close()
 
 
+@pytest.fixture
+def outage_loop(tmp_path: Path) -> Iterator[Loop]:
+    """The loop on the embedded broker with the shorter long windows of test 2."""
+    running = Loop(tmp_path, "embedded", windows=OUTAGE_WINDOWS)
+    try:
+        yield running.start()
+    finally:
+        running.close()
+
+
 # -- checks shared by both tests ------------------------------------------------------------------
 
 
@@ -271,7 +288,7 @@ def check_duplicates_are_replays(loop: Loop) -> int:
 def batch_tables(loop: Loop) -> dict[str, list[dict[str, Any]]]:
     """Every window row, recomputed from the Parquet rows with the pure feature functions."""
     names, rows = query(loop.data_dir, "SELECT * FROM requests")
-    return compute([dict(zip(names, row)) for row in rows], WINDOWS)
+    return compute([dict(zip(names, row)) for row in rows], loop.windows)
 
 
 def _same(got: float | None, want: float, feature: str) -> bool:
@@ -290,7 +307,7 @@ def online_mismatches(loop: Loop, replicas: list[str]) -> list[str]:
     problems = []
     try:
         for replica in replicas:
-            for window in WINDOWS:
+            for window in loop.windows:
                 stored = store.client.hgetall(store.key("replica", replica, window))
                 if not stored:
                     problems.append(f"{replica}@{window}: no hash in Redis")
@@ -316,7 +333,7 @@ def closed_window_mismatches(loop: Loop, replicas: list[str]) -> tuple[int, list
     were compared, and (window end, what differs) for each that does not match."""
     tables = batch_tables(loop)
     checked, problems = 0, []
-    for window in WINDOWS:
+    for window in loop.windows:
         table = table_name("replica", window)
         batch = {(row["entity_id"], row["window_start"]): row for row in tables[table]}
         try:
@@ -426,14 +443,16 @@ async def _committed(bootstrap: str, group: str) -> int:
     return sum(o for o in offsets if o and o > 0)
 
 
-def test_broker_outage_and_worker_restart_lose_and_duplicate_nothing(loop: Loop) -> None:
-    # The worker acknowledges an event only once every window holding it has closed (60 s + 5 s
-    # grace), so the kill comes late enough for the restart to resume from committed offsets
-    # with a persisted watermark, not only to replay everything from the start. The outage begins
-    # half a second before a 10 s boundary, so a window ends while the broker is frozen.
-    duration, outage_s, kill_at, restart_after = 85.0, 12.0, 72.0, 2.0
+def test_broker_outage_and_worker_restart_lose_and_duplicate_nothing(outage_loop: Loop) -> None:
+    loop = outage_loop
+    # The worker acknowledges an event only once every window holding it has closed (30 s + 5 s
+    # grace with OUTAGE_WINDOWS), so the kill comes late enough (15 s after the first events could
+    # be acknowledged) for the restart to resume from committed offsets with a persisted watermark,
+    # not only to replay everything from the start. The outage begins half a second before a 10 s
+    # boundary, so a window ends while the broker is frozen.
+    duration, outage_s, kill_at, restart_after = 63.0, 12.0, 50.0, 2.0
     # Fewer sessions than test 1: the restarted worker replays everything since its last commit
-    # (about a minute of traffic), and that replay is the slow part of this test.
+    # (the traffic of the last 35-50 s), and that replay is the slow part of this test.
     proc, out = loop.loadgen(duration=duration, seed=7, name="loadgen-outage", concurrency=4)
     launched = time.time()
     pause_at = math.ceil((launched + 9.5) / 10.0) * 10.0 - 0.5
