@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from typing import Any
 import mcp.types as types
 import pytest
 from mcp import Client, StdioServerParameters
+
+from only1mcp.jobs.bench._procs import ProcessGroup
+from conftest import Stack
 
 TIME_SERVER = str(Path(sys.executable).parent / "mcp-server-time")
 ANSWER = "forty-two, from the client's sampling callback"
@@ -43,8 +47,21 @@ def servers_toml(fixture_url: str) -> str:
     """
 
 
+@pytest.fixture(scope="module")
+def proxy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One proxy (and its two servers) for the module's client tests: each opens its own sessions.
+    Not for a test that sets a logging level: that level reaches the shared upstream session."""
+    tmp = tmp_path_factory.mktemp("clients")
+    with ProcessGroup(tmp) as group:
+        stack = Stack(group, tmp)
+        fixture_url, _ = stack.fixture("conformance")
+        url, _ = stack.proxy(servers_toml(fixture_url))
+        yield url
+
+
 @pytest.fixture
-def proxy_url(stack) -> str:  # noqa: ANN001 - conftest fixture
+def own_proxy_url(stack) -> str:  # noqa: ANN001 - conftest fixture
+    """A proxy of the test's own: its upstream sessions' logging level is the test's business."""
     fixture_url, _ = stack.fixture("conformance")
     url, _ = stack.proxy(servers_toml(fixture_url))
     return url
@@ -126,7 +143,8 @@ def test_legacy_calls_both_servers_and_relays_interaction(proxy_url: str) -> Non
     asyncio.run(scenario())
 
 
-def test_legacy_relays_logging_at_the_level_set(proxy_url: str) -> None:
+def test_legacy_relays_logging_at_the_level_set(own_proxy_url: str) -> None:
+    proxy_url = own_proxy_url
     recorder = Recorder()
     expected = ["Tool execution started", "Tool processing data", "Tool execution completed"]
 
