@@ -1,14 +1,17 @@
 """``only1mcp up --demo`` for real: everything starts, a client calls a tool through the URL it
-prints, the calls reach the offline store, and Ctrl-C (SIGINT) leaves no process behind.
+prints, the calls reach the offline store, the demo's slowdown reaches ``only1mcp anomalies tail``,
+and Ctrl-C (SIGINT) leaves no process behind.
 
 Redis is the machine's (127.0.0.1:6379, database 14) when it answers, else ``up`` starts the
-bundled one. The tests below share one running ``up`` and run in file order; the last one
-stops it.
+bundled one. The tests below share one running ``up`` (the demo as a user runs it: three
+replicas, 20 calls/s) and run in file order; the last one stops it. The anomaly test waits for
+the slowdown, a minute after the fleet starts: the tests before it run within that minute.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import re
@@ -26,9 +29,11 @@ import pytest
 from mcp import Client
 
 from only1mcp.cli import COMMANDS
+from only1mcp.commands._up_support import DEMO_SLOWDOWN
 from only1mcp.jobs.bench._procs import free_port
 
-READY_TIMEOUT_S = 40.0
+READY_TIMEOUT_S = 120.0
+ANOMALY_WITHIN_S = 300.0  # the slow replica's medium+ anomaly, from the fleet's start
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
@@ -38,6 +43,7 @@ class Running:
     run_dir: Path
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    arrived: dict[str, float] = field(default_factory=dict)  # line -> when `up` printed it (time.time())
     descendants: set[int] = field(default_factory=set)
 
     def read_until(self, pattern: str, timeout_s: float) -> re.Match[str]:
@@ -109,7 +115,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     env = {**os.environ, "REDIS_URL": REDIS_URL, "PYTHONUNBUFFERED": "1"}
     env.pop("KAFKA_BOOTSTRAP", None)  # the embedded broker, as on a developer's machine
     argv = [sys.executable, "-m", "only1mcp.cli", "up", "--demo", "--run-dir", str(run_dir),
-            "--listen", f"127.0.0.1:{free_port()}", "--replicas", "2", "--rate", "20", "--startup-timeout", "30"]
+            "--listen", f"127.0.0.1:{free_port()}", "--rate", "20", "--startup-timeout", "60"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             cwd=base)
     running = Running(proc, run_dir)
@@ -117,6 +123,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
+            running.arrived.setdefault(line, time.time())
             running._queue.put(line)
         running._queue.put(None)
 
@@ -212,6 +219,53 @@ def test_the_calls_reach_the_offline_store(up: Running) -> None:
             return
         time.sleep(1.0)
     raise AssertionError(f"no requests in the offline store after 30 s; last answer:\n{last}\n{up.logs()}")
+
+
+def test_the_demo_slowdown_reaches_anomalies_tail(up: Running, tmp_path: Path) -> None:
+    """The demo fleet's last replica (``sim/2``) slows down 6x from one minute after the fleet starts
+    (reached over 30 s). The worker's anomaly agent must publish a medium or higher anomaly of it,
+    received by ``anomalies tail`` run as printed in the banner, within the demo's first five minutes
+    (measured from the fleet's start)."""
+    started_line = up.read_until(r"only1mcp up: sim: starting", 1.0).string
+    fleet_started = up.arrived[started_line]
+    command = up.read_until(r"^\s+(only1mcp anomalies tail .*)$", 1.0).group(1)
+    argv = command.split()[1:]  # as the banner prints it, plus JSON and the slow replica
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("KAFKA_BOOTSTRAP", None)
+    env.pop("REDIS_URL", None)
+    tail_out = tmp_path / "tail.out"
+    tail = subprocess.Popen([sys.executable, "-m", "only1mcp.cli", *argv, "--json", "--from-beginning",
+                             "--replica", "sim/2", "--severity", "medium"], stdout=tail_out.open("w"),
+                            stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = fleet_started + ANOMALY_WITHIN_S
+        while True:
+            found = [json.loads(line) for line in tail_out.read_text().splitlines() if line.startswith("{")]
+            # opened or updated after the slowdown began (a close reports an earlier peak)
+            found = [e for e in found if e["ts"] >= fleet_started + DEMO_SLOWDOWN[0] and e["state"] != "close"]
+            if found:
+                first = found[0]
+                print(f"\n{first['severity']} {first['kind']} anomaly of sim/2 at {first['ts'] - fleet_started:.0f} s "
+                      f"(slowdown from {DEMO_SLOWDOWN[0]} s): {first['explanation']}")
+                assert first["replica"] == "sim/2" and first["server"] == "sim"
+                break
+            assert up.proc.poll() is None, up.output()
+            assert time.time() < deadline, (f"no medium+ anomaly of sim/2 within {ANOMALY_WITHIN_S:g} s of the "
+                                            f"fleet's start\ntail: {tail_out.read_text()[-3000:]}\n"
+                                            f"{_worker_log(up.run_dir)}")
+            time.sleep(1.0)
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(timeout=15) == 0  # Ctrl-C: a clean exit
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+
+
+def _worker_log(run_dir: Path) -> str:
+    log = run_dir / "worker.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return "worker log:\n" + "\n".join(line for line in lines if "anomal" in line)[-4000:]
 
 
 def test_sigint_stops_every_child(up: Running) -> None:
