@@ -43,7 +43,7 @@ __all__ = ["ROWS", "add_arguments", "run"]
 ROWS = ("classic_active", "passive_outlier", "ensemble", "ensemble_remediation")
 _LOOP_ROWS = ("ensemble", "ensemble_remediation")  # need the broker, Redis and a worker
 HOST = "127.0.0.1"
-_FULL, _QUICK = Timing(60.0, 120.0, 30.0), Timing(30.0, 30.0, 10.0)
+_FULL, _QUICK = Timing(60.0, 120.0, 30.0), Timing(30.0, 20.0, 5.0)
 _START_LEAD_S = 25.0  # the fault clock starts this long after the fleet is launched (startup fits in it)
 # --quick: the test's fleet (two scenarios) was ready ~8 s after launch on 2 cores. A later start only
 # shortens the warm-up: the load starts once ready, its calls are put on the fault clock (clock_late_s)
@@ -101,7 +101,7 @@ enabled = false
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="30 s warm-up and ramps (the test's form)")
+    parser.add_argument("--quick", action="store_true", help="30 s warm-up, 20 s ramps, 5 s tail (the test's form)")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), metavar="ROW",
                         help=f"rows to run (default all: {', '.join(ROWS)})")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIO_NAMES, default=list(SCENARIO_NAMES),
