@@ -48,7 +48,7 @@ HOST = "127.0.0.1"
 _FULL, _QUICK = (12.0, 32), (1.0, 16)
 # --with-learned: (duration s, drift duration s, warm-up s, sessions); full ~25 min on 2 cores,
 # quick (one scenario) one to two minutes. Drift flips a third of the way in (>= 60 s after it in full).
-_LEARNED_FULL, _LEARNED_QUICK = (20.0, 120.0, 30.0, 32), (5.0, 30.0, 15.0, 16)
+_LEARNED_FULL, _LEARNED_QUICK = (20.0, 120.0, 30.0, 32), (3.0, 30.0, 15.0, 16)
 CLASSIC_WITH_LEARNED = ("round_robin", "p2c_ewma")
 BUCKET_S = 5.0  # rolling p95 buckets (drift)
 _FAULT_LEAD_S = 3.0  # start-up budget before a faulty fleet's clock starts
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute in all), for tests")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder for routing.json and routing.png (default %(default)s)")
     parser.add_argument("--seed", default="1", help="seed of the schedule and of the replicas' draws (default 1)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds of load per run (default 12, quick 1; --with-learned 20, quick 5)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of load per run (default 12, quick 1; --with-learned 20, quick 3)")
     parser.add_argument("--sessions", type=int, default=None, help="client MCP sessions (default 32, quick 16)")
     parser.add_argument("--utilisation", type=float, default=0.65, help="offered load / fleet capacity (default 0.65)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds: a slower call is a failure (default 1)")
