@@ -10,21 +10,28 @@ import time
 import pytest
 from mcp import Client, types
 
+from conftest import Stack
+from only1mcp.jobs.bench._procs import ProcessGroup
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture
-def modern_proxy(stack):  # noqa: ANN001, ANN201
-    upstream_url, upstream = stack.fixture("faults")
-    url, proc = stack.proxy(f"""
-    [[servers]]
-    name = "f"
-    timeout = 2.0
-    [[servers.replicas]]
-    url = "{upstream_url}"
-    protocol = "2026-07-28"
-    """)
-    return url, proc, upstream
+@pytest.fixture(scope="module")
+def modern_proxy(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One upstream and proxy for the module: the calls tests leave nothing the timeout test looks for."""
+    tmp = tmp_path_factory.mktemp("modern")
+    with ProcessGroup(tmp) as group:
+        stack = Stack(group, tmp)
+        upstream_url, upstream = stack.fixture("faults")
+        url, proc = stack.proxy(f"""
+        [[servers]]
+        name = "f"
+        timeout = 2.0
+        [[servers.replicas]]
+        url = "{upstream_url}"
+        protocol = "2026-07-28"
+        """)
+        yield url, proc, upstream
 
 
 async def _session(url: str, mode: str) -> tuple[list[str], str, str, int]:
