@@ -92,7 +92,7 @@ QUERY = ("SELECT replica, count(*) AS requests, round(quantile_cont(latency_ms, 
          "FROM {view} WHERE replica IS NOT NULL GROUP BY replica ORDER BY replica")
 BROKERS = ("embedded", "kafka")
 _PIN = "import os,sys\nos.sched_setaffinity(0,[int(c) for c in sys.argv[1].split(',')])\nos.execv(sys.argv[2],sys.argv[2:])\n"
-_QUICK = {"events": 20_000, "duration": 5.0, "sql_events": 1_000_000, "repeats": 2}
+_QUICK = {"events": 20_000, "duration": 5.0, "sql_events": 1_000_000, "repeats": 1}
 _CONFIG = """\
 [worker]
 bootstrap = "{bootstrap}"
@@ -136,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--core", type=int, default=None, help="CPU a single worker is pinned to (default: the first)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for each throughput run")
     parser.add_argument("--quick", action="store_true",
-                        help="small run for tests: 20k events, 5 s of freshness, 1M events for SQL, 2 repeats")
+                        help="small run for tests: 20k events, 5 s of freshness, 1M events for SQL, 1 repeat")
     parser.add_argument("--profile", metavar="FILE",
                         help="py-spy record the (first) worker during each throughput run, sampling the thread that "
                              "holds the GIL (.svg flamegraph, .json speedscope, else raw collapsed stacks); with "
