@@ -110,6 +110,9 @@ class WorkerSettings:
     # machine), the learning half should yield to the request path: its bursts (window closes, merges,
     # scoring) otherwise land in the proxy's tail latency. Its own work only waits, it is never lost.
     nice: int = check(_niceness, 0)
+    # glibc malloc arenas of the worker process (0 = glibc's default, 8 per core): with the default its
+    # threads fragment many arenas and its memory creeps up with nothing leaking (see limit_malloc_arenas).
+    malloc_arenas: int = check(_non_negative, 2)
     prefetch: WorkerPrefetchSettings = table(WorkerPrefetchSettings)  # [worker.prefetch]
 
 

@@ -59,6 +59,7 @@ from typing import Any
 
 import orjson
 
+from only1mcp.commands.up import UP_WORKER_NICE
 from only1mcp.jobs.bench._procs import Managed, StartError, fd_kinds, open_fds, rss_kib, run_interruptibly
 from only1mcp.jobs.bench._report import Bar, machine_info, publish, render_bars, render_table
 
@@ -539,7 +540,8 @@ def _assemble(args: argparse.Namespace, stack: Any, machine: dict[str, Any], sta
               f"{maximum['concurrency']} sessions for {maximum['duration_s']:g}s" if maximum else "--rate")
     title = (f"soak benchmark: {rate:g} calls/s for {args.duration:g}s{' (quick)' if args.quick else ''}: {source}\n"
              f"open loop in {args.round:g}s load-generator rounds of {SESSIONS} sessions; {args.replicas} simulated "
-             f"replicas, policy {stack.policy}, events → worker → Redis + Parquet; {machine['cpus_usable']} CPUs, "
+             f"replicas, policy {stack.policy}, events → worker (nice {UP_WORKER_NICE}, as `up` runs it) → Redis + "
+             f"Parquet; {machine['cpus_usable']} CPUs, "
              f"Python {machine['python_version']}")
     accounting = (f"events: {events['answered']:,} calls answered during the soak ({len(records):,} sent), "
                   f"{events['distinct']:,} tools/call rows in `requests` ({events['raw_rows']:,} raw rows) "

@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from only1mcp.commands._common import setup_logging
     from only1mcp.streams.app import run_worker
 
+    from only1mcp.commands._common import limit_malloc_arenas
+
     settings = settings_from_args(args)
+    limit_malloc_arenas(settings.worker.malloc_arenas)  # before the worker starts any thread
     if settings.worker.nice:
         import os
 
