@@ -60,6 +60,7 @@ class Call:
     safe: bool = False
     latency_ms: float = 0.0
     result: str | None = None
+    client: str = ""  # the trace's client ("" when it names none): the learned policy keeps constants per client
 
 
 def _unit(*parts: Any) -> float:
@@ -87,7 +88,7 @@ def prepare(trace: Sequence[TraceCall], safe: Callable[[str], bool]) -> list[Cal
         key = cache_key(SERVER, c.tool, c.args)
         digest = None if c.result is None else hashlib.blake2b(c.result.encode(), digest_size=8).hexdigest()
         out.append(Call(i, c.session, c.ts, c.tool, c.args, key, digest, bool(safe(c.tool)),
-                        upstream_latency_ms(c.tool, key, c.ts), c.result))
+                        upstream_latency_ms(c.tool, key, c.ts), c.result, c.client or ""))
     return out
 
 
@@ -155,7 +156,7 @@ def predictions(calls: Sequence[Call], kind: str, k: int = 3, floor: float = 0.0
         history = list(memory.history) if memory else []
         if kind == "learned":
             top.append([t for t, _ in predictor.tools.predict_one(history, k)] if memory else None)
-            predictor.learn_one(c.session, c.tool, c.args, c.result, c.ts)
+            predictor.learn_one(c.session, c.tool, c.args, c.result, c.ts, client=c.client)
             found = predictor.predict_one(c.session, k, eligible=safe_tools.__contains__, min_confidence=floor)
             candidates.append([(cache_key(SERVER, p.tool, p.args), p.tool, p.confidence, _values(p.args))
                                for p in found])

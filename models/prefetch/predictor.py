@@ -46,9 +46,11 @@ class NextCallPredictor:
         self.sessions = sessions if sessions is not None else SessionStore()  # an empty store is falsy
 
     def learn_one(self, session: str, tool: str, args: Mapping[str, Any] | None, result: Any = None,
-                  now: float = 0.0) -> None:
-        """Learn from a finished call of ``session``, then remember it in the session's memory."""
+                  now: float = 0.0, client: str = "") -> None:
+        """Learn from a finished call of ``session`` (of ``client``: its constants fill only that client's
+        calls), then remember it in the session's memory."""
         memory = self.sessions.get(session, now)
+        memory.client = client
         self.tools.learn_one(memory.history, tool)
         self.arguments.learn_one(memory, tool, args)
         memory.observe(tool, args, result, now)

@@ -8,7 +8,8 @@ recent result, a constant) is checked against what the call actually used:
   availability, and one match if its value is the one the call used;
 * the sources holding the used value that are not tracked yet join the slot (one availability, one
   match), and so does the constant itself (one availability, no match: that a value was used once
-  says nothing about whether it comes again).
+  says nothing about whether it comes again). A constant belongs to the client that used it
+  (``SessionMemory.client``): it is available, and predicted, only in that client's sessions.
 
 Statistics are kept twice: per (tool, argument name, the session's previous tool) — after a search
 the id comes from the first hit, after a comment list the same id is read again — and per (tool,
@@ -95,12 +96,13 @@ class ArgumentModel:
         # memory.resolve_key inlined: this loop runs for every tracked source of every argument of every
         # call the proxy sees, and the call overhead was most of its cost.
         decay, previous, latest, any_keys = self.decay, memory.previous, memory.latest, memory.any_keys
+        client = memory.client
         for (kind, who, key), counts in slot.items():
             if decay < 1.0:
                 counts[0] *= decay
                 counts[1] *= decay
             if kind == "const":
-                current: str | None = key
+                current: str | None = key if who == client else None
             elif who == ANY:
                 current = any_keys.get(key) if kind == "arg" else None
             else:
@@ -113,8 +115,8 @@ class ArgumentModel:
         for source in holders:
             if source not in slot:
                 slot[source] = [1.0, 1.0]
-        if ("const", "", used) not in slot:  # a constant's first use is no evidence that it recurs
-            slot[("const", "", used)] = [1.0, 0.0]
+        if ("const", client, used) not in slot:  # a constant's first use is no evidence that it recurs
+            slot[("const", client, used)] = [1.0, 0.0]
         while len(slot) > self.max_sources:
             del slot[_weakest(slot)]
 

@@ -11,7 +11,9 @@ A *source* names where a value can come from, as a tuple:
 
 * ``("arg", who, name)``: argument ``name`` of a call,
 * ``("res", who, path)``: the value at ``path`` of a call's result (``values.result_values``),
-* ``("const", "", value_key)``: a constant (its canonical form, ``_state.value_key``),
+* ``("const", client, value_key)``: a constant (its canonical form, ``_state.value_key``) that this
+  memory's client used (``SessionMemory.client``; "" when clients are not told apart): a value one
+  client typed is never offered to fill another client's call,
 
 where ``who`` is ``"^"`` (the session's previous call), ``"*"`` (arguments only: the latest value
 of that argument name in any call) or a tool name (that tool's latest call in the session).
@@ -83,6 +85,7 @@ class SessionMemory:
         self.any_keys: dict[str, str] = {}  # argument name → that value's key
         self.calls = 0
         self.last_seen = 0.0
+        self.client = ""  # whose session (the owner's identity key): only its own constants resolve here
         self._index: dict[str, list[Source]] | None = None
 
     def observe(self, tool: str, args: Mapping[str, Any] | None, result: Any = None, now: float = 0.0) -> None:
@@ -114,7 +117,7 @@ class SessionMemory:
         """The value ``source`` points at in this session now, or None."""
         kind, who, key = source
         if kind == "const":
-            return key_value(key)
+            return key_value(key) if who == self.client else None
         if who == ANY:
             return self.any_args.get(key) if kind == "arg" else None
         memo = self.previous if who == PREVIOUS else self.latest.get(who)
@@ -126,7 +129,7 @@ class SessionMemory:
         """The canonical key of what ``source`` points at now (``value_key(resolve(source))``), or None."""
         kind, who, key = source
         if kind == "const":
-            return key
+            return key if who == self.client else None
         if who == ANY:
             return self.any_keys.get(key) if kind == "arg" else None
         memo = self.previous if who == PREVIOUS else self.latest.get(who)

@@ -122,6 +122,7 @@ class SessionLearner:
         if hashed is None:
             return
         memory = self.store.get(hashed, at)
+        memory.client = session.client  # its constants fill only this client's calls
         self.sessions[hashed] = session
         if self.teaches is None or self.teaches(tool):
             self.model.learn_one(memory, tool, arguments)

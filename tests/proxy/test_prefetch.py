@@ -5,6 +5,7 @@ to the proxy's own decision subscriber: what runs, what is refused and why, what
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,40 @@ def test_a_prefetched_result_never_reaches_another_client(served: Served) -> Non
     finally:
         a.close()
         b.close()
+
+
+@pytest.fixture
+def served_short_ttl(stack, tmp_path: Path):  # noqa: ANN001, ANN201
+    url = upstream(stack)
+    with Served(config(tmp_path, url, get_ttl=1.0)) as proxy:
+        yield proxy
+
+
+def test_a_value_one_client_typed_never_fills_another_clients_prefetch(served_short_ttl: Served) -> None:
+    """A's sessions each read the same issue first: the argument model learns that id as a constant, of
+    A. A decision for a session of A is filled with it; one for B's session finds no source: vetoed,
+    and A's value never reaches the upstream on B's behalf."""
+    served, secret = served_short_ttl, "ISS-ACME-SECRET"
+    clients: list[Client] = []
+    try:
+        for _ in range(8):
+            clients.append(Client(served.url, TOKENS[0]))
+            clients[-1].call("t__get_issue", id=secret)
+        a, b = Client(served.url, TOKENS[0]), Client(served.url, TOKENS[1])
+        clients += [a, b]
+        a.call("t__get_issue", id="ISS-1")  # each has called the tool in its session: both eligible
+        b.call("t__get_issue", id="ISS-2")
+        served.learned(10)
+        time.sleep(1.2)  # A's cached answers for the secret id expire: a prefetch of it is no duplicate
+        before = a.executions()[f"get_issue {secret}"]
+        assert served.handle(served.decision(served.session_hash(b.sid))) == "vetoed"
+        assert served.handle(served.decision(served.session_hash(a.sid))) == "applied"
+        until(lambda: served.counts()["stored"] == 1)
+        assert a.executions()[f"get_issue {secret}"] == before + 1  # A's prefetch; nothing for B
+        assert served.counts()["issued"] == 1 and served.counts()["vetoed"] == 1
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_stale_unknown_and_malformed_decisions_are_rejected_and_never_run(served: Served) -> None:

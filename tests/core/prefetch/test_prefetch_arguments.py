@@ -52,6 +52,25 @@ def test_earlier_arguments_and_constants_fill_the_rest() -> None:
     assert args == {"user_id": "u-9"}  # the author from the get_item result, two calls back
 
 
+def test_a_constant_fills_only_the_calls_of_the_client_that_typed_it() -> None:
+    model = ArgumentModel()
+    for _ in range(8):  # client A reads the same record first in each of its sessions
+        memory = SessionMemory()
+        memory.client = "client-a"
+        model.learn_one(memory, "get_item", {"id": "acme-private-7"})
+        memory.observe("get_item", {"id": "acme-private-7"}, "ok")
+    a, b = SessionMemory(), SessionMemory()
+    a.client, b.client = "client-a", "client-b"
+    (args, confidence), *_ = model.predict_one(a, "get_item")
+    assert args == {"id": "acme-private-7"} and confidence > 0.6  # learned, for A
+    assert model.predict_one(b, "get_item") == []  # never offered to B
+    slot = model._slots[("get_item", "id", "")]
+    model.learn_one(b, "get_item", {"id": "b-1"})  # B's own call: A's constant was not available to it
+    assert slot[("const", "client-a", "sacme-private-7")] == [8.0, 7.0]
+    assert slot[("const", "client-b", "sb-1")] == [1.0, 0.0]
+    assert ArgumentModel.from_state(model.state()).predict_one(b, "get_item") == []  # the state keeps the owner
+
+
 def test_text_results_are_scanned_for_ids() -> None:
     model, memory = ArgumentModel(), SessionMemory()
     for k in range(6):
