@@ -302,6 +302,6 @@ def test_bench_routing_quick_end_to_end(bench: dict[str, Any]) -> None:
         assert name in bench["stdout"]
     assert [bar["name"] for bar in report["bars"]] == ["p2c_vs_rr_p99_slow_replica"]
     assert report["bars"][0]["status"] in ("PASS", "FAIL", "SKIP")
-    assert report["wall_s"] < 90
+    assert report["wall_s"] < 300  # --quick took effect (~60 s; a full run takes many minutes), not a speed bar
     if importlib.util.find_spec("matplotlib") is not None:
         assert (bench["out"] / "routing.png").stat().st_size > 10_000

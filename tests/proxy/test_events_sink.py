@@ -189,7 +189,9 @@ def test_a_frozen_broker_never_blocks_emit_and_loses_or_repeats_nothing(tmp_path
 
         took, frozen, done, records = asyncio.run(scenario())
     print(f"10k emits with the broker frozen: {took * 1000:.1f} ms")
-    assert took < 0.2, f"10k emits took {took:.3f}s while the broker was frozen"
+    # ~50 ms on a quiet machine; a send that waited on the frozen broker would wait out its request timeout
+    # (seconds) on the first full batch. 2 s leaves room for a busy shared machine without hiding that.
+    assert took < 2.0, f"10k emits took {took:.3f}s while the broker was frozen"
     assert frozen["broker_up"] is False
     assert frozen["queue_depth"] == 0 and frozen["spool_depth"] >= len(during) - 200  # all but the batch in flight
     assert frozen["spooled"] >= len(during) - 200 and frozen["dropped"] == 0
