@@ -64,15 +64,15 @@ def run(args: argparse.Namespace) -> int:
     return 1 if args.strict and not all(b.status == "PASS" for b in bars) else 0
 
 
-def _calls() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None]]:
-    """(session, tool, arguments, MCP result) of the shipped traces, in time order per trace."""
+def _calls() -> list[tuple[str, str, str, dict[str, Any], dict[str, Any] | None]]:
+    """(session, client, tool, arguments, MCP result) of the shipped traces, in time order per trace."""
     from only1mcp.jobs.sim.traces import read_trace
 
     calls = []
     for path in sorted(TRACES.glob("*.jsonl")):
         for call in read_trace(path):
             result = ({"content": [{"type": "text", "text": call.result}]} if call.result is not None else None)
-            calls.append((f"{path.stem}/{call.session}", call.tool, call.args, result))
+            calls.append((f"{path.stem}/{call.session}", call.client or "", call.tool, call.args, result))
     return calls
 
 
@@ -87,10 +87,10 @@ def measure_learning(passes: int) -> dict[str, Any]:
     from only1mcp.proxy.prefetch.learn import SessionLearner
 
     class _Session:  # what the learner reads of a ClientSession
-        __slots__ = ("id", "ended")
+        __slots__ = ("id", "ended", "client")
 
-        def __init__(self, sid: str) -> None:
-            self.id, self.ended = sid, False
+        def __init__(self, sid: str, client: str) -> None:
+            self.id, self.ended, self.client = sid, False, client
 
     calls = _calls()
     samples: dict[str, list[int]] = {"handover": [], "learn": [], "memory_only": [], "timer": []}
@@ -107,10 +107,10 @@ def measure_learning(passes: int) -> dict[str, Any]:
                     learner.teaches = lambda tool: False
                 sessions: dict[str, Any] = {}
                 timed = samples[mode]
-                for session_name, tool, args, result in calls:
+                for session_name, client, tool, args, result in calls:
                     session = sessions.get(session_name)
                     if session is None:
-                        session = sessions[session_name] = _Session(f"{n}/{session_name}")
+                        session = sessions[session_name] = _Session(f"{n}/{session_name}", client)
                     started = clock()
                     learner.observe(session, tool, args, result)  # type: ignore[arg-type]
                     samples["handover"].append(clock() - started)
