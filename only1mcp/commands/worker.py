@@ -45,13 +45,13 @@ def run(args: argparse.Namespace) -> int:
         from only1mcp.commands.worker_status import run_status
 
         return run_status(args)
-    from only1mcp.commands._common import setup_logging
-    from only1mcp.streams.app import run_worker
-
-    from only1mcp.commands._common import limit_malloc_arenas
+    from only1mcp.commands._common import limit_malloc_arenas, setup_logging
 
     settings = settings_from_args(args)
-    limit_malloc_arenas(settings.worker.malloc_arenas)  # before the worker starts any thread
+    # Before the worker's modules are imported: numpy and friends start threads at import.
+    limit_malloc_arenas(settings.worker.malloc_arenas)
+    from only1mcp.streams.app import run_worker
+
     if settings.worker.nice:
         import os
 
