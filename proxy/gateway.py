@@ -76,6 +76,7 @@ class Gateway(AdminViews, Relay):
         # holds its server's dict, so they outlive a reload of the server.
         self.overrides: dict[str, dict[str, Override]] = {}
         self.remediations = Remediations(self)  # remediation decisions: switches, counts, webhooks
+        self.refused = {"replica_inflight": 0}  # calls refused because every routable replica was at max_inflight
         self.pools = {s.name: self.make_pool(s) for s in settings.servers}
         super().__init__()
         self.calls = Calls(self)
@@ -88,8 +89,7 @@ class Gateway(AdminViews, Relay):
         # Prefetch decisions from the learning loop, run in the background ([prefetch]; at restart only).
         self.prefetch = PrefetchExecutor(self) if settings.prefetch.enabled else None
         self.calls.prefetch = self.prefetch
-        if self.prefetch is not None:  # a session's memory goes with it (DELETE, expiry)
-            self.sessions.on_end = self.prefetch.end_session
+        self.sessions.on_end = self._session_ended
         # The decision channel (routing weights from the learning loop), when there is a broker.
         bootstrap = settings.decisions.bootstrap or events.bootstrap
         decisions = settings.decisions
@@ -119,6 +119,7 @@ class Gateway(AdminViews, Relay):
         for replica in pool.replicas:
             replica.fast = self.fast
         pool.runtime_overrides = self.overrides.setdefault(server.name, {})
+        pool.refused = self.refused  # one count for every pool, kept across reloads
         pool.remediation = self.remediations.attach(pool)
         return pool
 
@@ -376,6 +377,11 @@ class Gateway(AdminViews, Relay):
             raise RPCError(INVALID_PARAMS, "completion/complete: ref.type must be ref/prompt or ref/resource")
         route = RouteRequest(server, "completion/complete", None, session.id)
         return await self.pools[server].call("completion/complete", self.upstream_params(params), route)
+
+    def _session_ended(self, session: ClientSession) -> None:
+        if self.prefetch is not None:  # a session's memory goes with it (DELETE, expiry)
+            self.prefetch.end_session(session)
+        self.sessions_changed()
 
     async def _set_level(self, params: dict[str, Any], session: ClientSession, sink: Any) -> dict[str, Any]:
         level = params.get("level")

@@ -196,6 +196,7 @@ class McpEndpoint:
         except SessionLimit as exc:
             await refuse(send, exc.status, exc.code, exc.message, message["id"], retry_after=exc.retry_after)
             return
+        self.gateway.sessions_changed()
         reply = {"jsonrpc": "2.0", "id": message["id"], "result": self.gateway.initialize_result(version)}
         await respond(send, 200, reply, [(b"mcp-session-id", session.id.encode()),  # type: ignore[union-attr]
                                          (REQUEST_ID_HEADER, new_request_id().encode())])

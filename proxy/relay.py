@@ -31,6 +31,9 @@ _LISTS = {  # kind -> (list method, result key, capability, client notification)
 _CHANGED = {"notifications/tools/list_changed": ("tools",), "notifications/prompts/list_changed": ("prompts",),
             "notifications/resources/list_changed": ("resourceTemplates", "resources")}
 _MAX_PAGES = 100
+# What a client that set no level is assumed to want while another client has set one: the level
+# most servers log at by default (the protocol leaves the default to the server).
+UNSET_CLIENT_LOG_LEVEL = "info"
 _CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
                       "roots/list": "roots"}
 
@@ -48,6 +51,7 @@ class Relay(ReplicaHooks):
         self._instructions: dict[str, str] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
+        self._upstream_level: str | None = None  # the level last set on the upstream sessions, if any
 
     # -- what the servers offer --------------------------------------------------
     def serves(self, server: str, capability: str) -> bool:
@@ -112,7 +116,7 @@ class Relay(ReplicaHooks):
             self._instructions[replica.server] = text
         self.spawn(self.refresh(replica.server, list(_LISTS) + ["resources"], announce=True))
         self.spawn(self._resubscribe(replica))
-        self.spawn(self.fan_out_level())  # a new upstream session starts at its default log level
+        self.spawn(self.fan_out_level(force=True))  # a new upstream session starts at its default log level
 
     async def _resubscribe(self, replica: Replica) -> None:
         """A reconnected upstream session knows no subscriptions: renew those clients still hold."""
@@ -220,11 +224,30 @@ class Relay(ReplicaHooks):
                 for replica in pool.ready_replicas():
                     self.spawn(replica.notify("notifications/roots/list_changed"))
 
-    async def fan_out_level(self) -> None:
+    def sessions_changed(self) -> None:
+        """A client session began or ended: the level the upstreams need may have changed (only once a
+        client has set one; until then nothing was set and there is nothing to keep right)."""
+        if self._upstream_level is not None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # the proxy is shutting down outside its loop: no upstream to tell
+                return
+            self.spawn(self.fan_out_level())
+
+    async def fan_out_level(self, force: bool = False) -> None:
+        """Set every upstream session to the most verbose level any client needs. The upstream sessions
+        are shared, so a client that set no level (it gets every log the upstream sends by default)
+        counts as ``UNSET_CLIENT_LOG_LEVEL``: otherwise one client asking for errors only would silence
+        the others' info logs. Until some client sets a level the upstreams keep their own default."""
         levels = [s.log_level for s in self.sessions if s.log_level is not None]
         if not levels:
             return
-        level = min(levels, key=lambda name: LOG_LEVELS[name])  # the most verbose any client wants
+        if any(s.log_level is None for s in self.sessions):
+            levels.append(UNSET_CLIENT_LOG_LEVEL)
+        level = min(levels, key=lambda name: LOG_LEVELS[name])
+        if level == self._upstream_level and not force:
+            return
+        self._upstream_level = level
         for pool in self.pools.values():
             for replica in pool.ready_replicas():
                 if self.serves(pool.name, "logging"):

@@ -122,7 +122,7 @@ class SessionStore:
         self._by_client: dict[str, dict[str, ClientSession]] = {}
         self._listeners: set[ClientSession] = set()  # stateless subscriptions/listen streams
         self.refused = {"sessions_per_client": 0, "sessions": 0}
-        self.on_end: Callable[[ClientSession], None] | None = None  # told of each session that ends (prefetch)
+        self.on_end: Callable[[ClientSession], None] | None = None  # told of each session that ends
 
     def configure(self, idle_timeout: float, max_sessions: int, max_per_client: int) -> None:
         """New limits (a reload); sessions already open stay, new ones are judged by these."""

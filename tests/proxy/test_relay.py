@@ -137,6 +137,37 @@ def test_tools_list_changed_refreshes_the_catalog_and_reaches_clients(proxy_url:
     asyncio.run(scenario())
 
 
+def test_one_clients_log_level_does_not_silence_another(proxy_url: str) -> None:
+    """The upstream session is shared: a client asking for errors only must not cost another client,
+    which set no level, the info logs of its own calls; each still gets only what it asked for."""
+    quiet_logs: list[Any] = []
+    chatty_logs: list[Any] = []
+
+    async def keep(into: list[Any], params: Any) -> None:
+        into.append(params)
+
+    async def scenario() -> None:
+        async with (Client(proxy_url, mode="legacy", logging_callback=lambda p: keep(quiet_logs, p)) as quiet,
+                    Client(proxy_url, mode="legacy", logging_callback=lambda p: keep(chatty_logs, p)) as chatty):
+            await quiet.set_logging_level("error")
+            await asyncio.sleep(0.3)  # the fan-out of the level to the upstream runs in the background
+            assert text_of(await chatty.call_tool("conf__test_tool_with_logging"))
+            assert [p.data for p in chatty_logs] == [
+                "Tool execution started", "Tool processing data", "Tool execution completed"], chatty_logs
+            assert text_of(await quiet.call_tool("conf__test_tool_with_logging"))
+            assert quiet_logs == []  # info logs, below the error level it asked for
+            await chatty.set_logging_level("warning")
+            await asyncio.sleep(0.3)
+            # A client that joins now, setting no level, brings the upstreams back to info for itself.
+            async with Client(proxy_url, mode="legacy", logging_callback=lambda p: keep(late_logs, p)) as late:
+                await asyncio.sleep(0.3)
+                assert text_of(await late.call_tool("conf__test_tool_with_logging"))
+                assert len(late_logs) == 3, late_logs
+
+    late_logs: list[Any] = []
+    asyncio.run(scenario())
+
+
 def replica_state(proxy_url: str) -> str:
     body = httpx.get(proxy_url.replace("/mcp", "/admin/upstreams")).json()
     return body["servers"]["conf"]["replicas"][0]["state"]
