@@ -30,6 +30,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamUnavailable",
     "UpstreamFailed",
+    "UpstreamSaturated",
     "UpstreamTimeout",
 ]
 
@@ -85,6 +86,18 @@ class UpstreamError(RPCError):
 class UpstreamUnavailable(UpstreamError):
     def __init__(self, server: str, reason: str) -> None:
         super().__init__(UPSTREAM_UNAVAILABLE, f"upstream '{server}' is unavailable: {reason}", {"server": server})
+
+
+class UpstreamSaturated(UpstreamError):
+    """Every routable replica already has ``max_inflight`` calls in flight: refused at once, not queued
+    (a queue in front of an overloaded upstream only turns an overload into timeouts for everyone)."""
+
+    def __init__(self, server: str, max_inflight: int, replicas: int) -> None:
+        super().__init__(
+            UPSTREAM_UNAVAILABLE,
+            f"upstream '{server}' is saturated: each of its {replicas} routable replica(s) has {max_inflight} calls "
+            "in flight (max_inflight); retry shortly",
+            {"server": server, "reason": "saturated", "max_inflight": max_inflight, "retry_after_s": 1})
 
 
 class UpstreamFailed(UpstreamError):

@@ -60,6 +60,9 @@ class ServerSettings:
     policy: str = "p2c_ewma"  # Linkerd's default: power of two choices over peak-EWMA cost
     timeout: float | None = None  # per-call timeout; None = the proxy's call_timeout
     upstream_sessions: int = 4  # MCP sessions per HTTP replica; stateless calls spread over them
+    # Calls one replica may have in flight; routing skips a replica at it, and a call that finds every
+    # routable replica there fails at once with -32010 (an overload is refused, not queued); 0 = no cap.
+    max_inflight: int = 256
     fallback_policy: str = "p2c_ewma"  # what "weighted" and "learned" use while weights are stale or missing
     exploration: float = 0.05  # learned: every routable replica keeps at least this share of the calls
     temperature: float = 0.1  # learned: softmax temperature over predicted latency, relative to the best
@@ -286,7 +289,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     if not isinstance(table, dict):
         raise ConfigError(source, where, "must be a table")
     _reject_unknown(table, {"name", "namespace", "replicas", "policy", "timeout", "upstream_sessions",
-                            "fallback_policy", "sticky", "hash_key", "hash_load_factor", "exploration",
+                            "max_inflight", "fallback_policy", "sticky", "hash_key", "hash_load_factor", "exploration",
                             "temperature", "health", "outlier",
                             "breaker", "remediation", "tools", "prefetch"}, source, f"{where}.")
     name = table.get("name")
@@ -305,6 +308,9 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
     sessions = table.get("upstream_sessions", 4)
     if isinstance(sessions, bool) or not isinstance(sessions, int) or not 1 <= sessions <= 64:
         raise ConfigError(source, f"{where}.upstream_sessions", "must be an integer from 1 to 64")
+    max_inflight = table.get("max_inflight", 256)
+    if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) or max_inflight < 0:
+        raise ConfigError(source, f"{where}.max_inflight", "must be an integer ≥ 0 (0 = no cap)")
     replicas_raw = table.get("replicas")
     if not isinstance(replicas_raw, list) or not replicas_raw:
         raise ConfigError(source, f"{where}.replicas", "at least one [[servers.replicas]] is required")
@@ -345,7 +351,7 @@ def _parse_server(table: Any, source: str, where: str) -> ServerSettings:
         remediation = replace(remediation, max_out_share=outlier.max_ejected_share)
     return ServerSettings(name=name, namespace=namespace, replicas=replicas, policy=policy,
                           timeout=float(timeout) if timeout is not None else None, upstream_sessions=sessions,
-                          fallback_policy=fallback, sticky=sticky, prefetch=prefetch, hash_key=hash_key,
+                          max_inflight=max_inflight, fallback_policy=fallback, sticky=sticky, prefetch=prefetch, hash_key=hash_key,
                           hash_load_factor=float(load_factor), exploration=float(exploration),
                           temperature=float(temperature),
                           health=parse_table(HealthSettings, table.get("health"), source, f"{where}.health"),

@@ -62,7 +62,7 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
     endpoint = McpEndpoint(gateway, settings.proxy)
     sessions = gateway.sessions
     metrics.register_limits(lambda: {"sessions": len(sessions), "clients": sessions.clients()},
-                            lambda: {**sessions.refused, **endpoint.limits.refused})
+                            lambda: {**sessions.refused, **endpoint.limits.refused, **gateway.refused})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

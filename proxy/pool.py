@@ -15,7 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from only1mcp.errors import INTERNAL_ERROR, RPCError, UpstreamError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from only1mcp.errors import (
+    INTERNAL_ERROR, RPCError, UpstreamError, UpstreamFailed, UpstreamSaturated, UpstreamTimeout, UpstreamUnavailable,
+)
 from only1mcp.proxy.health import ServerHealth
 from only1mcp.proxy.retry import RetryBudget
 from only1mcp.proxy.routing import Decision, RouteRequest, build_policy
@@ -105,6 +107,8 @@ class ServerPool:
         self.file_overrides = {tool: Override(t.pin, t.ban, "config") for tool, t in settings.tools.items()
                                if t.pin or t.ban}
         self.runtime_overrides: dict[str, Override] = {}
+        self.max_inflight = settings.max_inflight
+        self.refused = {"replica_inflight": 0}  # the gateway's shared count replaces this one
         known = {r.id for r in self.replicas}
         for tool, override in self.file_overrides.items():
             unknown = sorted(set(override.pin + override.ban) - known)
@@ -146,6 +150,13 @@ class ServerPool:
             override = self.override_for(route.name)
             if override is not None:
                 candidates, note = override.apply(candidates)
+        cap = self.max_inflight
+        if cap and any(c.inflight >= cap for c in candidates):
+            routable = len(candidates)
+            candidates = [c for c in candidates if c.inflight < cap]
+            if not candidates:
+                self.refused["replica_inflight"] += 1
+                raise UpstreamSaturated(self.name, cap, routable)
         if len(candidates) == 1 and not self.settings.sticky:  # a sticky policy must still pin the session
             decision = Decision(candidates[0], self.policy.name, "the only routable replica")
         else:
