@@ -44,6 +44,8 @@ from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from only1mcp.infra.priority import lower_priority
+
 __all__ = ["group_state", "group_stable", "EmbeddedBroker", "BrokerError", "TopicMismatch", "tansu_binary", "create_topics", "acreate_topics",
            "wait_kafka"]
 
@@ -210,8 +212,10 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, data: str = "memory", host: str = "127.0.0.1",
-                 cluster_id: str = "only1mcp", start_timeout_s: float = 15.0, binary: str | None = None) -> None:
+                 cluster_id: str = "only1mcp", start_timeout_s: float = 15.0, binary: str | None = None,
+                 nice: int = 0) -> None:
         self.host = host
+        self.nice = nice  # > 0: run at this niceness (infra/priority.py says why `up` does)
         self.port = port
         self.storage = "memory://tansu/" if data == "memory" else data
         self.cluster_id = cluster_id
@@ -273,6 +277,7 @@ class EmbeddedBroker:
         with open(Path(self._log_dir) / "tansu.log", "wb") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
+        lower_priority(self.process.pid, self.nice)
         self._started_at = time.monotonic()
 
     def _remaining(self) -> float:

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.infra.broker import BrokerError, _run_sync, acreate_topics, wait_kafka
+from only1mcp.infra.priority import lower_priority
 
 __all__ = ["KAFKA_VERSION", "LOG4J_VERSION", "FAST_FAILOVER", "KafkaCluster", "KafkaNode", "PartitionState",
            "BrokerError", "java_binary", "kafka_home", "kafka_jars", "cached_kafka_jars", "class_archive",
@@ -368,7 +369,7 @@ class KafkaCluster:
     def __init__(self, nodes: int = 1, *, host: str = "127.0.0.1", jars: str | Path | None = None,
                  work_dir: str | Path | None = None, heap_mb: int | None = None, start_timeout_s: float = 90.0,
                  properties: Mapping[str, object] | None = None, log_level: str = "INFO",
-                 jvm_options: Sequence[str] = ()) -> None:
+                 jvm_options: Sequence[str] = (), nice: int = 0) -> None:
         if nodes < 1:
             raise ValueError("a Kafka cluster needs at least one node")
         self.size = nodes
@@ -377,6 +378,7 @@ class KafkaCluster:
         self.work_dir = Path(work_dir).resolve() if work_dir else None
         self.heap_mb = heap_mb or (512 if nodes == 1 else 384)
         self.start_timeout_s = start_timeout_s
+        self.nice = nice  # > 0: nodes run at this niceness (infra/priority.py)
         self.extra_properties = dict(properties or {})
         self.log_level = log_level
         self.jvm_options = list(jvm_options)
@@ -740,6 +742,7 @@ class KafkaCluster:
         with open(node.out_path, "ab") as out:
             node.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True, cwd=node.dir)
+        lower_priority(node.process.pid, self.nice)
 
     async def _wait_ready(self, node_ids: list[int], timeout_s: float) -> None:
         """Each node listens and answers metadata itself, then the metadata lists every running node."""

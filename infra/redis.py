@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from only1mcp.infra.priority import lower_priority
+
 __all__ = ["RedisHandle", "RedisError", "ensure_redis", "redis_server_binary", "ping"]
 
 _LAUNCHER = (
@@ -130,9 +132,9 @@ def _db_of(url: str | None) -> int:
     return int(path) if path.isdigit() else 0
 
 
-def ensure_redis(url: str | None, port: int | None = None, timeout_s: float = 10.0) -> RedisHandle:
+def ensure_redis(url: str | None, port: int | None = None, timeout_s: float = 10.0, nice: int = 0) -> RedisHandle:
     """A Redis answering PING: ``url`` itself when it answers, else a bundled server started on
-    127.0.0.1 (``port`` or a free one), keeping the database number of ``url``."""
+    127.0.0.1 (``port`` or a free one, at niceness ``nice``), keeping the database number of ``url``."""
     if url and ping(url):
         return RedisHandle(url)
     binary = redis_server_binary()
@@ -146,6 +148,7 @@ def ensure_redis(url: str | None, port: int | None = None, timeout_s: float = 10
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    lower_priority(proc.pid, nice)
     handle = RedisHandle(f"redis://127.0.0.1:{port}/{_db_of(url)}", proc, workdir)
     deadline = time.monotonic() + timeout_s
     while not ping(handle.url, timeout_s=0.2):

@@ -82,12 +82,15 @@ class Stack:
     def __enter__(self) -> Stack:
         from only1mcp.events import TOPICS
         from only1mcp.infra.broker import EmbeddedBroker, create_topics
+        from only1mcp.commands.up import UP_WORKER_NICE
         from only1mcp.infra.redis import ensure_redis
 
         try:
-            self.broker = EmbeddedBroker(start_timeout_s=self.startup_timeout).start()
+            # The learning loop's processes at the worker's niceness, as `only1mcp up` runs them.
+            self.broker = EmbeddedBroker(start_timeout_s=self.startup_timeout, nice=UP_WORKER_NICE).start()
             create_topics(self.broker.bootstrap, TOPICS.values(), self.partitions, timeout_s=30.0)
-            self.redis = ensure_redis(None, timeout_s=self.startup_timeout)  # private: nothing shared is touched
+            # private: nothing shared is touched
+            self.redis = ensure_redis(None, timeout_s=self.startup_timeout, nice=UP_WORKER_NICE)
             env = {**self.environ, "KAFKA_BOOTSTRAP": self.broker.bootstrap, "REDIS_URL": self.redis.url,
                    "PYTHONUNBUFFERED": "1"}
             self.procs = ProcessGroup(self.tmp, env=env)

@@ -54,6 +54,8 @@ from only1mcp.commands._up_support import (  # noqa: F401  to_toml and demo_flee
 DEFAULT_LISTEN = "127.0.0.1:8080"
 SIM_SERVER = "sim"
 LOADGEN_ROUND_S = 60.0  # loadgen keeps every call of a round in memory: run it in bounded rounds
+# The learning loop's niceness under `up`: the worker (unless [worker] nice says otherwise), and the
+# broker and Redis when `up` starts them, wait for the proxy and its upstreams (infra/priority.py).
 UP_WORKER_NICE = 10
 _CORE = ("worker", "sim", "fixture", "proxy")  # children whose exit ends `up`
 
@@ -192,13 +194,13 @@ class Up:
 
                 jars = kafka_jars(say=lambda text: self.say(f"broker: {text}"))
                 self.say(f"broker: starting Apache Kafka {KAFKA_VERSION} (one KRaft node)")
-                self.broker = KafkaCluster(1, jars=jars, start_timeout_s=timeout)
+                self.broker = KafkaCluster(1, jars=jars, start_timeout_s=timeout, nice=UP_WORKER_NICE)
                 self.broker.start()
                 self.bootstrap = self.broker.bootstrap
                 self._link_broker_log()
             else:
                 self.say("broker: starting the embedded tansu broker")
-                self.broker = EmbeddedBroker(start_timeout_s=timeout).start()
+                self.broker = EmbeddedBroker(start_timeout_s=timeout, nice=UP_WORKER_NICE).start()
                 self.bootstrap = self.broker.bootstrap
                 self._link_broker_log()
         except BrokerError as exc:
@@ -209,7 +211,7 @@ class Up:
         # (a generated configuration's default 127.0.0.1:6379/0 is nobody's choice).
         wanted = self.environ.get("REDIS_URL", "").strip() or _configured_redis(args.config)
         try:
-            self.redis = ensure_redis(wanted, timeout_s=timeout)
+            self.redis = ensure_redis(wanted, timeout_s=timeout, nice=UP_WORKER_NICE)
         except RedisError as exc:
             raise UpError(f"redis: {exc}") from None
         self.redis_url = self.redis.url

@@ -185,6 +185,11 @@ def test_up_demo_starts_everything_and_prints_where_it_is(up: Running) -> None:
     niceness = {role: os.getpriority(os.PRIO_PROCESS, pid) for pid, argv in roles.items()
                 for role in ("worker", "proxy") if role.encode() in argv[2:4]}
     assert niceness == {"worker": min(19, ours + 10), "proxy": ours}, roles
+    # So do the broker and Redis `up` started for the loop (infra/priority.py).
+    loop = {name: os.getpriority(os.PRIO_PROCESS, pid) for pid, argv in roles.items()
+            for name in ("tansu", "redis-server") if Path(argv[0].decode()).name == name}
+    assert "tansu" in loop, roles
+    assert set(loop.values()) == {min(19, ours + 10)}, (loop, roles)
 
 
 def test_a_tool_call_through_the_printed_mcp_url(up: Running) -> None:
