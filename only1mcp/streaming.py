@@ -109,6 +109,8 @@ class WorkerSettings:
     # The worker's CPU priority (os.nice at start). Sharing cores with the proxy (``only1mcp up`` on one
     # machine), the learning half should yield to the request path: its bursts (window closes, merges,
     # scoring) otherwise land in the proxy's tail latency. Its own work only waits, it is never lost.
+    # A worker leading its own session (as `up` starts it) also sets its autogroup's nice, without which
+    # Linux's autogroup scheduling ignores niceness across sessions (infra/priority.py).
     nice: int = check(_niceness, 0)
     # glibc malloc arenas of the worker process (0 = glibc's default, 8 per core): with the default its
     # threads fragment many arenas and its memory creeps up with nothing leaking (see limit_malloc_arenas).

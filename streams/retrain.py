@@ -17,12 +17,12 @@ TRAIN_WINDOW_S = 3600.0  # retraining learns from the last hour of calls (recent
 
 
 def retrain_recent(data_dir: str, registry_dir: str, min_calls: int) -> dict[str, Any]:
+    """Train on the last hour's calls once the store holds ``min_calls`` of them: a JSON-able answer
+    (the training job's report, or ``skipped`` with the count)."""
     try:
         os.nice(10)  # the worker on the same cores comes first
     except OSError:
         pass
-    """Train on the last hour's calls once the store holds ``min_calls`` of them: a JSON-able answer
-    (the training job's report, or ``skipped`` with the count)."""
     from only1mcp.feature_store.offline.duckdb import query
 
     since = time.time() - TRAIN_WINDOW_S

@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from only1mcp.streams.app import run_worker
 
     if settings.worker.nice:
-        import os
+        from only1mcp.infra.priority import lower_own_priority
 
-        os.nice(settings.worker.nice)  # relative to the parent's; `up` and the benches start us at 0
+        lower_own_priority(settings.worker.nice)  # relative to the parent's; `up` and the benches start us at 0
     level = (args.log_level or settings.proxy.log_level).lower()
     setup_logging(level)
     return run_worker(settings, loglevel=level)

@@ -190,6 +190,10 @@ def test_up_demo_starts_everything_and_prints_where_it_is(up: Running) -> None:
             for name in ("tansu", "redis-server") if Path(argv[0].decode()).name == name}
     assert "tansu" in loop, roles
     assert set(loop.values()) == {min(19, ours + 10)}, (loop, roles)
+    if Path("/proc/self/autogroup").exists():  # each leads its session: the autogroup weighs, not only nice
+        groups = {pid: int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1]) for pid, argv in roles.items()
+                  if Path(argv[0].decode()).name in ("tansu", "redis-server") or b"worker" in argv[2:4]}
+        assert len(groups) >= 2 and set(groups.values()) == {min(19, ours + 10)}, (groups, roles)
 
 
 def test_a_tool_call_through_the_printed_mcp_url(up: Running) -> None:
