@@ -99,6 +99,8 @@ def test_unknown_keys(tmp_path: Path, body: str, key: str) -> None:
     (server(extra="timeout = -2"), "servers[web].timeout", "must be a positive number of seconds"),
     (server(extra="timeout = true"), "servers[web].timeout", "must be a positive number of seconds"),
     (server(extra="timeout = nan"), "servers[web].timeout", "must be a positive number of seconds"),
+    (server(extra="max_inflight = -1"), "servers[web].max_inflight", "must be an integer ≥ 0 (0 = no cap)"),
+    (server(extra="max_inflight = 2.5"), "servers[web].max_inflight", "must be an integer ≥ 0 (0 = no cap)"),
     (server(extra='policy = "fastest"'), "servers[web].policy", "unknown policy 'fastest' (known: round_robin, random"),
     (server(replica='[[servers.replicas]]\nurl = "http://h/mcp"\ncommand = ["srv"]\n'),
      "servers[web].replicas[0]", "exactly one of url (HTTP upstream) or command (stdio upstream) is required"),
@@ -114,7 +116,7 @@ def test_unknown_keys(tmp_path: Path, body: str, key: str) -> None:
     (server("a", 'namespace = "x"') + server("b", 'namespace = "x"'), "servers[b].namespace",
      "namespace 'x' is already used by server 'a'"),
 ], ids=["listen-no-port", "listen-bad-port", "negative-timeout", "timeout-string", "timeout-nan", "proxy-not-table",
-        "servers-not-array", "zero-body", "log-level", "server-timeout", "server-timeout-bool", "server-timeout-nan",
+        "servers-not-array", "zero-body", "log-level", "server-timeout", "server-timeout-bool", "server-timeout-nan", "max-inflight-negative", "max-inflight-float",
         "policy", "url-and-command", "neither", "url-scheme", "empty-command", "no-replicas", "server-name",
         "duplicate-name", "duplicate-namespace"])
 def test_bad_values(tmp_path: Path, body: str, key: str, reason: str) -> None:
