@@ -13,8 +13,10 @@ wall-clock time, so consecutive runs can be started ahead and follow each other 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         coro = run_open_loop(args.url, schedule, args.sessions, args.timeout, start_at=args.start_at)
     else:
         coro = run_closed_loop(args.url, workload, seed, args.concurrency, args.duration, args.timeout)
+    pauses = CollectorPauses()
+    gc.collect()
+    gc.freeze()  # the modules and the plan are there for good: full collections need not walk them
+    gc.callbacks.append(pauses)
     try:
         records = run_interruptibly(coro, _uvloop())
     except KeyboardInterrupt:
@@ -76,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     out = write_jsonl(args.out, records)
     summary = summarize_calls(records, args.timeout)
     summary.update(url=args.url, seed=args.seed, mode="open" if args.rate is not None else "closed",
-                   rate=args.rate, concurrency=args.concurrency, duration_s=args.duration, start_at=args.start_at)
+                   rate=args.rate, concurrency=args.concurrency, duration_s=args.duration, start_at=args.start_at,
+                   client_gc=pauses.summary())
     summary_path = Path(args.summary or f"{out}.summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     lat = summary["latency_ms"]
@@ -87,6 +94,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"failures: {summary['failures']}")
     print(f"calls: {out}\nsummary: {summary_path}")
     return 0
+
+
+class CollectorPauses:
+    """The load generator's own garbage-collector pauses (a ``gc.callbacks`` entry). Every call in flight
+    waits them out, and the wait is counted as the endpoint's latency: the summary reports them, so a
+    latency spike the client caused can be told from one the endpoint did."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.collections = [0, 0, 0]  # per generation
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        paused = (time.perf_counter() - self._started) * 1000.0
+        self.collections[info.get("generation", 0)] += 1
+        self.total_ms += paused
+        self.max_ms = max(self.max_ms, paused)
+
+    def summary(self) -> dict[str, object]:
+        return {"collections": list(self.collections), "total_ms": round(self.total_ms, 2),
+                "max_pause_ms": round(self.max_ms, 2)}
 
 
 def _uvloop():  # the load generator should spend as little CPU per call as it can
