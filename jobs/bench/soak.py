@@ -540,8 +540,9 @@ def _assemble(args: argparse.Namespace, stack: Any, machine: dict[str, Any], sta
               f"{maximum['concurrency']} sessions for {maximum['duration_s']:g}s" if maximum else "--rate")
     title = (f"soak benchmark: {rate:g} calls/s for {args.duration:g}s{' (quick)' if args.quick else ''}: {source}\n"
              f"open loop in {args.round:g}s load-generator rounds of {SESSIONS} sessions; {args.replicas} simulated "
-             f"replicas, policy {stack.policy}, events → worker (nice {UP_WORKER_NICE}, as `up` runs it) → Redis + "
-             f"Parquet; {machine['cpus_usable']} CPUs, "
+             f"replicas, policy {stack.policy}, events → worker → Redis + Parquet (the broker, "
+             f"the worker and Redis {UP_WORKER_NICE} steps nicer, autogroups too, as `up` runs them); "
+             f"{machine['cpus_usable']} CPUs, "
              f"Python {machine['python_version']}")
     accounting = (f"events: {events['answered']:,} calls answered during the soak ({len(records):,} sent), "
                   f"{events['distinct']:,} tools/call rows in `requests` ({events['raw_rows']:,} raw rows) "
