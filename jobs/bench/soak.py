@@ -82,6 +82,7 @@ FD_TOLERANCE = 8
 TASK_TOLERANCE = 8
 SESSIONS = 16  # MCP sessions per load-generator round
 CALL_TIMEOUT_S = 5.0
+_LAST_SAMPLE_LEAD_S = 0.5  # the last sample is taken this long before the load ends
 IDLE_S = 6.0  # without calls for this long, the stack has closed its idle keep-alive connections (5 s)
 _QUICK = {"duration": 40.0, "window": 10.0, "warmup": 10.0, "sample_every": 2.0, "round": 20.0,
           "max_duration": 4.0, "drain_timeout": 30.0, "lead": 4.0}
@@ -201,7 +202,9 @@ async def _bench(args: argparse.Namespace, stack: Any, tmp: Path) -> dict[str, A
         t0 = sampler.t0 = cutoff + args.lead
         before["t"] = round(before["t"] - args.lead, 3)
         _log(f"soak: {rate:g} calls/s for {args.duration:g}s from {datetime.datetime.fromtimestamp(t0):%H:%M:%S} …")
-        sampling = asyncio.create_task(sampler.every(args.sample_every, t0 + args.duration))
+        # The last sample a moment before the load ends: at its very end the last round may already have
+        # closed its sessions, and the last window would show an idle proxy it never was under load.
+        sampling = asyncio.create_task(sampler.every(args.sample_every, t0 + args.duration - _LAST_SAMPLE_LEAD_S))
         try:
             rounds = await _soak(args, stack, tmp, rate, t0)
             await sampling  # ended with the soak's last second
