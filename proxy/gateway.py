@@ -388,5 +388,5 @@ class Gateway(AdminViews, Relay):
         if not isinstance(level, str) or level not in LOG_LEVELS:
             raise RPCError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
         session.log_level = level
-        await self.fan_out_level()
+        self.fan_out_level()
         return {}

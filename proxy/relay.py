@@ -116,7 +116,7 @@ class Relay(ReplicaHooks):
             self._instructions[replica.server] = text
         self.spawn(self.refresh(replica.server, list(_LISTS) + ["resources"], announce=True))
         self.spawn(self._resubscribe(replica))
-        self.spawn(self.fan_out_level(force=True))  # a new upstream session starts at its default log level
+        self.fan_out_level(force=True)  # a new upstream session starts at its default log level
 
     async def _resubscribe(self, replica: Replica) -> None:
         """A reconnected upstream session knows no subscriptions: renew those clients still hold."""
@@ -232,26 +232,32 @@ class Relay(ReplicaHooks):
                 asyncio.get_running_loop()
             except RuntimeError:  # the proxy is shutting down outside its loop: no upstream to tell
                 return
-            self.spawn(self.fan_out_level())
+            self.fan_out_level()
 
-    async def fan_out_level(self, force: bool = False) -> None:
-        """Set every upstream session to the most verbose level any client needs. The upstream sessions
-        are shared, so a client that set no level (it gets every log the upstream sends by default)
-        counts as ``UNSET_CLIENT_LOG_LEVEL``: otherwise one client asking for errors only would silence
-        the others' info logs. Until some client sets a level the upstreams keep their own default."""
-        levels = [s.log_level for s in self.sessions if s.log_level is not None]
-        if not levels:
+    def fan_out_level(self, force: bool = False) -> None:
+        """Set every upstream session to the most verbose level any client needs, when it changed (or
+        ``force``: a new upstream session starts at its own default). The upstream sessions are shared, so
+        a client that set no level (it gets every log the upstream sends by default) counts as
+        ``UNSET_CLIENT_LOG_LEVEL``: otherwise one client asking for errors only would silence the others'
+        info logs. Until some client sets a level the upstreams keep their own default."""
+        most_verbose, unset = None, False
+        for session in self.sessions:
+            wanted = session.log_level
+            if wanted is None:
+                unset = True
+            elif most_verbose is None or LOG_LEVELS[wanted] < LOG_LEVELS[most_verbose]:
+                most_verbose = wanted
+        if most_verbose is None:
             return
-        if any(s.log_level is None for s in self.sessions):
-            levels.append(UNSET_CLIENT_LOG_LEVEL)
-        level = min(levels, key=lambda name: LOG_LEVELS[name])
-        if level == self._upstream_level and not force:
+        if unset and LOG_LEVELS[UNSET_CLIENT_LOG_LEVEL] < LOG_LEVELS[most_verbose]:
+            most_verbose = UNSET_CLIENT_LOG_LEVEL
+        if most_verbose == self._upstream_level and not force:
             return
-        self._upstream_level = level
+        self._upstream_level = most_verbose
         for pool in self.pools.values():
             for replica in pool.ready_replicas():
                 if self.serves(pool.name, "logging"):
-                    self.spawn(replica.request("logging/setLevel", {"level": level},
+                    self.spawn(replica.request("logging/setLevel", {"level": most_verbose},
                                                timeout=self.settings.proxy.call_timeout))
 
     def spawn(self, coroutine: Any) -> None:
