@@ -72,6 +72,7 @@ _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 _MIN_JAVA = 17  # Kafka 4 brokers need Java 17
 _MAVEN_TIMEOUT_S = 900.0
 _FORMAT_TIMEOUT_S = 60.0
+_METADATA_NOT_YET = frozenset({3, 5})  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE: retriable
 
 # Runs before java: asks the kernel to SIGKILL the node when its parent (thread) dies
 # (PR_SET_PDEATHSIG survives exec), then execs it; the pid stays java's. SIGKILL, not SIGTERM:
@@ -557,11 +558,18 @@ class KafkaCluster:
             for entry in described:
                 if entry["topic"] != topic:
                     continue
+                if entry["error_code"] in _METADATA_NOT_YET:  # just created: not every node knows yet
+                    break
                 if entry["error_code"]:
                     raise BrokerError(f"topic {topic!r}: error {entry['error_code']} in the metadata")
                 return {p["partition"]: PartitionState(p["leader"], tuple(p["replicas"]), tuple(p["isr"]))
                         for p in entry["partitions"]}
-            raise BrokerError(f"topic {topic!r} is not in the metadata")
+            else:
+                raise BrokerError(f"topic {topic!r} is not in the metadata")
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"topic {topic!r}: still unknown to node {live[(attempt - 1) % len(live)]} "
+                                  f"after {timeout_s:g} s")
+            await asyncio.sleep(0.1)
 
     def partitions(self, topic: str) -> dict[int, PartitionState]:
         return _run_sync(self.apartitions(topic))
