@@ -21,6 +21,7 @@ from only1mcp.proxy.admin import admin_mount
 from only1mcp.proxy.auth import AuthMiddleware
 from only1mcp.proxy.gateway import Gateway
 from only1mcp.proxy.http_front import McpEndpoint
+from only1mcp.proxy.looplag import LoopLag
 from only1mcp.proxy.metrics import ProxyMetrics, RequestMetricsMiddleware
 from only1mcp.proxy.ratelimit import RateLimitMiddleware
 from only1mcp.proxy.reload import Watcher
@@ -64,8 +65,13 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
     metrics.register_limits(lambda: {"sessions": len(sessions), "clients": sessions.clients()},
                             lambda: {**sessions.refused, **endpoint.limits.refused, **gateway.refused})
 
+    loop_lag = LoopLag()
+    metrics.register_collector(loop_lag.stats, prefix="only1mcp_event_loop_", counters=("lag_seconds", "stalls"),
+                               help_text="event loop lateness (proxy/looplag.py):")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop_lag.start()
         await gateway.start()
         watcher = Watcher(gateway, settings.source, reload_from) if reload_from else None
         if watcher is not None:
@@ -77,6 +83,7 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
             if watcher is not None:
                 watcher.stop()
             await gateway.stop()
+            await loop_lag.stop()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -10,7 +10,8 @@ a few dict updates per record), and a task of the Faust app (:meth:`RoutingAgent
    traffic. When the registry (``[learning] registry_dir``, or ``<[store] data_dir>/models``) has a
    live version that loads, the latency model takes over every (server, tool) where it is warm: it
    scores every known (server, tool, replica) at inflight ``0 … inflight_levels-1`` in ONE batch
-   (onnxruntime, models/routing/model.py) and publishes P95 curves for the keys with
+   (onnxruntime, models/routing/model.py) and publishes its P50 curves (expected latency by
+   calls in flight, only over the levels the replica has had calls at, never falling) for the keys with
    ``_WARM_CALLS`` calls, taking a (server, tool) only where it predicts every replica the learner
    knows (``weights.split``); the learner keeps the rest. If loading or scoring raises, that tick
    is the learner's (logged, counted, never fatal).
@@ -300,7 +301,7 @@ class RoutingAgent:
         return records
 
     def _model_curves(self, now: float) -> Curves | None:
-        """Score live, shadow and river on one batch; the live model's P95 curves of the keys it is
+        """Score live, shadow and river on one batch; the live model's routing curves of the keys it is
         warm for, or None (the learner decides alone)."""
         side = self.model_side
         if side is None or self.armed_at is None:

@@ -90,6 +90,7 @@ _METRICS = {  # /metrics sample name -> sample key
     "only1mcp_asyncio_tasks": "tasks", "only1mcp_sessions": "sessions",
     "only1mcp_events_emitted_total": "events_emitted", "only1mcp_events_dropped_total": "events_dropped",
     "only1mcp_events_queue_depth": "events_queue", "only1mcp_events_spool_depth": "events_spool",
+    "only1mcp_event_loop_stalls_total": "loop_stalls", "only1mcp_event_loop_lag_max_seconds": "loop_lag_max_s",
 }
 
 
@@ -304,7 +305,9 @@ def _host_ticks() -> dict[str, int] | None:
             values = [int(v) for v in fh.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    return {"busy": sum(values) - values[3] - values[4], "total": sum(values)}  # idle and iowait apart
+    # idle and iowait apart; steal: time a hypervisor ran someone else while this machine wanted the CPU
+    return {"busy": sum(values) - values[3] - values[4], "total": sum(values),
+            "steal": values[7] if len(values) > 7 else 0}
 
 
 class _Sampler:
@@ -417,11 +420,28 @@ def _windows(args: argparse.Namespace, records: list[dict[str, Any]],
         for name in ("proxy", "worker"):
             row[name] = _resources([(s["t"], s[name]) for s in held[i] if s.get(name)])
         ticks = [s["host"] for s in held[i] if s.get("host")]
-        row["host_cpu_pct"] = (round(100 * (os.cpu_count() or 1) * (ticks[-1]["busy"] - ticks[0]["busy"])
-                                     / (ticks[-1]["total"] - ticks[0]["total"]), 1)
-                               if len(ticks) > 1 and ticks[-1]["total"] > ticks[0]["total"] else None)
+        spans = len(ticks) > 1 and ticks[-1]["total"] > ticks[0]["total"]
+        for key, field in (("host_cpu_pct", "busy"), ("host_steal_pct", "steal")):
+            row[key] = (round(100 * (os.cpu_count() or 1) * (ticks[-1][field] - ticks[0][field])
+                              / (ticks[-1]["total"] - ticks[0]["total"]), 1) if spans else None)
+        row["loop_stalls"], row["loop_lag_max_ms"] = _loop(samples, start, end)
         windows.append(row)
     return windows
+
+
+def _loop(samples: list[dict[str, Any]], start: float, end: float) -> tuple[int | None, float | None]:
+    """The proxy's event-loop stalls in [start, end) (its counter at the window's last sample minus at
+    the sample before the window) and the longest lateness its samples saw (ms): a p99 that jumps with
+    stalls is the proxy's own loop (or the machine descheduling it), one that jumps without is not."""
+    seen = [(s["t"], s["proxy"]) for s in samples
+            if s.get("proxy") and s["proxy"].get("loop_stalls") is not None]
+    before = [p["loop_stalls"] for t, p in seen if t < start]
+    inside = [p for t, p in seen if start <= t < end]
+    if not inside:
+        return None, None
+    base = before[-1] if before else inside[0]["loop_stalls"]
+    lags = [p["loop_lag_max_s"] for p in inside if p.get("loop_lag_max_s") is not None]
+    return int(inside[-1]["loop_stalls"] - base), round(1000 * max(lags), 1) if lags else None
 
 
 def _resources(got: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
@@ -499,7 +519,7 @@ def _idle_row(label: str, sample: dict[str, Any]) -> list[str]:
     p, wk = sample.get("proxy") or {}, sample.get("worker") or {}
     return [label, "", "", "", "", "", _fmt(p.get("rss_kib") and p["rss_kib"] / 1024, ".1f"),
             _fmt(p.get("own_fds"), "g"), _fmt(p.get("client_conns"), "g"), _fmt(p.get("tasks"), "g"),
-            _fmt(p.get("sessions"), "g"), "", _fmt(wk.get("rss_kib") and wk["rss_kib"] / 1024, ".1f"),
+            _fmt(p.get("sessions"), "g"), "", "", "", _fmt(wk.get("rss_kib") and wk["rss_kib"] / 1024, ".1f"),
             _fmt(wk.get("fds"), "g")]
 
 
@@ -511,11 +531,13 @@ def _table(windows: list[dict[str, Any]], before: dict[str, Any], after: dict[st
         cpu = f"{_fmt(p.get('cpu_pct'), '.0f')}/{_fmt(wk.get('cpu_pct'), '.0f')}/{_fmt(w['host_cpu_pct'], '.0f')}"
         rows.append([label, str(w["calls"]), f"{w['calls_per_s']:.1f}", str(w["not_ok"]),
                      _fmt(lat["p50"], ".2f"), _fmt(lat["p99"], ".2f"), _mib(p), _range(p, "own_fds"),
-                     _range(p, "client_conns"), _range(p, "tasks"), _range(p, "sessions"), cpu, _mib(wk),
+                     _range(p, "client_conns"), _range(p, "tasks"), _range(p, "sessions"), cpu,
+                     _fmt(w.get("host_steal_pct"), ".0f"),
+                     f"{_fmt(w.get('loop_stalls'), 'g')}/{_fmt(w.get('loop_lag_max_ms'), '.0f')}", _mib(wk),
                      _range(wk, "fds")])
     rows.append(_idle_row("idle after", after))
     headers = ["window", "calls", "calls/s", "not ok", "p50 ms", "p99 ms", "proxy MiB", "fds", "clients", "tasks",
-               "sessions", "CPU% prx/wkr/host", "worker MiB", "wkr fds"]
+               "sessions", "CPU% prx/wkr/host", "steal%", "loop stalls/max ms", "worker MiB", "wkr fds"]
     return render_table(headers, rows)
 
 
@@ -523,7 +545,9 @@ _LEGEND = ("proxy MiB, worker MiB: median resident memory; fds: the proxy's open
            "connections (clients: those, kept open by the load generator's pool for its round); tasks: asyncio tasks "
            "(only1mcp_asyncio_tasks); sessions: MCP sessions held; ranges are lowest-highest of the window's samples; "
            "not ok: tool errors (the profile's error rates) and failed calls; CPU%: of one core, the proxy's, the "
-           "worker's and the whole machine's (every process, this stack's and any other's; 100 per core)")
+           "worker's and the whole machine's (every process, this stack's and any other's; 100 per core); steal%: CPU the "
+           "hypervisor gave another guest while this machine wanted it; loop stalls: the proxy's event loop woke 100 ms "
+           "or more late (only1mcp_event_loop_stalls_total), max ms: its longest lateness (the last 10-20 s at each sample)")
 
 
 def _assemble(args: argparse.Namespace, stack: Any, machine: dict[str, Any], started_at: datetime.datetime,

@@ -77,6 +77,9 @@ def test_windows_cover_the_soak_with_their_calls_and_samples(bench: dict[str, An
         assert worker["rss_kib"]["min"] > 0 and worker["fds"]["min"] > 0, worker
         assert proxy["cpu_pct"] > 0 and worker["cpu_pct"] is not None, w
         assert proxy["cpu_pct"] < w["host_cpu_pct"] <= 100 * (os.cpu_count() or 1) + 5, w  # the machine's, all of it
+        assert 0 <= w["host_steal_pct"] <= w["host_cpu_pct"], w
+        # the proxy's loop: stalls counted per window, its lateness sampled (a quiet proxy is a few ms late)
+        assert w["loop_stalls"] >= 0 and 0 <= w["loop_lag_max_ms"] < 5000, w
     samples = report["samples"]
     times = [s["t"] for s in samples]
     assert times[0] == pytest.approx(0, abs=1.0) and times[-1] == pytest.approx(40, abs=1.0), times

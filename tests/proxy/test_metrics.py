@@ -22,6 +22,8 @@ FAMILIES = {  # name as parsed (counters without _total) -> type
     "only1mcp_calls": "counter", "only1mcp_call_seconds": "histogram", "only1mcp_inflight": "gauge",
     "only1mcp_retries": "counter", "only1mcp_breaker_state": "gauge", "only1mcp_ejections": "counter",
     "only1mcp_requests": "counter", "only1mcp_rate_limited": "counter",
+    "only1mcp_event_loop_stalls": "counter", "only1mcp_event_loop_lag_seconds": "counter",
+    "only1mcp_event_loop_lag_max_seconds": "gauge",
 }
 
 

@@ -232,7 +232,7 @@ def tiny_registry(root: Path) -> str:
     return version
 
 
-def test_the_live_latency_model_publishes_p95_curves(broker: EmbeddedBroker, redis: RedisHandle, stack,  # noqa: ANN001
+def test_the_live_latency_model_publishes_its_curves(broker: EmbeddedBroker, redis: RedisHandle, stack,  # noqa: ANN001
                                                       tmp_path: Path) -> None:
     pytest.importorskip("xgboost")
     version = tiny_registry(tmp_path / "models")
@@ -255,7 +255,8 @@ def test_the_live_latency_model_publishes_p95_curves(broker: EmbeddedBroker, red
             for record in (a, b, wide):
                 assert record.model_version == f"latency_model:{version}"
                 for curve in record.predicted_ms.values():
-                    assert len(curve) == levels and curve == sorted(curve)  # P95 at inflight 0 … levels-1
+                    # P50 at inflight 0 … up to levels-1 (the levels its replica had calls at), never falling
+                    assert 1 <= len(curve) <= levels and curve == sorted(curve)
             assert a.predicted_ms["r1"][0] > 2 * max(a.predicted_ms["r0"][0], a.predicted_ms["r2"][0])
 
     asyncio.run(scenario())
