@@ -136,7 +136,8 @@ def test_learner_first_then_the_live_model_and_a_fallback_tick(tmp_path: Path, r
         a, b = tools["s.A"], tools["s.B"]
         assert a.weights["r1"] < 0.5 * min(a.weights["r0"], a.weights["r2"])
         assert b.weights["r1"] == max(b.weights.values())
-        assert all(len(c) == 4 for r in records for c in r.predicted_ms.values())
+        # the traffic had 0 or 1 calls in flight: the curves hold those two levels of the four, never falling
+        assert all(len(c) == 2 and c == sorted(c) for r in records for c in r.predicted_ms.values())
         assert a.model_version == f"latency_model:{registries['good']}"
         # River learned in shadow and was scored on the same batch.
         assert len(agent._river_pending) > 0 and agent.p50["river"]  # (it learns each example 1000 late)
