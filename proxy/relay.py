@@ -257,8 +257,8 @@ class Relay(ReplicaHooks):
         for pool in self.pools.values():
             for replica in pool.ready_replicas():
                 if self.serves(pool.name, "logging"):
-                    self.spawn(replica.request("logging/setLevel", {"level": most_verbose},
-                                               timeout=self.settings.proxy.call_timeout))
+                    self.spawn(replica.request_every_session("logging/setLevel", {"level": most_verbose},
+                                                             timeout=self.settings.proxy.call_timeout))
 
     def spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

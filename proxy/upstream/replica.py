@@ -33,6 +33,10 @@ _BACKOFF_START, _BACKOFF_MAX, _STABLE_AFTER = 0.25, 30.0, 30.0
 _NUDGE_MIN_S = 0.2  # calls cut the backoff short at most this often: a dead upstream is not hammered
 # Calls that need no session state at the upstream may use any of the replica's sessions.
 _LANE_METHODS = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
+# ...but only once the first session has this many requests in flight: a client calling one at a
+# time always meets that session's state (its subscriptions, its roots) even while the proxy's own
+# ping or list refresh is in flight there. The extra sessions are for concurrency, not for idle time.
+_LANE_OVERFLOW = 2
 
 
 class ReplicaHooks:
@@ -121,7 +125,7 @@ class Replica:
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float,
                       sink: RelatedSink | None = None) -> dict[str, Any]:
         session = self.session
-        if self.lanes and method in _LANE_METHODS and session is not None:
+        if self.lanes and method in _LANE_METHODS and session is not None and session.load() >= _LANE_OVERFLOW:
             session = min((session, *self.lanes), key=UpstreamSession.load)
         if session is None or self.state != "ready":
             raise UpstreamUnavailable(self.server, f"replica {self.id} is {self.state}: {self.last_error or 'starting'}")
@@ -132,8 +136,24 @@ class Replica:
             self.inflight -= 1
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        """To every session of the replica: a call on any of them may depend on it (roots changed)."""
         if self.session is not None and self.state == "ready":
-            await self.session.notify(method, params)
+            await asyncio.gather(*(s.notify(method, params) for s in (self.session, *self.lanes)))
+
+    async def request_every_session(self, method: str, params: dict[str, Any] | None, *,
+                                    timeout: float) -> dict[str, Any]:
+        """Session state a call on any session must see (``logging/setLevel``: the level of the logs a
+        call sends); the first session's answer is returned, an extra session's failure only logged."""
+        lanes = list(self.lanes)
+        first, *rest = await asyncio.gather(self.request(method, params, timeout=timeout),
+                                            *(lane.request(method, params, timeout=timeout) for lane in lanes),
+                                            return_exceptions=True)
+        for outcome in rest:
+            if isinstance(outcome, BaseException):
+                log.info("%s on an extra session of %s failed: %s", method, self.id, outcome)
+        if isinstance(first, BaseException):
+            raise first
+        return first
 
     def _transport(self, listen: bool = True) -> Transport:
         if self.settings.url:

@@ -97,6 +97,43 @@ def test_resource_update_reaches_every_subscribed_client_only(proxy_url: str) ->
     asyncio.run(scenario())
 
 
+def test_a_call_meets_the_subscriptions_while_the_upstream_session_is_busy(proxy_url: str) -> None:
+    """The replica's extra upstream sessions take calls only once the first has two in flight: a call
+    made while one other request is held there (here a sampling call waiting on its client, in CI a
+    health ping) still runs on the session that holds the subscriptions."""
+    release = asyncio.Event()
+    sampled = 0
+
+    async def sampling(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        nonlocal sampled
+        sampled += 1
+        await release.wait()
+        return types.CreateMessageResult(role="assistant", model="m", content=types.TextContent(type="text", text="ok"))
+
+    async def scenario() -> None:
+        async with (Client(proxy_url, mode="legacy") as a,
+                    Client(proxy_url, mode="legacy", sampling_callback=sampling) as held):
+            await a.subscribe_resource(WATCHED)
+            busy = [asyncio.create_task(held.call_tool("conf__test_sampling", {"prompt": "wait"}))]
+            await _until(lambda: sampled == 1)
+            assert text_of(await a.call_tool("conf__test_trigger_resource_update")) == SUBSCRIBED_TEXT
+            # Two in flight: calls overflow to an extra session, which has no subscriptions (as documented).
+            busy.append(asyncio.create_task(held.call_tool("conf__test_sampling", {"prompt": "wait"})))
+            await _until(lambda: sampled == 2)
+            assert text_of(await a.call_tool("conf__test_trigger_resource_update")) == "not subscribed to " + WATCHED
+            release.set()
+            assert [text_of(r) for r in await asyncio.gather(*busy)] == ["LLM response: ok"] * 2
+            assert text_of(await a.call_tool("conf__test_trigger_resource_update")) == SUBSCRIBED_TEXT
+
+    asyncio.run(scenario())
+
+
+async def _until(condition: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 def test_stateless_listen_stream_gets_resource_updates_and_list_changes(proxy_url: str) -> None:
     async def scenario() -> None:
         async with Client(proxy_url, mode="2026-07-28") as client:
