@@ -555,17 +555,14 @@ class KafkaCluster:
                 continue
             finally:
                 await admin.close()
-            for entry in described:
-                if entry["topic"] != topic:
-                    continue
-                if entry["error_code"] in _METADATA_NOT_YET:  # just created: not every node knows yet
-                    break
+            entry = next((e for e in described if e["topic"] == topic), None)
+            if entry is None:
+                raise BrokerError(f"topic {topic!r} is not in the metadata")
+            if entry["error_code"] not in _METADATA_NOT_YET:  # those: just created, not every node knows yet
                 if entry["error_code"]:
                     raise BrokerError(f"topic {topic!r}: error {entry['error_code']} in the metadata")
                 return {p["partition"]: PartitionState(p["leader"], tuple(p["replicas"]), tuple(p["isr"]))
                         for p in entry["partitions"]}
-            else:
-                raise BrokerError(f"topic {topic!r} is not in the metadata")
             if time.monotonic() >= deadline:
                 raise BrokerError(f"topic {topic!r}: still unknown to node {live[(attempt - 1) % len(live)]} "
                                   f"after {timeout_s:g} s")

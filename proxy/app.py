@@ -71,8 +71,8 @@ def build_app(settings: Settings, gateway: Gateway | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loop_lag.start()
         await gateway.start()
+        loop_lag.start()  # after: a gateway that fails to start leaves no task behind
         watcher = Watcher(gateway, settings.source, reload_from) if reload_from else None
         if watcher is not None:
             watcher.start()

@@ -23,10 +23,11 @@ __all__ = ["ModelRouting", "Design"]
 
 Key = tuple[str, "str | None", str]  # (server, tool, replica)
 _BYTES_ALPHA = 0.1
-# Calls a replica needs at an in-flight level before the model's prediction there is published (the
-# model's P95 is fitted on the same rows, and a 95th percentile needs twenty calls to have one above it). Past the last supported level a tree model
-# repeats its last leaf (it cannot extrapolate a queue), so the curve stops there and the proxy
-# extends it as a queue grows (``proxy/routing/learned.py``: last value × (inflight + 1) / length).
+# Calls a replica needs at an in-flight level before the model's prediction there is published (its
+# P95 is fitted on the same rows, and a 95th percentile needs twenty calls to have one above it).
+# Past the last supported level a tree model repeats its last leaf (it cannot extrapolate a queue),
+# so the curve stops there and the proxy extends it as a queue grows (``proxy/routing/learned.py``:
+# last value × (inflight + 1) / length).
 LEVEL_SUPPORT = 20
 
 
@@ -139,10 +140,11 @@ class ModelRouting:
 
         A routing curve is the P50 prediction — a call's expected wait, the cost join-the-shortest-
         expected-delay routing compares (routing on the P95 gave a 2-11 % higher mean and a 3-8 %
-        higher p99 on all three seeds of the load-sensitive benchmark; README). It holds the key's supported levels only (:meth:`supported_levels`) and never falls as the
-        in-flight count grows: a call waits behind as many calls or more, so a dip is the model's noise
-        (in the load-sensitive benchmark a replica was predicted cheaper at 6 in flight than at 4 and
-        sent calls that queued there for 160-180 ms)."""
+        higher p99 on all three seeds of the load-sensitive benchmark; README). It holds the key's
+        supported levels only (:meth:`supported_levels`) and never falls as the in-flight count grows:
+        a call waits behind as many calls or more, so a dip is the model's noise (in the load-sensitive
+        benchmark a replica was predicted cheaper at 6 in flight than at 4 and sent calls that queued
+        there for 160-180 ms)."""
         p50, p95 = (np.asarray(p, dtype=np.float64).reshape(-1) for p in predictions)
         n = len(design.keys) * design.levels
         if p50.shape[0] != n or p95.shape[0] != n:
