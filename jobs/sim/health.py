@@ -286,9 +286,9 @@ async def _run_row(args: argparse.Namespace, row: str, fleet: list[HealthScenari
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         if loop:  # the events the detectors are replayed on, all in the store
-            from only1mcp.jobs.sim.learned import _wait_parquet
+            from only1mcp.jobs.sim.loop_results import wait_parquet
 
-            await _wait_parquet(run_dir / "data", len(records), since=epoch - 3600.0, timeout_s=30.0)
+            await wait_parquet(run_dir / "data", len(records), since=epoch - 3600.0, timeout_s=30.0)
         died = [p.name for p in (proxy, worker) if p is not None and not p.alive()]
         if died:
             return {"status": "died", "reason": f"{', '.join(died)} exited during the run",

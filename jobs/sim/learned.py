@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -50,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, StartError, free_ports
+from only1mcp.jobs.sim.loop_results import routing_share, train_latency_job, wait_parquet
 
-__all__ = ["LEARNING_ROWS", "LoopInfra", "WeightsWatcher", "classify_decision", "run_learning_rows"]
+__all__ = ["LEARNING_ROWS", "LoopInfra", "WeightsWatcher", "run_learning_rows"]
 
 LEARNING_ROWS = ("tool_ewma", "learned")
 HOST = "127.0.0.1"
@@ -224,40 +224,6 @@ class WeightsWatcher:
                 await self._task
 
 
-def classify_decision(policy: str | None, reason: str | None) -> tuple[str, str | None]:
-    """(``learned`` | ``fallback`` | ``health`` | ``other``, source) of one call's routing, from its event.
-
-    The learned policy names itself in ``policy``; when it falls back its reason says so
-    ("…; fell back to p2c_ewma: …"); when its weights decide, the reason has
-    "learned (tool|server): … by model M (SOURCE)", possibly after why the tool's own entry
-    was not used ("weights for tool X … stale …; learned (server): …"). "the only routable
-    replica" is health deciding (every other replica ejected or its breaker open): no policy chose.
-    """
-    text = reason or ""
-    if policy is None:
-        return "other", None
-    if "fell back" in text:
-        return "fallback", None
-    at = text.find("learned (")
-    if at >= 0 and policy in ("learned", "weighted"):
-        part = text[at:]
-        for source in ("latency_model", "tool_ewma"):
-            if f"({source})" in part or f"by model {source}" in part:
-                return "learned", source
-        return "learned", None
-    if "routable" in text:
-        return "health", None
-    if policy not in ("learned", "weighted"):
-        return "fallback", None  # a classic policy's own reason
-    return "other", None
-
-
-def _fallback_reason(reason: str | None) -> str:
-    """The cause of a fallback, without the numbers (to count them)."""
-    text = (reason or "").split(";")[0]
-    return re.sub(r"[-+]?\d[\d.:e+-]*", "#", text)[:80]
-
-
 async def run_learning_rows(args: Any, scenario: Any, rows: list[str], schedule: list[Any],
                             warm_schedule: list[Any], run_dir: Path, infra: LoopInfra, settle_seed: Any,
                             mix: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -394,9 +360,9 @@ class _Loop:
         began = time.perf_counter()
         for r in measured:
             since, until = r["window_unix"]
-            await _wait_parquet(self.data_dir, r["summary"]["count"], since=since, until=until,
+            await wait_parquet(self.data_dir, r["summary"]["count"], since=since, until=until,
                                 timeout_s=max(1.0, 20.0 - (time.perf_counter() - began)))
-            r["routing_share"] = _routing_share(self.data_dir, since, until)
+            r["routing_share"] = routing_share(self.data_dir, since, until)
             r.setdefault("phases_s", {})["collect_s"] = round(time.perf_counter() - began, 2)
 
     async def close(self) -> None:
@@ -483,11 +449,12 @@ class _Loop:
     async def learned_row(self, schedule: list[Any]) -> dict[str, Any]:
         """Train on the warm-up's calls, restart worker, fleet and proxy (fresh, like every row), measure."""
         began = time.perf_counter()
-        await _wait_parquet(self.data_dir, self.warmup.get("calls", 0), since=self.warm_start - 1.0,
+        await wait_parquet(self.data_dir, self.warmup.get("calls", 0), since=self.warm_start - 1.0,
                             timeout_s=20.0)
-        training = await _train(self.py, self.config, self.registry, self.procs, self.args.train_timeout,
+        training = await train_latency_job(self.py, self.config, self.registry, self.procs, self.args.train_timeout,
                                 until=self.warm_end + 0.5, min_rows=self.args.min_train_calls)
         training["wall_with_wait_s"] = round(time.perf_counter() - began, 2)
+        training["mae_floor"] = self._mae_floor(training)
         if training["status"] != "ok":
             return {**self.common, "status": "not available", "reason": training["reason"], "training": training}
         restart = time.perf_counter()
@@ -504,6 +471,19 @@ class _Loop:
         result["training"] = training
         result.setdefault("phases_s", {}).update({"train_s": training["wall_with_wait_s"], "restart_s": restart_s})
         return result
+
+    def _mae_floor(self, training: dict[str, Any]) -> dict[str, Any] | None:
+        """The oracle beside the model's hold-out P50 MAE (``ceiling.p50_mae_floor``) over the same
+        window's calls; None without a registered model's window or for a scenario with faults."""
+        from only1mcp.jobs.sim.ceiling import p50_mae_floor
+        from only1mcp.jobs.train_latency import load_rows
+
+        window = (training.get("model") or {}).get("window") or {}
+        since, until = window.get("holdout_since"), window.get("data_until")
+        if since is None or until is None:
+            return None
+        profiles = {f"{SERVER}/{i}": profile for i, (_, profile) in enumerate(self.scenario.profiles())}
+        return p50_mae_floor(load_rows(self.data_dir, since=since, until=until + 1e-3), profiles)
 
     async def _wait_weights(self, source: str) -> dict[str, Any]:
         """Until the worker publishes weights from ``source`` and the proxy shows them (bounded); for the
@@ -606,116 +586,6 @@ async def _admin_upstreams(proxy_url: str) -> Any:
                 return await resp.json(content_type=None)
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"[:200]}
-
-
-async def _wait_parquet(data_dir: Path, expected: int, since: float, timeout_s: float,
-                        until: float | None = None) -> int:
-    """Until the offline store holds >= 98 % of ``expected`` events since ``since`` (bounded); the count."""
-    began = time.perf_counter()
-    count, last, still_since = 0, -1, time.perf_counter()
-    while time.perf_counter() - began < timeout_s:
-        count = await asyncio.to_thread(_count_events, data_dir, since, until)
-        if count >= 0.98 * expected:
-            break
-        if count != last:
-            last, still_since = count, time.perf_counter()
-        elif count >= 0.5 * expected and time.perf_counter() - still_since > 3.0:
-            break  # not growing any more (calls the proxy refused, say): that is all there is
-        await asyncio.sleep(0.5)
-    return count
-
-
-def _count_events(data_dir: Path, since: float, until: float | None = None) -> int:
-    from only1mcp.feature_store.offline.duckdb import query
-
-    window = f"ts >= {since!r}" + (f" AND ts <= {until!r}" if until is not None else "")
-    try:
-        return int(query(data_dir, f"SELECT count(*) FROM requests WHERE {window} "
-                                   f"AND method = 'tools/call' AND tool <> 'sim_stats'")[1][0][0])
-    except Exception:
-        return 0
-
-
-def _routing_share(data_dir: Path, since: float, until: float) -> dict[str, Any]:
-    """What decided the measured calls, from their events: learned weights (by source) or the fallback."""
-    from only1mcp.feature_store.offline.duckdb import query
-
-    try:
-        rows = query(data_dir, f"SELECT policy, reason FROM requests WHERE ts >= {since!r} AND ts <= {until!r} "
-                               f"AND method = 'tools/call' AND tool <> 'sim_stats'")[1]
-    except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
-    kinds: Counter[str] = Counter()
-    sources: Counter[str] = Counter()
-    fallbacks: Counter[str] = Counter()
-    others: Counter[str] = Counter()
-    for policy, reason in rows:
-        kind, source = classify_decision(policy, reason)
-        kinds[kind] += 1
-        if kind == "learned":
-            sources[source or "unnamed"] += 1
-        elif kind == "fallback":
-            fallbacks[_fallback_reason(reason)] += 1
-        else:
-            others[_fallback_reason(reason)] += 1
-    n = len(rows)
-    return {"events": n, "learned": kinds["learned"], "fallback": kinds["fallback"], "health": kinds["health"],
-            "other": kinds["other"], "learned_share": round(kinds["learned"] / n, 4) if n else None,
-            "by_source": dict(sources), "fallback_reasons": dict(fallbacks.most_common(5)),
-            "health_or_other_reasons": dict(others.most_common(5)),
-            "example_reason": next((r for _, r in rows if r), None)}
-
-
-async def _train(py: list[str], config: Path, registry: Path, procs: ProcessGroup, timeout_s: float,
-                 until: float, min_rows: int | None) -> dict[str, Any]:
-    """``only1mcp train latency --config FILE --until T`` as a subprocess (the warm-up's calls only);
-    its metrics and whether a model is live."""
-    began = time.perf_counter()
-    argv = [*py, "train", "latency", "--config", str(config), "--until", f"{until:.3f}"]
-    if min_rows:
-        argv += ["--min-rows", str(min_rows)]
-    proc = procs.start("train", argv)
-    while proc.alive() and time.perf_counter() - began < timeout_s:
-        await asyncio.sleep(0.5)
-    timed_out = proc.alive()
-    code = procs.stop(proc)
-    elapsed = round(time.perf_counter() - began, 2)
-    log = proc.log_path.read_text(errors="replace") if proc.log_path.exists() else ""
-    meta = _registry_metadata(registry)
-    lines = [line for line in log.replace("\r", "\n").splitlines() if line.strip() and "[" not in line[:40]]
-    out: dict[str, Any] = {"argv": argv[2:], "exit_code": code, "wall_s": elapsed, "log_tail": "\n".join(lines[-8:]),
-                           **meta}
-    if timed_out:
-        return {**out, "status": "failed", "reason": f"`only1mcp train latency` still running after {timeout_s:g}s"}
-    if code != 0:
-        last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "no output")
-        return {**out, "status": "failed", "reason": f"`only1mcp train latency` exited with code {code}: {last[:240]}"}
-    if not meta.get("live"):
-        return {**out, "status": "failed",
-                "reason": "no live latency model after training (the gate refused it, or nothing was registered): "
-                          + str(meta.get("gate") or meta.get("registry_error") or "see the training log")[:300]}
-    return {**out, "status": "ok"}
-
-
-def _registry_metadata(registry: Path) -> dict[str, Any]:
-    """The newest registered model's metrics and status, and which version is live."""
-    try:
-        from only1mcp.models.registry import ModelRegistry
-
-        reg = ModelRegistry(registry)
-        entries = reg.list()
-        live = reg.live()
-    except Exception as exc:  # the registry is being written by another session, or the artefact is broken
-        return {"live": None, "registry_error": f"{type(exc).__name__}: {exc}"[:300]}
-    found: dict[str, Any] = {"live": live.version if live else None, "versions": len(entries)}
-    if entries:
-        meta = entries[-1].metadata
-        found["model"] = {k: meta.get(k) for k in ("version", "status", "status_reason", "rows", "metrics",
-                                                   "improvement", "parity", "rounds", "window", "timings",
-                                                   "predict_batch20_p99_us")}
-        found["model"]["sizes_bytes"] = {name: f.get("bytes") for name, f in (meta.get("files") or {}).items()}
-        found["gate"] = meta.get("status_reason")
-    return found
 
 
 def _jsonable(value: Any) -> Any:

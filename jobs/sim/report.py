@@ -130,7 +130,24 @@ def judge_bars(result: dict[str, Any]) -> list[Bar]:
     bars.append(_ratio_bar(result, Bar("learned_vs_tool_ewma_p99_load_sensitive",
                                        "load-sensitive: learned p99 / tool_ewma p99", "<=", 0.9, "x"),
                            "load-sensitive", "learned", "tool_ewma", "p99"))
+    bars.append(_mae_bar(result, "load-sensitive"))
     return bars
+
+
+def _mae_bar(result: dict[str, Any], scenario: str) -> Bar:
+    """How far below the per-(replica, tool) EWMA the model's hold-out P50 MAE is, with the oracle's."""
+    bar = Bar("model_p50_mae_vs_ewma_load_sensitive", f"{scenario}: model P50 MAE below the EWMA baseline's",
+              ">=", 20.0, "%")
+    scen = result["scenarios"].get(scenario)
+    training = ((scen or {}).get("rows", {}).get("learned") or {}).get("training") or {}
+    metrics = (training.get("model") or {}).get("metrics") or {}
+    model, ewma = (metrics.get("model") or {}).get("mae_p50"), (metrics.get("ewma") or {}).get("mae_p50")
+    if not model or not ewma:
+        return bar.judge(None, f"not measured: no trained model's metrics for {scenario}")
+    floor = (training.get("mae_floor") or {}).get("mae_p50_ms")
+    note = (f"; the oracle knowing each call's wait: {floor:.2f} ms, {100 * (1 - floor / ewma):.0f}% below"
+            if floor is not None else "")
+    return bar.judge(100 * (1 - model / ewma), f"{model:.2f} vs {ewma:.2f} ms{note}")
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -233,6 +250,10 @@ def _training_line(training: dict[str, Any]) -> str:
                  f"({100 * abs(gain):.0f}% {'lower' if gain >= 0 else 'HIGHER'})")
     else:
         first = f"hold-out P50 MAE {mae:.2f} ms"
+    floor = (training.get("mae_floor") or {}).get("mae_p50_ms")
+    if floor is not None:
+        below = f", {100 * (1 - floor / ewma['mae_p50']):.0f}% below EWMA" if ewma.get("mae_p50") else ""
+        first += f"; oracle knowing each call's wait {floor:.2f} ms{below}"
     parts = [first, f"P95 coverage {100 * m.get('coverage_p95', math.nan):.1f}%"]
     rows = model.get("rows") or {}
     if rows:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from only1mcp.jobs.bench import cli as bench_cli
-from only1mcp.jobs.sim.learned import classify_decision
+from only1mcp.jobs.sim.loop_results import classify_decision
 from only1mcp.jobs.sim.loadgen import summarize_calls
 from only1mcp.jobs.sim.oracle import simulate
 from only1mcp.jobs.sim.report import drift_timeline, judge_bars
@@ -127,6 +127,14 @@ def test_learned_bars_are_judged_or_skipped_with_a_reason() -> None:
     assert "not run" in bars["learned_drift_recovery"].note
     skipped = bars["learned_vs_tool_ewma_p99_load_sensitive"]
     assert skipped.status == "SKIP" and "no model" in skipped.note
+    assert bars["model_p50_mae_vs_ewma_load_sensitive"].status == "SKIP"
+
+    trained = {"model": {"metrics": {"model": {"mae_p50": 13.5}, "ewma": {"mae_p50": 15.0}}},
+               "mae_floor": {"mae_p50_ms": 12.0}}
+    result["scenarios"]["load-sensitive"]["rows"]["learned"]["training"] = trained
+    mae = {bar.name: bar for bar in judge_bars(result)}["model_p50_mae_vs_ewma_load_sensitive"]
+    assert mae.status == "FAIL" and mae.value == pytest.approx(10.0), mae  # 10 % below, bar 20 %
+    assert "12.00 ms, 20% below" in mae.note, mae.note
 
 
 # -- the whole loop, quick ---------------------------------------------------------------------------
@@ -173,6 +181,8 @@ def test_bench_routing_with_learned_quick(quick_run: dict[str, Any]) -> None:
         for key in ("model", "ewma"):
             assert metrics[key]["mae_p50"] > 0 and 0 <= metrics[key]["coverage_p95"] <= 1
         assert learned["training"]["live"]
+        floor = learned["training"]["mae_floor"]  # the oracle: no model's MAE can be expected below it
+        assert floor["rows"] > 0 and 0 < floor["mae_p50_ms"] < metrics["ewma"]["mae_p50"], floor
     names = [bar["name"] for bar in report["bars"]]
     assert "learned_vs_rr_mean_specialised" in names and "learned_drift_recovery" in names
     assert all(bar["status"] in ("PASS", "FAIL", "SKIP") for bar in report["bars"])
