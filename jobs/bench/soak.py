@@ -61,7 +61,8 @@ import orjson
 
 from only1mcp.commands.up import UP_WORKER_NICE
 from only1mcp.jobs.bench._procs import Managed, StartError, fd_kinds, open_fds, rss_kib, run_interruptibly
-from only1mcp.jobs.bench._report import Bar, machine_info, publish, render_bars, render_table
+from only1mcp.jobs.bench._report import Bar, machine_info, publish, render_bars
+from only1mcp.jobs.bench.soak_table import LEGEND, fmt, soak_table
 
 __all__ = ["DEFAULT_OUT", "add_arguments", "run"]
 
@@ -499,57 +500,6 @@ def _bars(windows: list[dict[str, Any]], events: dict[str, Any]) -> list[Bar]:
     return bars
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _range(part: dict[str, Any], key: str) -> str:
-    got = part.get(key) if part else None
-    if got is None:
-        return "-"
-    return f"{got['min']:g}" if got["min"] == got["max"] else f"{got['min']:g}-{got['max']:g}"
-
-
-def _mib(part: dict[str, Any]) -> str:
-    got = part.get("rss_kib") if part else None
-    return "-" if got is None else f"{got['median'] / 1024:.1f}"
-
-
-def _idle_row(label: str, sample: dict[str, Any]) -> list[str]:
-    p, wk = sample.get("proxy") or {}, sample.get("worker") or {}
-    return [label, "", "", "", "", "", _fmt(p.get("rss_kib") and p["rss_kib"] / 1024, ".1f"),
-            _fmt(p.get("own_fds"), "g"), _fmt(p.get("client_conns"), "g"), _fmt(p.get("tasks"), "g"),
-            _fmt(p.get("sessions"), "g"), "", "", "", _fmt(wk.get("rss_kib") and wk["rss_kib"] / 1024, ".1f"),
-            _fmt(wk.get("fds"), "g")]
-
-
-def _table(windows: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any]) -> str:
-    rows: list[list[str] | str] = [_idle_row("idle before", before)]
-    for w in windows:
-        lat, p, wk = w["latency_ms"], w["proxy"], w["worker"]
-        label = f"{w['start_s']:g}-{w['end_s']:g}s" + (" warm-up" if w["warmup"] else "")
-        cpu = f"{_fmt(p.get('cpu_pct'), '.0f')}/{_fmt(wk.get('cpu_pct'), '.0f')}/{_fmt(w['host_cpu_pct'], '.0f')}"
-        rows.append([label, str(w["calls"]), f"{w['calls_per_s']:.1f}", str(w["not_ok"]),
-                     _fmt(lat["p50"], ".2f"), _fmt(lat["p99"], ".2f"), _mib(p), _range(p, "own_fds"),
-                     _range(p, "client_conns"), _range(p, "tasks"), _range(p, "sessions"), cpu,
-                     _fmt(w.get("host_steal_pct"), ".0f"),
-                     f"{_fmt(w.get('loop_stalls'), 'g')}/{_fmt(w.get('loop_lag_max_ms'), '.0f')}", _mib(wk),
-                     _range(wk, "fds")])
-    rows.append(_idle_row("idle after", after))
-    headers = ["window", "calls", "calls/s", "not ok", "p50 ms", "p99 ms", "proxy MiB", "fds", "clients", "tasks",
-               "sessions", "CPU% prx/wkr/host", "steal%", "loop stalls/max ms", "worker MiB", "wkr fds"]
-    return render_table(headers, rows)
-
-
-_LEGEND = ("proxy MiB, worker MiB: median resident memory; fds: the proxy's open file descriptors but its clients' "
-           "connections (clients: those, kept open by the load generator's pool for its round); tasks: asyncio tasks "
-           "(only1mcp_asyncio_tasks); sessions: MCP sessions held; ranges are lowest-highest of the window's samples; "
-           "not ok: tool errors (the profile's error rates) and failed calls; CPU%: of one core, the proxy's, the "
-           "worker's and the whole machine's (every process, this stack's and any other's; 100 per core); steal%: CPU the "
-           "hypervisor gave another guest while this machine wanted it; loop stalls: the proxy's event loop woke 100 ms "
-           "or more late (only1mcp_event_loop_stalls_total), max ms: its longest lateness (the last 10-20 s at each sample)")
-
-
 def _assemble(args: argparse.Namespace, stack: Any, machine: dict[str, Any], started_at: datetime.datetime,
               startup_s: float, maximum: dict[str, Any] | None, rate: float, t0: float,
               rounds: list[dict[str, Any]], records: list[dict[str, Any]], samples: list[dict[str, Any]],
@@ -574,8 +524,8 @@ def _assemble(args: argparse.Namespace, stack: Any, machine: dict[str, Any], sta
     accounting = (f"events: {events['answered']:,} calls answered during the soak ({len(records):,} sent), "
                   f"{events['distinct']:,} tools/call rows in `requests` ({events['raw_rows']:,} raw rows) "
                   f"{events['drain_s']:g}s after the load; the proxy emitted "
-                  f"{_fmt(emitted, ',')} events meanwhile (all methods), dropped {_fmt(dropped, ',')}")
-    text = "\n".join([title, "", _table(windows, before, after), textwrap.fill(_LEGEND, 118), "",
+                  f"{fmt(emitted, ',')} events meanwhile (all methods), dropped {fmt(dropped, ',')}")
+    text = "\n".join([title, "", soak_table(windows, before, after), textwrap.fill(LEGEND, 118), "",
                       textwrap.fill(accounting, 118), "", render_bars(bars)])
     for one in rounds:
         one.pop("out", None)
