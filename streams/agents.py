@@ -41,7 +41,7 @@ from only1mcp.events import TOPICS, DeadLetter, EventDecodeError, RequestEvent
 from only1mcp.feature_store.online.redis import OnlineStoreUnavailable, RedisOnlineStore, backoff_policy
 from only1mcp.settings import Settings
 from only1mcp.streams.entity_stage import EntityStage
-from only1mcp.streams.kafka import WorkerApp
+from only1mcp.streams.kafka import WorkerApp, current_messages
 from only1mcp.streams.repartition import Slice, SliceDecodeError, encode_slice, split
 from only1mcp.streams.sinks import Sinks, load_partition_closed
 
@@ -116,21 +116,33 @@ class FeatureWorker:
             self.targets = targets or self.settings.worker.partitions
         return self.targets
 
-    def _assigned_only(self, messages: list[Any]) -> list[Any]:
-        """Messages of partitions this worker still holds: a fetch made before a rebalance may be
-        handed over after it, and a revoked partition's records are its new owner's (its folder
-        here would write windows and a watermark file beside the new owner's)."""
+    def _current(self, messages: list[Any]) -> list[Any]:
+        """Messages this worker may still process: fetched in the group's current generation, no
+        rebalance under way (streams/kafka.py, current_messages), of partitions it holds. Asked
+        again wherever a handler awaited (each part of a fetch, after a dead letter): a fetch made
+        before a rebalance may be handed over after it, a revoked partition's records are its new
+        owner's (its folder here would write windows and a watermark file beside the new owner's),
+        and a partition given back to this worker is replayed from the committed offset (folded
+        before that replay, later records' marks would close windows whose events the replay still
+        holds: those events would be late, their windows lost or short)."""
+        messages = current_messages(self.app, messages)
         try:
             assigned = self.app.consumer.assignment()
         except Exception:  # not started: nothing to compare with
             return messages
         return [m for m in messages if m.tp in assigned]
 
+    def _rebalancing(self) -> bool:
+        """A rebalance is under way: no partition is this worker's until it ends."""
+        flow = getattr(self.app, "flow_control", None)
+        return flow is not None and not flow.is_active()
+
     async def on_batch(self, messages: list[Any]) -> None:
         """The messages of one fetch of mcp.requests (streams/kafka.py), a bounded batch at a time."""
-        messages = self._assigned_only(messages)
         for start in range(0, len(messages), BATCH_MAX):
-            await self.read(messages[start:start + BATCH_MAX])
+            batch = self._current(messages[start:start + BATCH_MAX])  # each time: the last flush awaited
+            if batch:
+                await self.read(batch)
             await self.maybe_flush()
 
     async def read(self, messages: list[Any]) -> None:
@@ -215,6 +227,8 @@ class FeatureWorker:
         recent fetch answer) counts as now; behind counts as its newest forwarded event; a
         partition not read yet has no mark."""
         consumer, now_ms, marks = self.app.consumer, int(time.time() * 1000), {}
+        if self._rebalancing():  # the partitions are being revoked: their next owner speaks for them
+            return {}
         try:
             assigned = consumer.assignment()
         except Exception:  # not started yet
@@ -249,12 +263,14 @@ class FeatureWorker:
         if self.started is None:
             self.started = time.monotonic()
         sessions: list[tuple[int, list[dict[str, Any]]]] = []
-        for message in self._assigned_only(messages):
+        for message in self._current(messages):
             self.next_offset[message.tp] = message.offset + 1
             try:
                 found = self.stage.add(message)
             except SliceDecodeError as exc:
                 await self.dead_letter(message, f"bad slice: {exc}")
+                if not self._current([message]):  # revoked meanwhile: the rest is the new owner's to read
+                    return
                 self.stage.add_poison(message)
                 continue
             if found:

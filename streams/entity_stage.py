@@ -7,7 +7,10 @@ windows are closed and written (persisted per partition by the sinks). When the 
 to another worker, the folder is dropped here and rebuilt there from the partition's committed
 offset: a record is acknowledged only once every window it holds an event of is closed and
 written, so the replay holds every event of every open window, and events of windows already
-closed are late (the persisted watermark), not counted twice.
+closed are late (the persisted watermark), not counted twice. A rebuilt folder must see the
+partition in offset order from the committed offset: a record fetched before the rebalance and
+folded first would bring marks from ahead of the replay, and the windows they close would miss the
+events the replay still holds (the worker skips such records: streams/kafka.py, current_messages).
 """
 
 from __future__ import annotations

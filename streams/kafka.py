@@ -16,6 +16,16 @@ Three things Faust does not offer:
   reaches the highwater mark of the last fetch answer; while the broker is unreachable that
   answer grows old and says nothing. The watermark (streams/agents.py) trusts "caught up" only
   from a recent answer, so this module reports its age.
+
+Batch delivery keeps one rule of Faust's streams: a message fetched before a rebalance is never
+handled after it (:func:`current_messages`). A fetch's messages reach their handler after the
+whole fetch was read, and a handler awaits (flushes, sends): a rebalance may revoke the partitions
+meanwhile, and even give them back to this worker, which then replays them from the committed
+offset. A stale message handled then is out of place: the entity stage would fold records from
+*after* the committed offset into the partition's fresh state before the replay of the records
+before them, so the marks they carry close windows whose events are still to be replayed (those
+events are then late: lost windows); and a partition given to another worker would grow a second,
+orphaned state here that writes windows and watermarks beside its new owner's.
 """
 
 from __future__ import annotations
@@ -33,11 +43,26 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as _Consumer
 from faust.transport.drivers.aiokafka import Transport as _Transport
 
-__all__ = ["WorkerApp", "Transport", "BatchHandler", "request_partitions"]
+__all__ = ["WorkerApp", "Transport", "BatchHandler", "current_messages", "request_partitions"]
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[Any]], Awaitable[None]]  # Faust messages of one topic, in fetch order
+
+
+def current_messages(app: Any, messages: list[Any]) -> list[Any]:
+    """The messages a handler may still process: none while a rebalance is under way (Faust suspends
+    its flow control when partitions are revoked, and resumes it once the consumer has sought the new
+    assignment's committed offsets), and of the others only those fetched in the group's current
+    generation, as Faust's streams do. The rest are neither processed nor acknowledged: their
+    partition's owner (this worker or another) reads them again from the committed offset."""
+    flow = getattr(app, "flow_control", None)
+    if flow is not None and not flow.is_active():
+        return []
+    generation = getattr(app, "consumer_generation_id", None)
+    if generation is None:
+        return messages
+    return [m for m in messages if getattr(m, "generation_id", generation) == generation]
 
 
 class _ConsumerThread(AIOKafkaConsumerThread):
@@ -166,9 +191,12 @@ class _WorkerConsumer(_Consumer):
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     read_offset[tp] = offset
-                for topic, messages in batches.items():
-                    await handlers[topic](messages)
-                    self._processed(messages)
+                for topic, fetched in batches.items():
+                    # A handler before this one may have awaited through a rebalance (current_messages).
+                    messages = current_messages(self.app, fetched)
+                    if messages:
+                        await handlers[topic](messages)
+                        self._processed(messages)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
