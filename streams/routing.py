@@ -52,10 +52,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +66,7 @@ from only1mcp.models.routing.tool_ewma import ToolEwma, counts
 from only1mcp.models.routing.weights import Curves, decisions_for, split
 from only1mcp.settings import Settings
 from only1mcp.streams.publisher import DecisionPublisher
+from only1mcp.streams.retrain import Retrainer
 
 __all__ = ["RoutingAgent", "install", "registry_root"]
 
@@ -164,10 +163,8 @@ class RoutingAgent:
         self._generation = 0
         self._last_status = time.monotonic()
         self._reloading: asyncio.Future[Any] | None = None
-        self._retrain: asyncio.Task[Any] | None = None
-        self._next_retrain = time.monotonic() + min(learning.retrain_interval, 60.0)
-        self._store_short: int | None = None  # calls the offline store lacked at the last try
-        self._calls_at_check = 0  # calls seen then
+        self.retrainer = Retrainer(settings.store.data_dir, self.registry_dir, min(learning.retrain_interval, 60.0),
+                                   self.counters, functools.partial(self._maybe_reload, force=True))
         self._logged: set[str] = set()
 
     # -- per event (the worker's hot path) -------------------------------------------------------
@@ -264,7 +261,9 @@ class RoutingAgent:
             self._maybe_status()
             return []
         self._maybe_reload()
-        self._maybe_retrain()
+        if self.model_side is not None:
+            self.retrainer.maybe_start(self.learning.retrain_interval, self.learning.min_train_calls,
+                                       self.counters["calls"])
         self._maybe_gate_river()
         self.tool_ewma.prune(now)
         self.p50["baseline"] = self.tool_ewma.p50()
@@ -569,64 +568,6 @@ class RoutingAgent:
         else:
             log.info("routing: river challenger %s refused by the gate: %s", result["version"], result["reason"])
 
-    def _maybe_retrain(self) -> None:
-        """Start a retraining every retrain_interval; while the store had too few calls at the last
-        try, as soon as enough new calls came by (and not before)."""
-        learning = self.learning
-        if self.model_side is None or learning.retrain_interval <= 0:
-            return
-        if self._retrain is not None and not self._retrain.done():
-            return
-        now = time.monotonic()
-        if now < self._next_retrain:
-            return
-        if self._store_short is not None and self.counters["calls"] - self._calls_at_check < self._store_short:
-            return
-        self._next_retrain = now + learning.retrain_interval
-        self._retrain = asyncio.ensure_future(self._run_retrain())
-
-    async def _run_retrain(self) -> None:
-        argv = [sys.executable, "-m", "only1mcp.streams.retrain", str(self.settings.store.data_dir),
-                str(self.registry_dir), str(self.learning.min_train_calls)]
-        try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE)
-            out, err = await proc.communicate()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.counters["retrain_failures"] += 1
-            log.warning("routing: could not start retraining: %r", exc)
-            return
-        lines = out.decode(errors="replace").strip().splitlines()
-        try:
-            result = json.loads(lines[-1]) if lines else {}
-        except ValueError:
-            result = {}
-        if proc.returncode != 0 or "error" in result:
-            self.counters["retrain_failures"] += 1
-            tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
-            log.warning("routing: retraining failed (exit %s): %s %s", proc.returncode, result.get("error", ""), tail)
-            return
-        if result.get("skipped"):
-            short = self.learning.min_train_calls - int(result.get("rows", 0))
-            if short <= 0:  # enough calls, yet the training job found too few in some part: next interval
-                log.info("routing: retraining skipped: %s", result.get("reason", "too few calls"))
-                return
-            self._calls_at_check = self.counters["calls"]
-            self._store_short = short
-            # again as soon as that many more calls came by (and not within 10 s: each try starts a process)
-            self._next_retrain = time.monotonic() + min(10.0, self.learning.retrain_interval)
-            log.info("routing: %s calls in the offline store, %d needed before training", result.get("rows"),
-                     self.learning.min_train_calls)
-            return
-        self._store_short = None
-        self.counters["retrains"] += 1
-        if result.get("promoted"):
-            self.counters["promotions"] += 1
-        log.info("routing: retrained: %s", {k: v for k, v in result.items() if not isinstance(v, (dict, list))})
-        self._maybe_reload(force=True)
-
     # -- status ---------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -662,8 +603,7 @@ class RoutingAgent:
         log.warning(message, exc_info=exc_info)
 
     async def close(self) -> None:
-        if self._retrain is not None and not self._retrain.done():
-            self._retrain.cancel()
+        self.retrainer.cancel()
         await self._stop_own()
         await self.publisher.close()
 

@@ -212,18 +212,18 @@ def test_retraining_waits_for_enough_calls_then_trains_and_loads(tmp_path: Path)
     async def scenario() -> None:
         agent = agent_for(tmp_path, tmp_path / "models", min_train_calls=1000)
         agent.learning = dataclasses.replace(agent.learning, retrain_interval=0.1)
-        agent._next_retrain = 0.0
+        agent.retrainer.next_at = 0.0
         await agent.tick()  # empty store: the subprocess says how many calls are missing
-        await asyncio.wait_for(agent._retrain, 60)
-        assert agent._store_short == 1000 and agent.counters["retrains"] == 0
+        await asyncio.wait_for(agent.retrainer.task, 60)
+        assert agent.retrainer.store_short == 1000 and agent.counters["retrains"] == 0
         await agent.tick()
-        assert agent._retrain.done()  # not started again before 1000 more calls came by
+        assert agent.retrainer.task.done()  # not started again before 1000 more calls came by
         history = calls(3000, random.Random(5), time.time() - 900, 0.025)
         write_requests(tmp_path / "data", [{**DEFAULTS, **e} for e in history])
         agent.observe(history)
         await asyncio.sleep(0.15)
         await agent.tick()
-        await asyncio.wait_for(agent._retrain, 120)
+        await asyncio.wait_for(agent.retrainer.task, 120)
         assert agent.counters["retrains"] == 1, agent.status()
         await settle(agent)
         live = ModelRegistry(tmp_path / "models").live()
@@ -301,7 +301,7 @@ def test_the_river_challenger_goes_through_the_gate(tmp_path: Path, registries: 
     async def scenario() -> None:
         agent = agent_for(tmp_path, root, min_train_calls=300)
         agent.learning = dataclasses.replace(agent.learning, retrain_interval=3600.0)
-        agent._next_river_gate, agent._next_retrain = 0.0, float("inf")  # the challenger only, no retraining
+        agent._next_river_gate, agent.retrainer.next_at = 0.0, float("inf")  # the challenger only, no retraining
         rng = random.Random(9)
         deadline = time.monotonic() + 30
         while agent.counters["river_registered"] == 0:
