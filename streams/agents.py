@@ -41,7 +41,7 @@ from only1mcp.events import TOPICS, DeadLetter, EventDecodeError, RequestEvent
 from only1mcp.feature_store.online.redis import OnlineStoreUnavailable, RedisOnlineStore, backoff_policy
 from only1mcp.settings import Settings
 from only1mcp.streams.entity_stage import EntityStage
-from only1mcp.streams.kafka import WorkerApp, current_messages
+from only1mcp.streams.kafka import WorkerApp, current_messages, rebalancing
 from only1mcp.streams.repartition import Slice, SliceDecodeError, encode_slice, split
 from only1mcp.streams.sinks import Sinks, load_partition_closed
 
@@ -131,11 +131,6 @@ class FeatureWorker:
         except Exception:  # not started: nothing to compare with
             return messages
         return [m for m in messages if m.tp in assigned]
-
-    def _rebalancing(self) -> bool:
-        """A rebalance is under way: no partition is this worker's until it ends."""
-        flow = getattr(self.app, "flow_control", None)
-        return flow is not None and not flow.is_active()
 
     async def on_batch(self, messages: list[Any]) -> None:
         """The messages of one fetch of mcp.requests (streams/kafka.py), a bounded batch at a time."""
@@ -227,7 +222,7 @@ class FeatureWorker:
         recent fetch answer) counts as now; behind counts as its newest forwarded event; a
         partition not read yet has no mark."""
         consumer, now_ms, marks = self.app.consumer, int(time.time() * 1000), {}
-        if self._rebalancing():  # the partitions are being revoked: their next owner speaks for them
+        if rebalancing(self.app):  # the partitions are being revoked: their next owner speaks for them
             return {}
         try:
             assigned = consumer.assignment()

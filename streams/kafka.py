@@ -43,21 +43,26 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as _Consumer
 from faust.transport.drivers.aiokafka import Transport as _Transport
 
-__all__ = ["WorkerApp", "Transport", "BatchHandler", "current_messages", "request_partitions"]
+__all__ = ["WorkerApp", "Transport", "BatchHandler", "current_messages", "rebalancing", "request_partitions"]
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[Any]], Awaitable[None]]  # Faust messages of one topic, in fetch order
 
 
-def current_messages(app: Any, messages: list[Any]) -> list[Any]:
-    """The messages a handler may still process: none while a rebalance is under way (Faust suspends
-    its flow control when partitions are revoked, and resumes it once the consumer has sought the new
-    assignment's committed offsets), and of the others only those fetched in the group's current
-    generation, as Faust's streams do. The rest are neither processed nor acknowledged: their
-    partition's owner (this worker or another) reads them again from the committed offset."""
+def rebalancing(app: Any) -> bool:
+    """A rebalance is under way: Faust suspends its flow control when partitions are revoked and
+    resumes it once the consumer has sought the new assignment's committed offsets."""
     flow = getattr(app, "flow_control", None)
-    if flow is not None and not flow.is_active():
+    return flow is not None and not flow.is_active()
+
+
+def current_messages(app: Any, messages: list[Any]) -> list[Any]:
+    """The messages a handler may still process: none while a rebalance is under way
+    (:func:`rebalancing`), and of the others only those fetched in the group's current generation,
+    as Faust's streams do. The rest are neither processed nor acknowledged: their partition's owner
+    (this worker or another) reads them again from the committed offset."""
+    if rebalancing(app):
         return []
     generation = getattr(app, "consumer_generation_id", None)
     if generation is None:

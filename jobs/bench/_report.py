@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Bar", "percentile", "summarize", "render_table", "render_bars", "machine_info", "write_json"]
+__all__ = ["Bar", "cell", "percentile", "summarize", "render_table", "render_bars", "machine_info", "write_json"]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -81,6 +81,13 @@ def summarize(slices: Iterable[Any]) -> dict[str, Any]:
         ],
         "error_samples": [e for s in slices for e in s.error_samples][:5],
     }
+
+
+def cell(value: Any, spec: str) -> str:
+    """A table cell: ``value`` formatted with ``spec``, "-" when it was not measured (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str] | str]) -> str:

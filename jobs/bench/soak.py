@@ -61,8 +61,8 @@ import orjson
 
 from only1mcp.commands.up import UP_WORKER_NICE
 from only1mcp.jobs.bench._procs import Managed, StartError, fd_kinds, open_fds, rss_kib, run_interruptibly
-from only1mcp.jobs.bench._report import Bar, machine_info, publish, render_bars
-from only1mcp.jobs.bench.soak_table import LEGEND, fmt, soak_table
+from only1mcp.jobs.bench._report import Bar, cell, machine_info, publish, render_bars
+from only1mcp.jobs.bench.soak_table import LEGEND, soak_table
 
 __all__ = ["DEFAULT_OUT", "add_arguments", "run"]
 
@@ -524,7 +524,7 @@ def _assemble(args: argparse.Namespace, stack: Any, machine: dict[str, Any], sta
     accounting = (f"events: {events['answered']:,} calls answered during the soak ({len(records):,} sent), "
                   f"{events['distinct']:,} tools/call rows in `requests` ({events['raw_rows']:,} raw rows) "
                   f"{events['drain_s']:g}s after the load; the proxy emitted "
-                  f"{fmt(emitted, ',')} events meanwhile (all methods), dropped {fmt(dropped, ',')}")
+                  f"{cell(emitted, ',')} events meanwhile (all methods), dropped {cell(dropped, ',')}")
     text = "\n".join([title, "", soak_table(windows, before, after), textwrap.fill(LEGEND, 118), "",
                       textwrap.fill(accounting, 118), "", render_bars(bars)])
     for one in rounds:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from only1mcp.jobs.bench._report import render_table
+from only1mcp.jobs.bench._report import cell, render_table
 
-__all__ = ["LEGEND", "fmt", "soak_table"]
-
-
-def fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+__all__ = ["LEGEND", "soak_table"]
 
 
 def _range(part: dict[str, Any], key: str) -> str:
@@ -27,10 +23,10 @@ def _mib(part: dict[str, Any]) -> str:
 
 def _idle_row(label: str, sample: dict[str, Any]) -> list[str]:
     p, wk = sample.get("proxy") or {}, sample.get("worker") or {}
-    return [label, "", "", "", "", "", fmt(p.get("rss_kib") and p["rss_kib"] / 1024, ".1f"),
-            fmt(p.get("own_fds"), "g"), fmt(p.get("client_conns"), "g"), fmt(p.get("tasks"), "g"),
-            fmt(p.get("sessions"), "g"), "", "", "", fmt(wk.get("rss_kib") and wk["rss_kib"] / 1024, ".1f"),
-            fmt(wk.get("fds"), "g")]
+    return [label, "", "", "", "", "", cell(p.get("rss_kib") and p["rss_kib"] / 1024, ".1f"),
+            cell(p.get("own_fds"), "g"), cell(p.get("client_conns"), "g"), cell(p.get("tasks"), "g"),
+            cell(p.get("sessions"), "g"), "", "", "", cell(wk.get("rss_kib") and wk["rss_kib"] / 1024, ".1f"),
+            cell(wk.get("fds"), "g")]
 
 
 def soak_table(windows: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -38,12 +34,12 @@ def soak_table(windows: list[dict[str, Any]], before: dict[str, Any], after: dic
     for w in windows:
         lat, p, wk = w["latency_ms"], w["proxy"], w["worker"]
         label = f"{w['start_s']:g}-{w['end_s']:g}s" + (" warm-up" if w["warmup"] else "")
-        cpu = f"{fmt(p.get('cpu_pct'), '.0f')}/{fmt(wk.get('cpu_pct'), '.0f')}/{fmt(w['host_cpu_pct'], '.0f')}"
+        cpu = f"{cell(p.get('cpu_pct'), '.0f')}/{cell(wk.get('cpu_pct'), '.0f')}/{cell(w['host_cpu_pct'], '.0f')}"
         rows.append([label, str(w["calls"]), f"{w['calls_per_s']:.1f}", str(w["not_ok"]),
-                     fmt(lat["p50"], ".2f"), fmt(lat["p99"], ".2f"), _mib(p), _range(p, "own_fds"),
+                     cell(lat["p50"], ".2f"), cell(lat["p99"], ".2f"), _mib(p), _range(p, "own_fds"),
                      _range(p, "client_conns"), _range(p, "tasks"), _range(p, "sessions"), cpu,
-                     fmt(w.get("host_steal_pct"), ".0f"),
-                     f"{fmt(w.get('loop_stalls'), 'g')}/{fmt(w.get('loop_lag_max_ms'), '.0f')}", _mib(wk),
+                     cell(w.get("host_steal_pct"), ".0f"),
+                     f"{cell(w.get('loop_stalls'), 'g')}/{cell(w.get('loop_lag_max_ms'), '.0f')}", _mib(wk),
                      _range(wk, "fds")])
     rows.append(_idle_row("idle after", after))
     headers = ["window", "calls", "calls/s", "not ok", "p50 ms", "p99 ms", "proxy MiB", "fds", "clients", "tasks",

@@ -136,7 +136,7 @@ def judge_bars(result: dict[str, Any]) -> list[Bar]:
 
 def _mae_bar(result: dict[str, Any], scenario: str) -> Bar:
     """How far below the per-(replica, tool) EWMA the model's hold-out P50 MAE is, with the oracle's."""
-    bar = Bar("model_p50_mae_vs_ewma_load_sensitive", f"{scenario}: model P50 MAE below the EWMA baseline's",
+    bar = Bar(f"model_p50_mae_vs_ewma_{scenario.replace('-', '_')}", f"{scenario}: model P50 MAE below the EWMA baseline's",
               ">=", 20.0, "%")
     scen = result["scenarios"].get(scenario)
     training = ((scen or {}).get("rows", {}).get("learned") or {}).get("training") or {}
