@@ -84,6 +84,7 @@ from typing import Any
 
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, run_interruptibly
 from only1mcp.jobs.bench._report import Bar, machine_info, publish, render_bars, render_table
+from only1mcp.jobs.bench.stream_table import cell_rows, events_cell, reference_cell, scaling_between
 
 __all__ = ["DEFAULT_OUT", "QUERY", "BROKERS", "add_arguments", "run"]
 
@@ -451,59 +452,9 @@ async def _py_spy(path: str, pid: int, tmp: Path) -> subprocess.Popen[bytes]:
                                  "--rate", "100", "--nonblocking", "--gil"], stdout=log, stderr=subprocess.STDOUT)
 
 
-def _fmt(value: float | None, spec: str = ",.0f") -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-def _reference(cells: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cell the bars and the old top-level keys describe: embedded with one worker, else the first."""
-    return next((c for c in cells if c["broker"] == "embedded" and c["workers"] == 1), cells[0])
-
-
-def _cell_rows(cells: list[dict[str, Any]]) -> list[list[str] | str]:
-    rows: list[list[str] | str] = []
-    for cell in cells:
-        head = [cell["broker"], str(cell["workers"])]
-        if cell.get("error"):
-            rows.append([*head, "-", "-", "-", "-", "-", "-", cell["error"].splitlines()[0][:100]])
-            continue
-        tp, fr = cell["throughput"], cell["freshness"]
-        others = tp["others_cpu_pct_of_core"]
-        busy = "/".join(_fmt(v) for k, v in sorted(others.items()) if k.startswith("cpu"))
-        rows.append([*head, _fmt(tp["events_per_s"]), _fmt(tp["events_per_cpu_s"]),
-                     f"{_fmt(tp['worker_cpu_pct_of_core'])} %", _fmt(tp["events_per_s_stage1"]),
-                     _fmt(fr["visible_s"]["p50"], ".3f"), _fmt(fr["visible_s"]["p99"], ".3f"),
-                     f"{tp['measured_events']:,} ev in {tp['measured_s']:.1f} s; broker {_fmt(others.get('broker'))} % "
-                     f"of a core; CPUs busy {busy or '-'} %; stable after {_fmt(tp['group_stable_s'], '.1f')} s"
-                     + (f"; after {len(cell['failed_attempts'])} failed run(s): "
-                        f"{cell['failed_attempts'][0].splitlines()[0][:60]}" if cell.get("failed_attempts") else "")])
-    return rows
-
-
-def _scaling(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Per broker, each worker count against one worker: events/s and events per CPU-second."""
-    lines, out = [], []
-    for kind in dict.fromkeys(c["broker"] for c in cells):
-        ok = {c["workers"]: c["throughput"] for c in cells if c["broker"] == kind and not c.get("error")}
-        one = ok.get(1)
-        if one is None or not one["events_per_s"] or not one["events_per_cpu_s"]:
-            continue
-        parts = []
-        for workers, tp in sorted(ok.items()):
-            if workers == 1 or not tp["events_per_s"] or not tp["events_per_cpu_s"]:
-                continue
-            wall, per_cpu = tp["events_per_s"] / one["events_per_s"], tp["events_per_cpu_s"] / one["events_per_cpu_s"]
-            out.append({"broker": kind, "workers": workers, "events_per_s_ratio": round(wall, 3),
-                        "events_per_cpu_s_ratio": round(per_cpu, 3)})
-            parts.append(f"{workers} workers / 1 worker = {wall:.2f}× events/s, {per_cpu:.2f}× per CPU-second")
-        if parts:
-            lines.append(f"scaling, {kind}: " + "; ".join(parts))
-    return lines, out
-
-
 def _assemble(args: argparse.Namespace, cells: list[dict[str, Any]], sql: dict[str, Any], machine: dict[str, Any],
               started_at: datetime.datetime, core: int, cpus: list[int]) -> dict[str, Any]:
-    ref = _reference(cells)
+    ref = reference_cell(cells)
     tp, fr = ref.get("throughput"), ref.get("freshness")
     dedup, raw, split, merged = sql["requests"], sql["requests_raw"], sql["requests_split"], sql["requests_merged"]
     bars = _bars(args.sql_events)
@@ -528,25 +479,25 @@ def _assemble(args: argparse.Namespace, cells: list[dict[str, Any]], sql: dict[s
     if tp is not None and fr is not None:
         one = ", 1 core" if ref["workers"] == 1 else f", {ref['workers']} workers"
         rows += [
-            [f"worker throughput{one}", f"{_fmt(tp['events_per_s'])} ev/s",
+            [f"worker throughput{one}", f"{events_cell(tp['events_per_s'])} ev/s",
              f"{tp['measured_events']:,} events in {tp['measured_s']:.2f} s (first flush → done: Parquet, lag 0 on "
              "both topics, windows written); " + where],
-            ["  until windows written", f"{_fmt(tp['events_per_s_to_features'])} ev/s",
+            ["  until windows written", f"{events_cell(tp['events_per_s_to_features'])} ev/s",
              f"last watermark file past the backlog {tp['to_features_s'] - tp['to_parquet_s']:.2f} s after the "
              f"last raw row; lag 0 on mcp.feature-events seen {tp['entity_lag0_after_features_s']:.2f} s later"],
-            ["  stage 1 only", f"{_fmt(tp['events_per_s_stage1'])} ev/s",
+            ["  stage 1 only", f"{events_cell(tp['events_per_s_stage1'])} ev/s",
              "lag 0 on mcp.requests + Parquet complete: what this row's figure meant before the two-stage worker"],
-            ["  until Parquet complete", f"{_fmt(tp['events_per_s_to_parquet'])} ev/s",
+            ["  until Parquet complete", f"{events_cell(tp['events_per_s_to_parquet'])} ev/s",
              f"lag 0 on mcp.requests seen {tp['lag0_after_parquet_s']:.2f} s later (offset commits)"],
-            ["  including start-up", f"{_fmt(tp['events_per_s_including_startup'])} ev/s",
+            ["  including start-up", f"{events_cell(tp['events_per_s_including_startup'])} ev/s",
              f"start-up {tp['startup_s']:.2f} s to the first flush ({tp['first_flush_events']:,} events)"],
-            ["  per CPU-second", f"{_fmt(tp['events_per_cpu_s'])} ev/s",
-             f"workers used {_fmt(tp['worker_cpu_pct_of_core'], '.0f')} % of "
+            ["  per CPU-second", f"{events_cell(tp['events_per_cpu_s'])} ev/s",
+             f"workers used {events_cell(tp['worker_cpu_pct_of_core'], '.0f')} % of "
              + (f"CPU {core}" if ref["workers"] == 1 else "a core") + f"; {tp['raw_files']} raw files"],
             ["freshness p50", f"{fr['visible_s']['p50']:.3f} s" if fr["visible_s"]["p50"] is not None else "-",
              f"{fr['probes_seen']}/{fr['probes']} probes, {fr['rate_achieved']:g} ev/s for {fr['duration_s']:g} s"],
             ["freshness p99", f"{fr['visible_s']['p99']:.3f} s" if fr["visible_s"]["p99"] is not None else "-",
-             f"max {_fmt(fr['visible_s']['max'], '.3f')} s; written p99 {_fmt(fr['written_s']['p99'], '.3f')} s"],
+             f"max {events_cell(fr['visible_s']['max'], '.3f')} s; written p99 {events_cell(fr['written_s']['p99'], '.3f')} s"],
         ]
     rows += [
         [f"features sql CLI ({size})", f"{dedup['cli_wall_s']['median']:.3f} s",
@@ -564,16 +515,16 @@ def _assemble(args: argparse.Namespace, cells: list[dict[str, Any]], sql: dict[s
         ["  CLI floor (SELECT 1)", f"{sql['floor']['cli_wall_s']['median']:.3f} s",
          "Python start-up, imports, views over the dataset"],
     ]
-    scaling_lines, scaling = _scaling(cells)
+    scaling_lines, scaling = scaling_between(cells)
     cell_table = render_table(["broker", "workers", "events/s", "per CPU-s", "worker CPU", "stage 1 ev/s",
-                               "fresh p50 s", "fresh p99 s", "detail"], _cell_rows(cells))
+                               "fresh p50 s", "fresh p99 s", "detail"], cell_rows(cells))
     title = (f"stream benchmark: {args.events:,} events backlog, {args.partitions} partitions, brokers "
              f"{' '.join(args.broker)}, workers {' '.join(map(str, args.workers))} (one pinned to CPU {core}, several "
              f"sharing {cpus}), {args.rate:g} ev/s live for {args.duration:g} s, SQL over {args.sql_events:,} events "
              f"({sql['dataset']['files']} files, written in {sql['dataset']['seconds']:.1f} s), "
              f"Python {machine['python_version']}")
     if tp is not None:
-        title += f"; backlog produced at {_fmt(tp['produce_events_per_s'])} ev/s"
+        title += f"; backlog produced at {events_cell(tp['produce_events_per_s'])} ev/s"
     parts = [title, "", cell_table]
     if scaling_lines:
         parts += [""] + scaling_lines

@@ -218,7 +218,7 @@ def test_broker_and_workers_arguments() -> None:
 
 
 def test_scaling_line_and_reference_cell() -> None:
-    from only1mcp.jobs.bench.stream import _cell_rows, _reference, _scaling
+    from only1mcp.jobs.bench.stream_table import cell_rows, reference_cell, scaling_between
 
     def cell(broker: str, workers: int, per_s: float, per_cpu: float) -> dict[str, Any]:
         tp = {"events_per_s": per_s, "events_per_cpu_s": per_cpu, "worker_cpu_pct_of_core": 100.0,
@@ -229,16 +229,16 @@ def test_scaling_line_and_reference_cell() -> None:
 
     cells = [cell("kafka", 1, 1000, 1200), cell("kafka", 2, 1500, 1100), cell("embedded", 2, 900, 800),
              cell("embedded", 1, 1000, 1000), {"broker": "embedded", "workers": 3, "error": "TimeoutError: x"}]
-    lines, ratios = _scaling(cells)
+    lines, ratios = scaling_between(cells)
     assert lines == ["scaling, kafka: 2 workers / 1 worker = 1.50× events/s, 0.92× per CPU-second",
                      "scaling, embedded: 2 workers / 1 worker = 0.90× events/s, 0.80× per CPU-second"]
     assert {"broker": "kafka", "workers": 2, "events_per_s_ratio": 1.5, "events_per_cpu_s_ratio": 0.917} in ratios
-    assert _reference(cells) is cells[3]  # embedded with one worker, wherever it is
-    assert _reference(cells[:2]) is cells[0]
-    rows = _cell_rows(cells)
+    assert reference_cell(cells) is cells[3]  # embedded with one worker, wherever it is
+    assert reference_cell(cells[:2]) is cells[0]
+    rows = cell_rows(cells)
     assert rows[-1][:3] == ["embedded", "3", "-"] and rows[-1][-1].startswith("TimeoutError")
     retried = {**cell("kafka", 3, 1, 1), "failed_attempts": ["RuntimeError: a worker exited\nworker-0 log: …"]}
-    assert _cell_rows([retried])[0][-1].endswith("; after 1 failed run(s): RuntimeError: a worker exited")
+    assert cell_rows([retried])[0][-1].endswith("; after 1 failed run(s): RuntimeError: a worker exited")
 
 
 # --- the generators on their own ----------------------------------------------------------
