@@ -8,6 +8,15 @@ not, reachable or not) and sends it where it finishes first without an error.
 That is a lower bound no online policy can beat by more than luck: it knows
 each call's service time before choosing.
 
+``pick="informed"`` routes as a perfect latency model would, without that
+foresight: it knows every profile (and every scripted fault the moment it
+starts) and every queue, but not the call's own draws, and sends each call where
+its median response time (wait + median service, over the chance of success) is
+lowest: the learned policy's rule (curves from the P50 model), with nothing to
+learn. (The mean instead of the median gives the same choices where replicas
+differ only in speed, and a worse tail where they differ in workers.) The gap from it to the clairvoyant oracle is foresight no online policy
+has; the gap from a learned policy to it is what learning can still win.
+
 ``pick="round_robin"`` simulates plain round robin on the same draws, which shows
 how far the real stack (proxy, HTTP, event loops) is from the model.
 """
@@ -18,12 +27,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from only1mcp.jobs.sim.model import Profile, ReplicaModel, service_rng
+from only1mcp.jobs.sim.model import Profile, ReplicaModel, predict, service_rng
 from only1mcp.jobs.sim.workload import PlannedCall
 
 __all__ = ["PICKS", "simulate"]
 
-PICKS = ("oracle", "round_robin")
+PICKS = ("oracle", "informed", "round_robin")
 
 
 def simulate(
@@ -55,6 +64,8 @@ def simulate(
         if pick == "oracle":
             # Successful calls first, then the earliest finish.
             chosen = min(range(len(models)), key=lambda i: (outcomes[i].error, outcomes[i].latency))
+        elif pick == "informed":
+            chosen = min(range(len(models)), key=lambda i: _expected_cost(models[i], call.tool, t))
         else:
             up = [i for i in range(len(models)) if outcomes[i].available] or list(range(len(models)))
             chosen = up[call.index % len(up)]
@@ -71,3 +82,12 @@ def simulate(
             "replica": replicas[chosen][0], "read_only": models[chosen].profile.tools[call.tool].read_only,
         })
     return records
+
+
+def _expected_cost(model: ReplicaModel, tool: str, t: float) -> float:
+    """Median seconds until a successful answer: median response behind the queue, over P(success)."""
+    profile = model.profile
+    if profile.is_down(t):
+        return math.inf
+    ok = 1.0 - profile.error_probability(tool, t)
+    return predict(profile, tool, t, model.queue).quantile(0.5) / ok if ok > 0 else math.inf

@@ -20,15 +20,17 @@ __all__ = ["DRIFT_TOLERANCE", "drift_timeline", "judge_bars", "render", "plot", 
 
 DRIFT_TOLERANCE = 0.2  # "back within 20 % of the oracle's rolling p95"
 DRIFT_HOLD_BUCKETS = 3  # ... and staying there this many buckets in a row (or to the end of the run)
+REFERENCE_ROWS = ("oracle", "oracle_informed")  # simulated, not policies: the rows the others are measured against
 
 
 def drift_timeline(records: Mapping[str, Iterable[Any]], flip_s: float, duration_s: float, bucket_s: float,
                    timeout_s: float) -> dict[str, Any]:
     """Rolling p95 (ms, censored at the timeout) per row in ``bucket_s`` buckets of planned send time,
-    and per row the seconds after the flip until it is back within 20 % of the oracle's p95.
+    and per row the seconds after the flip until it is back within 20 % of the oracle's p95 (and of
+    the informed oracle's, when its records are given).
 
     A row is back at the end of the first bucket after the flip from which its p95 stays <= 1.2 x the
-    oracle's for DRIFT_HOLD_BUCKETS buckets in a row (or until the run ends); None = never.
+    reference's for DRIFT_HOLD_BUCKETS buckets in a row (or until the run ends); None = never.
     """
     cap = timeout_s * 1000.0
     edges = [i * bucket_s for i in range(int(math.ceil(duration_s / bucket_s)))]
@@ -44,36 +46,50 @@ def drift_timeline(records: Mapping[str, Iterable[Any]], flip_s: float, duration
                 buckets[i].append(min(float(r["latency_ms"]), cap))
         series[row] = [{"t": edge, "n": len(b), "p95": round(percentile(sorted(b), 95), 2) if b else None}
                        for edge, b in zip(edges, buckets)]
-    oracle = series.get("oracle", [])
+    after = [i for i, edge in enumerate(edges) if edge >= flip_s]
     recovery: dict[str, float | None] = {}
+    recovery_informed: dict[str, float | None] = {}
     own_recovery: dict[str, float | None] = {}
     before: dict[str, float | None] = {}
+    before_informed: dict[str, float | None] = {}
     for row, points in series.items():
-        if row == "oracle" or not oracle:
+        if row in REFERENCE_ROWS:
             continue
-        within = [p["p95"] is not None and o["p95"] is not None and p["p95"] <= (1 + DRIFT_TOLERANCE) * o["p95"]
-                  for p, o in zip(points, oracle)]
-        after = [i for i, edge in enumerate(edges) if edge >= flip_s]
-        recovery[row] = None
-        for i in after:
-            hold = within[i:i + DRIFT_HOLD_BUCKETS]
-            if hold and all(hold):
-                recovery[row] = round(edges[i] + bucket_s - flip_s, 1)
-                break
+        for reference, back, pre in (("oracle", recovery, before), ("oracle_informed", recovery_informed,
+                                                                     before_informed)):
+            ref = series.get(reference)
+            if ref:
+                back[row] = _back_within(points, ref, after, edges, bucket_s, flip_s)
+                pre[row] = _pre_flip_ratio(points, ref, edges, flip_s)
         # Back to its own level: p95 within 20 % of its own mean p95 over the second half before the flip
         own = [p["p95"] for p, edge in zip(points, edges) if flip_s / 2 <= edge < flip_s and p["p95"]]
         if own:
-            level = (1 + DRIFT_TOLERANCE) * sum(own) / len(own)
-            mine = [p["p95"] is not None and p["p95"] <= level for p in points]
-            own_recovery[row] = next((round(edges[i] + bucket_s - flip_s, 1) for i in after
-                                      if all(mine[i:i + DRIFT_HOLD_BUCKETS])), None)
-        # How the row compared with the oracle before the flip (second half of it, warmed up)
-        pre = [(p["p95"], o["p95"]) for p, o, edge in zip(points, oracle, edges)
-               if flip_s / 2 <= edge < flip_s and p["p95"] and o["p95"]]
-        before[row] = round(sum(a for a, _ in pre) / sum(b for _, b in pre), 3) if pre else None
+            level = [{"p95": sum(own) / len(own)}] * len(points)
+            own_recovery[row] = _back_within(points, level, after, edges, bucket_s, flip_s)
     return {"flip_s": flip_s, "bucket_s": bucket_s, "tolerance": DRIFT_TOLERANCE, "hold_buckets": DRIFT_HOLD_BUCKETS,
             "recovery_s": recovery, "pre_flip_p95_vs_oracle": before, "back_to_own_level_s": own_recovery,
+            "recovery_vs_informed_s": recovery_informed, "pre_flip_p95_vs_informed": before_informed,
             "series": series}
+
+
+def _back_within(points: list[dict[str, Any]], ref: list[dict[str, Any]], after: list[int], edges: list[float],
+                 bucket_s: float, flip_s: float) -> float | None:
+    """Seconds after the flip until ``points``' p95 is <= 1.2 x ``ref``'s for DRIFT_HOLD_BUCKETS buckets in a row."""
+    within = [p["p95"] is not None and r["p95"] is not None and p["p95"] <= (1 + DRIFT_TOLERANCE) * r["p95"]
+              for p, r in zip(points, ref)]
+    for i in after:
+        hold = within[i:i + DRIFT_HOLD_BUCKETS]
+        if hold and all(hold):
+            return round(edges[i] + bucket_s - flip_s, 1)
+    return None
+
+
+def _pre_flip_ratio(points: list[dict[str, Any]], ref: list[dict[str, Any]], edges: list[float],
+                    flip_s: float) -> float | None:
+    """The row's p95 over the reference's over the second half before the flip (warmed up)."""
+    pre = [(p["p95"], r["p95"]) for p, r, edge in zip(points, ref, edges)
+           if flip_s / 2 <= edge < flip_s and p["p95"] and r["p95"]]
+    return round(sum(a for a, _ in pre) / sum(b for _, b in pre), 3) if pre else None
 
 
 def _summary(result: dict[str, Any], scenario: str, row: str) -> dict[str, Any] | None:
@@ -109,29 +125,41 @@ def judge_bars(result: dict[str, Any]) -> list[Bar]:
         _ratio_bar(result, Bar("learned_vs_p2c_mean_homogeneous", "homogeneous: learned mean / p2c_ewma mean",
                                "<=", 1.05, "x"), "homogeneous", "learned", "p2c_ewma", "mean"),
     ]
-    bar = Bar("learned_drift_recovery", "drift: s after the flip until learned's rolling p95 is within 20% of "
-                                        "the oracle's", "<=", 60.0, " s")
-    drift = result["scenarios"].get("drift")
-    if drift is None:
-        bars.append(bar.judge(None, "not measured: scenario drift not run"))
-    elif drift["rows"].get("learned", {}).get("status") != "ok":
-        row = drift["rows"].get("learned", {})
-        bars.append(bar.judge(None, f"not measured: learned {row.get('status', 'not run')}: "
-                                    f"{' '.join(str(row.get('reason', '')).split())[:120]}"))
-    else:
-        timeline = drift["drift"]
-        got = timeline["recovery_s"].get("learned")
-        left = drift["duration_s"] - timeline["flip_s"]
-        pre = timeline["pre_flip_p95_vs_oracle"].get("learned")
-        pre_note = f"before the flip learned's p95 was {pre:.2f}x the oracle's" if pre else ""
-        bars.append(bar.judge(got if got is not None else math.inf,
-                              (f"back after {got:g} s" if got is not None else
-                               f"never back within 20% in the {left:g} s after the flip") + f"; {pre_note}"))
+    bars.append(_drift_bar(result, Bar("learned_drift_recovery", "drift: s after the flip until learned's rolling "
+                                                                 "p95 is within 20% of the oracle's", "<=", 60.0, " s"),
+                           "recovery_s", "pre_flip_p95_vs_oracle", "oracle"))
+    # Ours, beside the issue's: the clairvoyant oracle knows each call's draws, which no policy can;
+    # the informed one knows only what a perfect model would.
+    bars.append(_drift_bar(result, Bar("learned_drift_recovery_informed",
+                                       "drift: s after the flip until learned's rolling p95 is within 20% of the "
+                                       "informed oracle's", "<=", 60.0, " s"),
+                           "recovery_vs_informed_s", "pre_flip_p95_vs_informed", "informed oracle"))
     bars.append(_ratio_bar(result, Bar("learned_vs_tool_ewma_p99_load_sensitive",
                                        "load-sensitive: learned p99 / tool_ewma p99", "<=", 0.9, "x"),
                            "load-sensitive", "learned", "tool_ewma", "p99"))
     bars.append(_mae_bar(result, "load-sensitive"))
     return bars
+
+
+def _drift_bar(result: dict[str, Any], bar: Bar, recovery_key: str, pre_key: str, reference: str) -> Bar:
+    """Seconds until learned's rolling p95 is back within 20 % of a reference row's after the flip."""
+    drift = result["scenarios"].get("drift")
+    if drift is None:
+        return bar.judge(None, "not measured: scenario drift not run")
+    row = drift["rows"].get("learned", {})
+    if row.get("status") != "ok":
+        return bar.judge(None, f"not measured: learned {row.get('status', 'not run')}: "
+                               f"{' '.join(str(row.get('reason', '')).split())[:120]}")
+    timeline = drift["drift"]
+    if recovery_key not in timeline:
+        return bar.judge(None, f"not measured: no {reference} series in this result")
+    got = timeline[recovery_key].get("learned")
+    left = drift["duration_s"] - timeline["flip_s"]
+    pre = timeline[pre_key].get("learned")
+    pre_note = f"; before the flip learned's p95 was {pre:.2f}x the {reference}'s" if pre else ""
+    return bar.judge(got if got is not None else math.inf,
+                     (f"back after {got:g} s" if got is not None else
+                      f"never back within 20% in the {left:g} s after the flip") + pre_note)
 
 
 def _mae_bar(result: dict[str, Any], scenario: str) -> Bar:
@@ -200,18 +228,26 @@ def render(result: dict[str, Any], bars: list[Bar]) -> str:
                        f"p99 {_fmt(rr['latency_ms']['p99'])}, success {100 * rr['success_rate']:.2f}%)")
         out += notes
         if scen.get("drift"):
-            d = scen["drift"]
-            parts = [f"{row} {'never' if v is None else f'{v:g} s'}" for row, v in d["recovery_s"].items()]
-            out.append(f"  drift: flip at {d['flip_s']:g} s; back within 20% of the oracle's rolling p95 "
-                       f"({d['bucket_s']:g} s buckets, held {d['hold_buckets']}): " + ", ".join(parts))
-            own = d.get("back_to_own_level_s") or {}
-            pre = d.get("pre_flip_p95_vs_oracle") or {}
-            out.append("  drift: p95 before the flip vs the oracle's: "
-                       + ", ".join(f"{row} {v:.2f}x" for row, v in pre.items() if v is not None)
-                       + "; back within 20% of its own pre-flip p95: "
-                       + ", ".join(f"{row} {'never' if v is None else f'{v:g} s'}" for row, v in own.items()))
+            out += _drift_lines(scen["drift"])
     out += ["", render_bars(bars), f"wall time {result.get('wall_s', 0):.0f}s"]
     return "\n".join(out)
+
+
+def _drift_lines(d: dict[str, Any]) -> list[str]:
+    def seconds(values: dict[str, float | None]) -> str:
+        return ", ".join(f"{row} {'never' if v is None else f'{v:g} s'}" for row, v in values.items())
+
+    def ratios(values: dict[str, float | None]) -> str:
+        return ", ".join(f"{row} {v:.2f}x" for row, v in values.items() if v is not None)
+
+    out = [f"  drift: flip at {d['flip_s']:g} s ({d['bucket_s']:g} s buckets, held {d['hold_buckets']}); back within "
+           f"20% of the oracle's rolling p95: {seconds(d['recovery_s'])}",
+           f"  drift: p95 before the flip vs the oracle's: {ratios(d.get('pre_flip_p95_vs_oracle') or {})}"]
+    if "recovery_vs_informed_s" in d:
+        out += [f"  drift: back within 20% of the informed oracle's: {seconds(d['recovery_vs_informed_s'])}; "
+                f"before the flip vs it: {ratios(d.get('pre_flip_p95_vs_informed') or {})}"]
+    out.append(f"  drift: back within 20% of its own pre-flip p95: {seconds(d.get('back_to_own_level_s') or {})}")
+    return out
 
 
 def _share_line(entry: dict[str, Any]) -> str:
@@ -279,9 +315,15 @@ def plot_drift(result: dict[str, Any], path: Path) -> Path | None:
     for row, points in drift["series"].items():
         xs = [p["t"] + bucket / 2 for p in points if p["p95"] is not None]
         ys = [p["p95"] for p in points if p["p95"] is not None]
-        style = {"color": "black", "linewidth": 2.2} if row == "oracle" else {"linewidth": 1.5}
-        rec = drift["recovery_s"].get(row)
-        label = row if row == "oracle" else f"{row} (back {'never' if rec is None else f'{rec:g}s'})"
+        informed = drift.get("recovery_vs_informed_s") or {}
+        if row in REFERENCE_ROWS:
+            style = {"color": "black" if row == "oracle" else "dimgray", "linewidth": 2.2,
+                     "linestyle": "-" if row == "oracle" else "--"}
+            label = row
+        else:
+            style = {"linewidth": 1.5}
+            back = (drift["recovery_s"].get(row), informed.get(row))
+            label = f"{row} (back {' / '.join('never' if v is None else f'{v:g}s' for v in back[:1 + bool(informed)])})"
         ax.plot(xs, ys, marker=".", label=label, **style)
         if row == "oracle":
             ax.plot(xs, [(1 + drift["tolerance"]) * y for y in ys], color="black", linestyle=":", linewidth=1,

@@ -67,7 +67,7 @@ class Learned:
     name = "learned"
 
     def __init__(self, fallback_policy: str = "p2c_ewma", rng: random.Random | None = None,
-                 exploration: float = 0.05, temperature: float = 0.1, **options: Any) -> None:
+                 exploration: float = 0.01, temperature: float = 0.1, **options: Any) -> None:
         if fallback_policy in (self.name, "weighted"):
             raise ValueError(f"learned cannot fall back to {fallback_policy}")
         if not (math.isfinite(exploration) and exploration >= 0):

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 from collections import Counter
 from typing import Any
 
@@ -27,7 +28,7 @@ from only1mcp.jobs.sim.report import drift_timeline, judge_bars
 from only1mcp.jobs.sim.scenarios import DRIFT_TOOL, LEARNED_SCENARIOS, build_scenario, drift_flip
 from only1mcp.jobs.sim.workload import Workload, open_loop_schedule
 
-ROWS = ("round_robin", "p2c_ewma", "tool_ewma", "learned", "oracle")
+ROWS = ("round_robin", "p2c_ewma", "tool_ewma", "learned", "oracle_informed", "oracle")
 
 
 def _schedule(name: str, duration: float, seed: int = 1) -> tuple[Any, list[Any]]:
@@ -93,6 +94,15 @@ def test_drift_timeline_recovery() -> None:
     assert timeline["recovery_s"]["stuck"] is None
     assert timeline["pre_flip_p95_vs_oracle"]["learned"] == pytest.approx(1.1)
     assert len(timeline["series"]["oracle"]) == 12 and timeline["series"]["oracle"][0]["n"] == 50
+    assert "recovery_vs_informed_s" not in timeline or not timeline["recovery_vs_informed_s"]
+
+    # Against the informed oracle too (a perfect model, no foresight: slower than the clairvoyant one)
+    records["oracle_informed"] = calls(60, 60, None)
+    timeline = drift_timeline(records, flip_s=20.0, duration_s=60.0, bucket_s=5.0, timeout_s=1.0)
+    assert "oracle_informed" not in timeline["recovery_s"]  # a reference, not a row measured against one
+    assert timeline["recovery_vs_informed_s"] == {"learned": 20.0, "stuck": None}
+    assert timeline["pre_flip_p95_vs_informed"]["learned"] == pytest.approx(55 / 60, abs=1e-3)
+    assert timeline["back_to_own_level_s"] == {"learned": 20.0, "stuck": None}
 
 
 def test_classify_decision() -> None:
@@ -125,6 +135,7 @@ def test_learned_bars_are_judged_or_skipped_with_a_reason() -> None:
     assert bars["learned_vs_p2c_p99_specialised"].status == "PASS"  # 0.8 <= 0.85
     assert bars["learned_vs_p2c_mean_homogeneous"].status == "SKIP"
     assert "not run" in bars["learned_drift_recovery"].note
+    assert "not run" in bars["learned_drift_recovery_informed"].note
     skipped = bars["learned_vs_tool_ewma_p99_load_sensitive"]
     assert skipped.status == "SKIP" and "no model" in skipped.note
     assert bars["model_p50_mae_vs_ewma_load_sensitive"].status == "SKIP"
@@ -135,6 +146,17 @@ def test_learned_bars_are_judged_or_skipped_with_a_reason() -> None:
     mae = {bar.name: bar for bar in judge_bars(result)}["model_p50_mae_vs_ewma_load_sensitive"]
     assert mae.status == "FAIL" and mae.value == pytest.approx(10.0), mae  # 10 % below, bar 20 %
     assert "12.00 ms, 20% below" in mae.note, mae.note
+
+    result["scenarios"]["drift"] = {"rows": {"learned": row(60, 400)}, "duration_s": 120.0, "drift": {
+        "flip_s": 60.0, "recovery_s": {"learned": None}, "pre_flip_p95_vs_oracle": {"learned": 2.5},
+        "recovery_vs_informed_s": {"learned": 25.0}, "pre_flip_p95_vs_informed": {"learned": 1.1}}}
+    bars = {bar.name: bar for bar in judge_bars(result)}
+    clairvoyant, informed = bars["learned_drift_recovery"], bars["learned_drift_recovery_informed"]
+    assert clairvoyant.status == "FAIL" and clairvoyant.value == math.inf
+    assert "never back within 20% in the 60 s after the flip" in clairvoyant.note and "2.50x the oracle's" in clairvoyant.note
+    assert informed.status == "PASS" and informed.value == 25.0 and "1.10x the informed oracle's" in informed.note
+    del result["scenarios"]["drift"]["drift"]["recovery_vs_informed_s"]  # a result from before the informed row
+    assert {bar.name: bar for bar in judge_bars(result)}["learned_drift_recovery_informed"].status == "SKIP"
 
 
 # -- the whole loop, quick ---------------------------------------------------------------------------
@@ -187,6 +209,8 @@ def test_bench_routing_with_learned_quick(quick_run: dict[str, Any]) -> None:
     assert "learned_vs_rr_mean_specialised" in names and "learned_drift_recovery" in names
     assert all(bar["status"] in ("PASS", "FAIL", "SKIP") for bar in report["bars"])
     assert "specialised" in quick_run["stdout"]
+    informed, oracle = (rows[name]["summary"]["latency_ms"] for name in ("oracle_informed", "oracle"))
+    assert oracle["p95"] <= informed["p95"]  # foresight only helps
 
 
 def test_learned_scenarios_default() -> None:
