@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 from only1mcp.infra.priority import lower_priority
 
-__all__ = ["group_state", "group_stable", "EmbeddedBroker", "BrokerError", "TopicMismatch", "tansu_binary", "create_topics", "acreate_topics",
+__all__ = ["group_state", "group_state_and_members", "group_stable", "EmbeddedBroker", "BrokerError", "TopicMismatch", "tansu_binary", "create_topics", "acreate_topics",
            "wait_kafka"]
 
 T = TypeVar("T")
@@ -409,6 +409,11 @@ class EmbeddedBroker:
 
 async def group_state(bootstrap: str, group: str) -> str:
     """The state of a consumer group ("Stable", "PreparingRebalance", …, "no members", "unknown")."""
+    return (await group_state_and_members(bootstrap, group))[0]
+
+
+async def group_state_and_members(bootstrap: str, group: str) -> tuple[str, int]:
+    """The group's state (as :func:`group_state`) and how many members it has."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
@@ -421,14 +426,16 @@ async def group_state(bootstrap: str, group: str) -> str:
         for entry in response.groups:
             error_code, name, state, members = entry[0], entry[1], entry[2], entry[5]
             if name == group and not error_code:
-                return str(state) if members else "no members"
-    return "unknown"
+                return (str(state) if members else "no members"), len(members)
+    return "unknown", 0
 
 
-def group_stable(bootstrap: str, group: str) -> bool:
-    """Whether the group is Stable now (False while the coordinator is still loading: Kafka creates
-    __consumer_offsets on first use). Blocking, for tests and scripts outside an event loop."""
+def group_stable(bootstrap: str, group: str, members: int | None = None) -> bool:
+    """Whether the group is Stable now, with exactly ``members`` members when given (False while the
+    coordinator is still loading: Kafka creates __consumer_offsets on first use). Blocking, for tests
+    and scripts outside an event loop."""
     try:
-        return asyncio.run(group_state(bootstrap, group)) == "Stable"
+        state, count = asyncio.run(group_state_and_members(bootstrap, group))
+        return state == "Stable" and (members is None or count == members)
     except Exception:
         return False

@@ -12,19 +12,18 @@ a few dict updates per record), and a task of the Faust app (:meth:`RoutingAgent
    scores every known (server, tool, replica) at inflight ``0 … inflight_levels-1`` in ONE batch
    (onnxruntime, models/routing/model.py) and publishes its P50 curves (expected latency by
    calls in flight, only over the levels the replica has had calls at, never falling) for the keys with
-   ``_WARM_CALLS`` calls, taking a (server, tool) only where it predicts every replica the learner
-   knows (``weights.split``); the learner keeps the rest. If loading or scoring raises, that tick
+   ``_WARM_CALLS`` calls, taking a (server, tool) where it is warm on two replicas or more; a
+   replica it is not warm on yet keeps the learner's curve inside the model's record
+   (``weights.split``); the learner keeps the other tools. If loading or scoring raises, that tick
    is the learner's (logged, counted, never fatal).
    The causal features the model reads cost ~10 µs an event (a heap push, then the window and EWMA
    updates at the next tick), several times the learner's ~2 µs; they are fed only once a model
    (live or shadow) exists in the registry, and the model publishes ``_WARMUP_S`` after that.
 2. **Shadow and challenger.** A registry shadow version is scored on the same batch; a river online
-   regressor (models/latency/online.py) learns from the same causal feature vectors (computed
-   before the call is learned; at most ``_RIVER_PER_S`` calls a second: river costs tens of µs per
-   call) and is scored on the same batch. Neither is acted on. Every ``retrain_interval`` a
-   snapshot of river is registered (``ModelRegistry.add_online``) with the ``_RIVER_HOLDOUT``
-   newest calls it has not learned yet as its hold-out, and the registry's gate decides whether it
-   goes live.
+   regressor (models/latency/online.py, driven by streams/challenger.py) learns from the same causal
+   feature vectors and is scored on the same batch. Neither is acted on. Every ``retrain_interval``
+   a snapshot of river goes through the registry's gate, judged on the newest calls it has not
+   learned yet.
 3. **Live error.** For each predictor (live model, the learner as the baseline, shadow, river), an
    EWMA of the absolute error of its P50 prediction on completed calls: the prediction from the last
    tick's curves at the call's own inflight. A live model doing worse than the baseline for
@@ -50,7 +49,6 @@ from what it folds.
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import math
@@ -65,6 +63,7 @@ from only1mcp.events import RoutingWeights
 from only1mcp.models.routing.tool_ewma import ToolEwma, counts
 from only1mcp.models.routing.weights import Curves, decisions_for, split
 from only1mcp.settings import Settings
+from only1mcp.streams.challenger import RiverChallenger
 from only1mcp.streams.publisher import DecisionPublisher
 from only1mcp.streams.retrain import Retrainer
 
@@ -82,8 +81,6 @@ _HISTORY_S = 600.0  # on arming, the causal features start from the store's call
 _HISTORY_ROWS = 50_000  # (at most this many, the newest)
 _HISTORY_COLUMNS = ("event_id", "ts", "latency_ms", "method", "status", "server", "replica", "tool", "cache_hit",
                     "request_bytes", "inflight")
-_RIVER_PER_S = 200
-_RIVER_HOLDOUT = 1000  # river learns each example this many examples late (its unseen hold-out for the gate)  # river learns at most this many calls per second (token bucket)
 PREDICTORS = ("live", "baseline", "shadow", "river")
 
 
@@ -123,19 +120,12 @@ class RoutingAgent:
         self.registry_dir = registry_root(settings)
         self._registry = registry
         self.model_side: Any = None  # ModelRouting, when models.latency imports
-        self.river: Any = None
+        self.challenger: RiverChallenger | None = None
         try:
             self.model_side = self._new_side()
         except Exception as exc:  # the latency side is optional: the learner alone still publishes
             log.info("latency model unavailable (%s: %s): the specialisation learner publishes alone",
                      type(exc).__name__, exc)
-        if self.model_side is not None:
-            try:
-                from only1mcp.models.latency.online import RiverLatency
-
-                self.river = RiverLatency()
-            except Exception as exc:
-                log.info("river challenger unavailable (%s: %s)", type(exc).__name__, exc)
         self.armed_at: float | None = None  # when a model first showed up: the causal features are fed since
         self._warm_buffer: list[dict[str, Any]] | None = None  # records seen while the store is read
         self.live: Any = None  # the loaded live LatencyModel
@@ -155,10 +145,6 @@ class RoutingAgent:
         self.source: str | None = None
         self.model_version: str | None = None
         self.worse_since: float | None = None
-        self._river_tokens, self._river_at = float(_RIVER_PER_S), time.monotonic()
-        self._river_pending: collections.deque[tuple[list[float], float, float]] = collections.deque()
-        self._river_gate: asyncio.Future[Any] | None = None
-        self._next_river_gate = time.monotonic() + learning.retrain_interval
         self._last_reload = -math.inf
         self._generation = 0
         self._last_status = time.monotonic()
@@ -166,6 +152,15 @@ class RoutingAgent:
         self.retrainer = Retrainer(settings.store.data_dir, self.registry_dir, min(learning.retrain_interval, 60.0),
                                    self.counters, functools.partial(self._maybe_reload, force=True))
         self._logged: set[str] = set()
+        if self.model_side is not None:
+            try:
+                from only1mcp.models.latency.online import RiverLatency
+
+                self.challenger = RiverChallenger(RiverLatency(), self.counters, lambda: self.registry,
+                                                  functools.partial(self._maybe_reload, force=True), self._log_once,
+                                                  learning.retrain_interval)
+            except Exception as exc:
+                log.info("river challenger unavailable (%s: %s)", type(exc).__name__, exc)
 
     # -- per event (the worker's hot path) -------------------------------------------------------
 
@@ -188,11 +183,9 @@ class RoutingAgent:
             self.counters["events"] += len(records)
             return
         tables = [(self.p50[name], self.live_error[name]) for name in PREDICTORS if self.p50[name]]
-        river_on = self.river is not None and model_side is not None
-        if river_on:
-            now = time.monotonic()
-            self._river_tokens = min(float(_RIVER_PER_S), self._river_tokens + (now - self._river_at) * _RIVER_PER_S)
-            self._river_at = now
+        challenger = self.challenger if model_side is not None else None
+        if challenger is not None:
+            challenger.refill()
         calls = 0
         side_learn = model_side.learn if model_side is not None else None
         for record in records:
@@ -207,30 +200,17 @@ class RoutingAgent:
                         if curve is not None:
                             errors.add(abs(curve[inflight if inflight < len(curve) else -1] - latency))
                 learn(record)
-                if river_on and self._river_tokens >= 1.0:
-                    self._river_tokens -= 1.0
-                    self._river_learn(record)
+                if challenger is not None:
+                    challenger.learn(self._features_of, record)
             if side_learn is not None:
                 side_learn(record, counted)
         self.counters["events"] += len(records)
         self.counters["calls"] += calls
 
-    def _river_learn(self, record: dict[str, Any]) -> None:
-        """One causal example for the online challenger: features before the call is learned."""
-        try:
-            x = self.model_side.features.features(record["replica"], record.get("tool"), record.get("inflight"),
-                                                  record["ts"], record.get("request_bytes"))
-            # Learned _RIVER_HOLDOUT examples late: the newest ones stay unseen, the hold-out the gate
-            # judges the challenger on when it is registered (score, then learn).
-            pending = self._river_pending
-            pending.append((x, float(record["latency_ms"]), float(record["ts"])))
-            if len(pending) > _RIVER_HOLDOUT:
-                old_x, old_y, _ = pending.popleft()
-                self.river.learn_one(old_x, old_y)
-                self.counters["river_learned"] += 1
-        except Exception:
-            self.counters["errors"]["river"] += 1
-            self._log_once("river-learn", "river challenger failed to learn", exc_info=True)
+    def _features_of(self, record: dict[str, Any]) -> list[float]:
+        """The call's causal feature vector, as of its routing time (before it is learned)."""
+        return self.model_side.features.features(record["replica"], record.get("tool"), record.get("inflight"),
+                                                 record["ts"], record.get("request_bytes"))
 
     # -- ticks -----------------------------------------------------------------------------------
 
@@ -264,7 +244,8 @@ class RoutingAgent:
         if self.model_side is not None:
             self.retrainer.maybe_start(self.learning.retrain_interval, self.learning.min_train_calls,
                                        self.counters["calls"])
-        self._maybe_gate_river()
+        if self.challenger is not None and self.armed_at is not None:
+            self.challenger.maybe_gate(self.learning.retrain_interval, self.learning.min_train_calls)
         self.tool_ewma.prune(now)
         self.p50["baseline"] = self.tool_ewma.p50()
         records = self._decide(now)
@@ -338,6 +319,11 @@ class RoutingAgent:
         if time.monotonic() - self.armed_at < _WARMUP_S:
             return None  # the windows are still filling: the learner publishes meanwhile
         return curves
+
+    @property
+    def river(self) -> Any:
+        """The challenger's river model (None without one)."""
+        return self.challenger.model if self.challenger is not None else None
 
     # -- the registry: reload, rollback ---------------------------------------------------------
 
@@ -514,59 +500,6 @@ class RoutingAgent:
         self.live, self.live_version, self.worse_since = None, None, None
         self.live_error["live"], self.p50["live"] = _Errors(), {}
         self._maybe_reload(force=True)
-
-    # -- retraining -------------------------------------------------------------------------------
-
-    def _maybe_gate_river(self) -> None:
-        """Every retrain_interval, once river has learned min_train_calls calls: register a snapshot
-        of it with the calls it has not learned yet as its hold-out, and let the registry's gate
-        decide (in a thread). Promoted, it is loaded as the live model like any other version."""
-        learning = self.learning
-        if self.river is None or self.armed_at is None or learning.retrain_interval <= 0:
-            return
-        if self._river_gate is not None and not self._river_gate.done():
-            return
-        now = time.monotonic()
-        if now < self._next_river_gate or self.counters["river_learned"] < learning.min_train_calls \
-                or len(self._river_pending) < _RIVER_HOLDOUT:
-            return
-        self._next_river_gate = now + learning.retrain_interval
-        try:  # a copy, taken here: the loop keeps teaching the original while the thread judges it
-            snapshot = type(self.river).from_bytes(self.river.to_bytes())
-            rows = list(self._river_pending)
-        except Exception:
-            self.counters["errors"]["river"] += 1
-            self._log_once("river-snapshot", "routing: snapshotting the river challenger failed", exc_info=True)
-            return
-        self._river_gate = asyncio.ensure_future(asyncio.to_thread(self._gate_river, snapshot, rows))
-        self._river_gate.add_done_callback(self._river_gated)
-
-    def _gate_river(self, snapshot: Any, rows: list[tuple[list[float], float, float]]) -> dict[str, Any]:
-        import numpy as np
-
-        X = np.asarray([r[0] for r in rows], dtype=np.float32)
-        y = np.asarray([r[1] for r in rows], dtype=np.float64)
-        ts = np.asarray([r[2] for r in rows], dtype=np.float64)
-        registry = self.registry
-        version = registry.add_online(snapshot, X, y, ts, extra={"registered_by": "routing agent (worker)"})
-        verdict = registry.promote(version)
-        return {"version": version, "promoted": verdict.promoted, "reason": verdict.reason}
-
-    def _river_gated(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled():
-            return
-        if future.exception() is not None:
-            self.counters["errors"]["river"] += 1
-            log.warning("routing: registering the river challenger failed: %r", future.exception())
-            return
-        result = future.result()
-        self.counters["river_registered"] += 1
-        if result["promoted"]:
-            self.counters["promotions"] += 1
-            log.info("routing: river challenger %s promoted by the gate: %s", result["version"], result["reason"])
-            self._maybe_reload(force=True)
-        else:
-            log.info("routing: river challenger %s refused by the gate: %s", result["version"], result["reason"])
 
     # -- status ---------------------------------------------------------------------------------
 

@@ -127,12 +127,20 @@ class ToolEwma:
 
     def curves(self, now: float | None = None) -> Curves:
         """(server, tool) → replica → [cost]: the error-adjusted latency EMA (one value: the EMA
-        knows nothing of load), for the replicas with ≥ min_samples calls."""
+        knows nothing of load), for the replicas with ≥ min_samples calls; a replica seen on the tool
+        but with fewer calls is priced at the best known cost (optimistic), so it is tried until it
+        has min_samples, instead of being left to the proxy's exploration floor: a fast replica that
+        was unlucky early would otherwise stay unmeasured for as long as the floor takes."""
         out: Curves = {}
-        for key in self._state:
+        for key, replicas in self._state.items():
             known = self.predict(*key)
-            if known:
-                out[key] = {rid: [error_adjusted(lat, err)] for rid, (lat, err, _) in known.items()}
+            if not known:
+                continue
+            curves = {rid: [error_adjusted(lat, err)] for rid, (lat, err, _) in known.items()}
+            best = min(c[0] for c in curves.values())
+            for rid in replicas:
+                curves.setdefault(rid, [best])
+            out[key] = curves
         return out
 
     def p50(self) -> dict[tuple[str, str | None, str], list[float]]:

@@ -116,11 +116,19 @@ def _record(server: str, tool: str | None, replicas: dict[str, list[float]], now
 
 def split(model: Curves, baseline: Curves) -> tuple[Curves, Curves, set[str]]:
     """Who decides what when a model and the baseline both predict: the model takes a (server, tool)
-    only where it predicts every replica the baseline knows there (a replica it left out would get
-    no weight), the baseline keeps the rest. Returns (the model's part, the baseline's part, the
-    servers whose every tool the model decides: their server-wide record is the model's too)."""
-    mine = {key: replicas for key, replicas in model.items()
-            if key[1] is not None and len(replicas) >= 2 and set(replicas) >= set(baseline.get(key, {}))}
+    where it predicts at least two replicas; a replica the baseline knows there and the model does
+    not (it has not seen enough of its calls yet, as with a replica the exploration floor alone
+    feeds) keeps the baseline's curve in the model's record, rather than getting no weight or
+    holding the whole tool back. The baseline keeps the rest. Returns (the model's part, the
+    baseline's part, the servers whose every tool the model decides: their server-wide record is
+    the model's too)."""
+    mine: Curves = {}
+    for key, replicas in model.items():
+        if key[1] is None or len(replicas) < 2:
+            continue
+        merged = dict(baseline.get(key, {}))
+        merged.update(replicas)
+        mine[key] = merged
     rest = {key: replicas for key, replicas in baseline.items() if key not in mine}
     servers = {server for server, _ in mine} - {server for server, _ in rest}
     return mine, rest, servers

@@ -117,7 +117,7 @@ def test_three_workers_one_killed_one_added_count_every_entity_exactly(kafka: Ka
     data = tmp_path / "data"
     argv = [sys.executable, "-m", "only1mcp.cli", "worker", "--config", str(config)]
     workers = [stack.start(f"worker-{i}", argv) for i in range(3)]
-    _wait(lambda: group_stable(kafka.bootstrap, group), "a stable group of three", 60, workers)
+    _wait(lambda: group_stable(kafka.bootstrap, group, members=3), "a stable group of three", 60, workers)
 
     producer = Producer(kafka.bootstrap, _events(N_EVENTS, seed=7))
     producer.start()

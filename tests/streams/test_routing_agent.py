@@ -140,7 +140,7 @@ def test_learner_first_then_the_live_model_and_a_fallback_tick(tmp_path: Path, r
         assert all(len(c) == 2 and c == sorted(c) for r in records for c in r.predicted_ms.values())
         assert a.model_version == f"latency_model:{registries['good']}"
         # River learned in shadow and was scored on the same batch.
-        assert len(agent._river_pending) > 0 and agent.p50["river"]  # (it learns each example 1000 late)
+        assert len(agent.challenger.pending) > 0 and agent.p50["river"]  # (it learns each example 1000 late)
         # Live error is tracked for the model and the baseline on the same calls.
         await run_ticks(agent, rng, 2)
         status = agent.status()
@@ -287,30 +287,29 @@ def test_a_shadow_version_is_scored_beside_the_live_one(tmp_path: Path, registri
     asyncio.run(scenario())
 
 
-def test_the_river_challenger_goes_through_the_gate(tmp_path: Path, registries: dict[str, Any],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_river_challenger_goes_through_the_gate(tmp_path: Path, registries: dict[str, Any]) -> None:
     import shutil
 
     from only1mcp.models.registry import ModelRegistry
 
-    monkeypatch.setattr(routing, "_RIVER_HOLDOUT", 100)
-    monkeypatch.setattr(routing, "_RIVER_PER_S", 100_000)
     root = tmp_path / "models"
     shutil.copytree(registries["root"] / "good", root)
 
     async def scenario() -> None:
         agent = agent_for(tmp_path, root, min_train_calls=300)
         agent.learning = dataclasses.replace(agent.learning, retrain_interval=3600.0)
-        agent._next_river_gate, agent.retrainer.next_at = 0.0, float("inf")  # the challenger only, no retraining
+        challenger = agent.challenger
+        challenger.holdout, challenger.per_s = 100, 100_000
+        challenger.next_gate, agent.retrainer.next_at = 0.0, float("inf")  # the challenger only, no retraining
         rng = random.Random(9)
         deadline = time.monotonic() + 30
         while agent.counters["river_registered"] == 0:
             assert time.monotonic() < deadline, agent.status()
             await run_ticks(agent, rng, 1, per_tick=120)
-            if agent._river_gate is not None:
-                await asyncio.wait_for(agent._river_gate, 20)
+            if challenger.gate is not None:
+                await asyncio.wait_for(challenger.gate, 20)
                 await asyncio.sleep(0.05)
-        assert agent.counters["river_learned"] >= 300 and len(agent._river_pending) == 100
+        assert agent.counters["river_learned"] >= 300 and len(challenger.pending) == 100
         rivers = [e for e in ModelRegistry(root).list() if e.metadata.get("kind") == "latency-river"]
         assert len(rivers) == 1 and rivers[0].status in ("live", "refused")  # the gate decided
         assert rivers[0].metadata["rows"]["holdout"] == 100

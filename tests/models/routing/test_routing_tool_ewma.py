@@ -132,16 +132,41 @@ def test_server_curves_pads_shorter_curves() -> None:
     assert server_curves(curves, "nope") == {}
 
 
-def test_split_gives_the_model_only_what_it_fully_covers() -> None:
+def test_split_gives_the_model_what_it_covers_and_fills_the_rest_from_the_baseline() -> None:
     from only1mcp.models.routing.weights import split
 
     baseline = {("s", "A"): {"r0": [1.0], "r1": [2.0]}, ("s", "B"): {"r0": [1.0], "r1": [2.0]},
-                ("t", "X"): {"q0": [1.0], "q1": [2.0]}}
-    model = {("s", "A"): {"r0": [1.0, 2.0], "r1": [3.0, 4.0]}, ("s", "B"): {"r0": [1.0, 2.0]},  # B lacks r1
-             ("t", "X"): {"q0": [1.0], "q1": [1.0]}}
+                ("t", "X"): {"q0": [1.0], "q1": [2.0]}, ("t", "Y"): {"q0": [1.0], "q1": [2.0]}}
+    model = {("s", "A"): {"r0": [1.0, 2.0], "r1": [3.0, 4.0]}, ("s", "B"): {"r0": [1.5, 2.5]},  # B lacks r1
+             ("t", "X"): {"q0": [1.0], "q1": [1.0], "q2": [9.0]}}
     mine, rest, servers = split(model, baseline)
-    assert set(mine) == {("s", "A"), ("t", "X")} and set(rest) == {("s", "B")} and servers == {"t"}
+    assert set(mine) == {("s", "A"), ("t", "X")} and set(rest) == {("s", "B"), ("t", "Y")} and servers == set()
+    assert mine[("s", "A")] == model[("s", "A")]  # the model's curves win where it has them
+    assert mine[("t", "X")] == {"q0": [1.0], "q1": [1.0], "q2": [9.0]}  # and a replica only it knows stays
+
+    model[("s", "B")]["r2"] = [7.0]  # now two replicas: the model takes B, r1 keeps the baseline's curve
+    mine, rest, _ = split(model, baseline)
+    assert mine[("s", "B")] == {"r0": [1.5, 2.5], "r1": [2.0], "r2": [7.0]} and ("s", "B") not in rest
     assert split({}, baseline) == ({}, baseline, set())
+
+
+def test_a_replica_short_of_min_samples_is_priced_at_the_best_known_cost() -> None:
+    """Optimism: a replica seen on a tool but not min_samples times is tried as if it were the best,
+    until it has been measured; a replica never seen there is not invented."""
+    learner = ToolEwma(alpha=0.5, min_samples=3)
+    for _ in range(3):
+        learner.learn_one(call("r0", 200.0))
+        learner.learn_one(call("r1", 100.0))
+    learner.learn_one(call("r2", 20.0))  # one call: fast, but one call proves little
+    curves = learner.curves()[("s", "A")]
+    assert curves == {"r0": [200.0], "r1": [100.0], "r2": [100.0]}
+    assert set(learner.predict("s", "A")) == {"r0", "r1"}  # what it has measured is unchanged
+    for _ in range(2):
+        learner.learn_one(call("r2", 20.0))
+    assert learner.curves()[("s", "A")]["r2"] == [20.0]  # measured now: its own EMA
+    only = ToolEwma(min_samples=3)
+    only.learn_one(call("r0", 5.0))
+    assert only.curves() == {}  # nothing measured on the tool yet: no record (the fallback routes)
 
 
 def test_learn_many_is_learn_one_inlined() -> None:
