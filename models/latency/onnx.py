@@ -25,6 +25,7 @@ import numpy as np
 
 from only1mcp.models.errors import ModelError, ParityError
 from only1mcp.models.latency.features import FEATURE_NAMES, FEATURE_VERSION
+from only1mcp.models.latency.residual import margin_of, spec_of
 
 __all__ = ["INPUT_NAME", "PARITY_TOLERANCE", "FILES", "to_onnx", "parity", "export", "sha256",
            "check_compatible", "LatencyModel"]
@@ -42,7 +43,8 @@ def sha256(data: bytes) -> str:
 def to_onnx(booster: Any, n_features: int = len(FEATURE_NAMES)) -> bytes:
     """One XGBoost booster as a serialized ONNX model, input ``INPUT_NAME`` float32 [None, n_features].
 
-    The booster must use default feature names (``f0`` …): onnxmltools maps splits by index."""
+    The booster must use default feature names (``f0`` …): onnxmltools maps splits by index. A
+    booster trained from a base margin (models/latency/residual.py) gets that margin in the graph."""
     import onnxmltools
     from onnxmltools.convert.common.data_types import FloatTensorType
 
@@ -50,7 +52,50 @@ def to_onnx(booster: Any, n_features: int = len(FEATURE_NAMES)) -> bytes:
         model = onnxmltools.convert_xgboost(booster, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))])
     except Exception as exc:  # the converter raises bare RuntimeError/TypeError/ValueError
         raise ModelError(f"ONNX conversion failed: {exc}") from exc
+    spec = spec_of(booster)
+    if spec is not None:
+        _add_margin(model, spec["column"], spec["factor"], _base_score(booster, n_features))
     return model.SerializeToString()
+
+
+def _base_score(booster: Any, n_features: int) -> float:
+    """What the tree ensemble adds when no margin is given (XGBoost's base score), exactly as the
+    booster computes it: the difference of two predictions of one row with and without margin 0."""
+    import xgboost as xgb
+
+    row = np.zeros((1, n_features), dtype=np.float32)
+    plain = booster.predict(xgb.DMatrix(row))[0]
+    zero_margin = booster.predict(xgb.DMatrix(row, base_margin=np.zeros(1)))[0]
+    return float(plain) - float(zero_margin)
+
+
+def _add_margin(model: Any, column: int, factor: float, base_score: float) -> None:
+    """Append ``+ log1p(max(x[:, column], 0) × factor) - base_score`` to the ensemble's output: the
+    graph then predicts what the booster predicts with its training margin."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    out = graph.output[0].name
+    trees = f"{out}_trees"
+    for node in graph.node:
+        node.output[:] = [trees if name == out else name for name in node.output]
+    consts = [
+        helper.make_tensor("margin_column", TensorProto.INT64, [1], [int(column)]),
+        helper.make_tensor("margin_factor", TensorProto.FLOAT, [], [float(factor)]),
+        helper.make_tensor("margin_one", TensorProto.FLOAT, [], [1.0]),
+        helper.make_tensor("margin_base", TensorProto.FLOAT, [], [float(base_score)]),
+    ]
+    graph.initializer.extend(consts)
+    graph.node.extend([
+        helper.make_node("Gather", [graph.input[0].name, "margin_column"], ["margin_x"], axis=1),
+        helper.make_node("Relu", ["margin_x"], ["margin_pos"]),
+        helper.make_node("Mul", ["margin_pos", "margin_factor"], ["margin_scaled"]),
+        helper.make_node("Add", ["margin_scaled", "margin_one"], ["margin_plus1"]),
+        helper.make_node("Log", ["margin_plus1"], ["margin_log1p"]),
+        helper.make_node("Sub", ["margin_log1p", "margin_base"], ["margin_shift"]),
+        helper.make_node("Add", [trees, "margin_shift"], [out]),
+    ])
+    model.opset_import.extend([helper.make_opsetid("", 13)])
 
 
 def _session(data: bytes, what: str) -> Any:
@@ -92,7 +137,7 @@ def parity(booster: Any, onnx_bytes: bytes, X: np.ndarray, target: str = "log1p"
     X = np.ascontiguousarray(X, dtype=np.float32)
     if len(X) == 0:
         return 0.0
-    native = _to_ms(booster.predict(xgb.DMatrix(X)).astype(np.float64), target)
+    native = _to_ms(booster.predict(xgb.DMatrix(X, base_margin=margin_of(booster, X))).astype(np.float64), target)
     onnx = _to_ms(_run(_session(onnx_bytes, "exported model"), X), target)
     return float(np.max(np.abs(onnx - native) / np.maximum(np.abs(native), _FLOOR_MS)))
 

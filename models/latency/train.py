@@ -13,6 +13,9 @@ Honesty rules (DESIGN.md, "Learning honesty"), enforced here rather than left to
 The target is ``log1p(latency_ms)``: latency noise is multiplicative, and a quantile of the log is
 the log of the quantile, so the P50/P95 meaning is unchanged while trees split on ratios rather
 than absolute milliseconds. Predictions are mapped back with ``expm1``; P95 is never below P50.
+The P95 model starts from the EWMA baseline's P95 (``log1p(EWMA × factor)`` as XGBoost's base
+margin, the factor fitted on the training part) and learns only the corrections
+(models/latency/residual.py): on small training sets a tree model otherwise lost to that baseline.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import xgboost as xgb
 from only1mcp.models.errors import InsufficientData
 from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES, LAST_FEATURE
 from only1mcp.models.latency.metrics import pinball, quantile_metrics
+from only1mcp.models.latency.residual import baseline_margin, margin_of, set_margin
 
 __all__ = ["DEFAULT_PARAMS", "QUANTILES", "TrainResult", "train", "quantile_metrics", "pinball",
            "predict_native", "Progress"]
@@ -96,20 +100,29 @@ def _booster_params(params: Mapping[str, Any], alpha: float) -> dict[str, Any]:
 
 
 def predict_native(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
-    """A booster's predictions in milliseconds (the inverse of the log1p target)."""
-    raw = booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float32)))
+    """A booster's predictions in milliseconds (the inverse of the log1p target), with the base
+    margin it was trained with, if any."""
+    X = np.asarray(X, dtype=np.float32)
+    raw = booster.predict(xgb.DMatrix(X, base_margin=margin_of(booster, X)))
     return np.maximum(np.expm1(raw.astype(np.float64)), 0.0)
 
 
 def _fit(X: np.ndarray, z: np.ndarray, alpha: float, params: Mapping[str, Any], rounds: int,
-         progress: Progress | None, stage: str, valid: tuple[np.ndarray, np.ndarray] | None) -> xgb.Booster:
-    dtrain = xgb.DMatrix(X, label=z)
+         progress: Progress | None, stage: str, valid: tuple[np.ndarray, np.ndarray] | None,
+         margin: tuple[int, float] | None = None) -> xgb.Booster:
+    def matrix(x: np.ndarray, label: np.ndarray) -> xgb.DMatrix:
+        return xgb.DMatrix(x, label=label, base_margin=None if margin is None else baseline_margin(x, *margin))
+
     callbacks = [_ProgressCallback(progress, stage, rounds)] if progress else []
     kwargs: dict[str, Any] = {}
     if valid is not None:
-        kwargs = {"evals": [(xgb.DMatrix(valid[0], label=valid[1]), "validation")],
+        kwargs = {"evals": [(matrix(*valid), "validation")],
                   "early_stopping_rounds": params["early_stopping_rounds"], "verbose_eval": False}
-    return xgb.train(_booster_params(params, alpha), dtrain, num_boost_round=rounds, callbacks=callbacks, **kwargs)
+    booster = xgb.train(_booster_params(params, alpha), matrix(X, z), num_boost_round=rounds, callbacks=callbacks,
+                        **kwargs)
+    if margin is not None:
+        set_margin(booster, *margin)
+    return booster
 
 
 def train(X: np.ndarray, y: np.ndarray, ts: np.ndarray, holdout_share: float = 0.2,
@@ -139,30 +152,34 @@ def train(X: np.ndarray, y: np.ndarray, ts: np.ndarray, holdout_share: float = 0
     ztr = np.log1p(np.maximum(ytr, 0.0))
     fit_part, valid_part = slice(0, n_train - n_valid), slice(n_train - n_valid, n_train)
 
+    # The baselines' P95 factors, fitted on the training part only (the P95 model starts from the EWMA's)
+    factors: dict[str, float] = {}
+    for name, feature in (("ewma", EWMA_FEATURE), ("last_value", LAST_FEATURE)):
+        train_pred = Xtr[:, FEATURE_NAMES.index(feature)].astype(np.float64)
+        warm = train_pred > 0
+        factors[name] = float(np.quantile(ytr[warm] / train_pred[warm], 0.95)) if warm.any() else 1.0
+    margins = {"p50": None, "p95": (FEATURE_NAMES.index(EWMA_FEATURE), max(factors["ewma"], 1e-6))}
+
     boosters: dict[str, xgb.Booster] = {}
     rounds: dict[str, int] = {}
     validation: dict[str, float] = {}
     for name, alpha in QUANTILES.items():
         probe = _fit(Xtr[fit_part], ztr[fit_part], alpha, p, int(p["n_estimators"]), progress, name,
-                     (Xtr[valid_part], ztr[valid_part]))
+                     (Xtr[valid_part], ztr[valid_part]), margins[name])
         best = int(getattr(probe, "best_iteration", p["n_estimators"] - 1)) + 1
         rounds[name] = max(best, 1)
-        validation[f"pinball_{int(alpha * 100)}_log"] = float(
-            pinball(ztr[valid_part], probe.predict(xgb.DMatrix(Xtr[valid_part]), iteration_range=(0, rounds[name])),
-                    alpha))
-        boosters[name] = _fit(Xtr, ztr, alpha, p, rounds[name], progress, f"{name} refit", None)
+        valid_x = Xtr[valid_part]
+        predicted = probe.predict(xgb.DMatrix(valid_x, base_margin=margin_of(probe, valid_x)),
+                                  iteration_range=(0, rounds[name]))
+        validation[f"pinball_{int(alpha * 100)}_log"] = float(pinball(ztr[valid_part], predicted, alpha))
+        boosters[name] = _fit(Xtr, ztr, alpha, p, rounds[name], progress, f"{name} refit", None, margins[name])
 
     p50 = predict_native(boosters["p50"], Xho)
     p95 = np.maximum(predict_native(boosters["p95"], Xho), p50)
     metrics = {"model": quantile_metrics(yho, p50, p95)}
-    factors: dict[str, float] = {}
     baseline_holdout: dict[str, np.ndarray] = {}
     for name, feature in (("ewma", EWMA_FEATURE), ("last_value", LAST_FEATURE)):
-        col = FEATURE_NAMES.index(feature)
-        train_pred = Xtr[:, col].astype(np.float64)
-        warm = train_pred > 0
-        factors[name] = float(np.quantile(ytr[warm] / train_pred[warm], 0.95)) if warm.any() else 1.0
-        pred = Xho[:, col].astype(np.float64)
+        pred = Xho[:, FEATURE_NAMES.index(feature)].astype(np.float64)
         baseline_holdout[name] = pred
         metrics[name] = quantile_metrics(yho, pred, pred * factors[name])
     improvement = {f"{k}_vs_ewma": (1.0 - metrics["model"][k] / metrics["ewma"][k]) if metrics["ewma"][k] else 0.0

@@ -153,3 +153,33 @@ def test_river_state_refuses_bytes_that_do_not_load(trained) -> None:  # noqa: A
                 good[:23] + pickle.dumps({"class": "RiverLatency", "feature_version": FEATURE_VERSION + 1})):
         with pytest.raises(ModelError):
             RiverLatency.from_bytes(bad)
+
+
+def test_the_p95_model_starts_from_the_ewma_baseline_and_onnx_keeps_its_margin() -> None:
+    """The P95 booster carries its base margin (log1p(EWMA × factor)): native predictions, the ONNX
+    graph and a model loaded from that graph agree, and on a small training set where latency is
+    the EWMA times noise it is not worse than the baseline it starts from."""
+    from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES
+    from only1mcp.models.latency.residual import spec_of
+    from only1mcp.models.latency.train import train
+
+    rng = np.random.default_rng(3)
+    n = 800
+    X = rng.random((n, len(FEATURE_NAMES))).astype(np.float32)
+    ewma = FEATURE_NAMES.index(EWMA_FEATURE)
+    X[:, ewma] = rng.choice([12.0, 40.0, 150.0, 600.0], n)  # four (replica, tool) levels
+    y = X[:, ewma] * np.exp(0.5 * rng.standard_normal(n))
+    result = train(X, y, np.arange(n, dtype=float), params={"nthread": 1})
+    spec = spec_of(result.p95)
+    assert spec is not None and spec["column"] == ewma and spec["factor"] > 1.0
+    assert spec_of(result.p50) is None  # the P50 model learns levels on its own
+    assert result.metrics["model"]["pinball_95"] <= 1.02 * result.metrics["ewma"]["pinball_95"], result.metrics
+    blobs, diffs = export({"p50": result.p50, "p95": result.p95}, result.X_holdout)
+    assert diffs["p95"] < 1e-4
+    p50, p95 = LatencyModel(blobs["p50"], blobs["p95"]).predict(result.X_holdout)
+    np.testing.assert_allclose(p95, result.pred_holdout["p95"], rtol=1e-4)
+    # Without its margin the graph would predict ~the base score for every level: it does not.
+    high, low = X[:, ewma] == 600.0, X[:, ewma] == 12.0
+    top, bottom = LatencyModel(blobs["p50"], blobs["p95"]).predict(X[high][:5])[1], \
+        LatencyModel(blobs["p50"], blobs["p95"]).predict(X[low][:5])[1]
+    assert top.min() > 10 * bottom.max()
