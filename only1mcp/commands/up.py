@@ -312,8 +312,10 @@ class Up:
         if demo_ports:
             name = SIM_SERVER if SIM_SERVER not in names else "demo-sim"
             # Learned routing, so the demo shows the whole loop: p2c_ewma decides until weights arrive.
+            # Exploration 5 % (default 1 %): at the demo's few calls a second, a replica the weights
+            # steer away from must still be called often enough for the anomaly agent to see it slow.
             servers.append({"name": name, "namespace": "", "policy": "learned", "fallback_policy": "p2c_ewma",
-                            "timeout": 10.0,
+                            "exploration": 0.05, "timeout": 10.0,
                             "replicas": [{"url": f"http://{HOST}:{p}/mcp"} for p in demo_ports]})
             raw.setdefault("cache", {}).setdefault("default_ttl", 5.0)  # the sim's read-only tools get cached
             raw.setdefault("prefetch", {}).setdefault("enabled", True)  # and prefetched on the worker's decisions
