@@ -14,8 +14,9 @@ starts) and every queue, but not the call's own draws, and sends each call where
 its median response time (wait + median service, over the chance of success) is
 lowest: the learned policy's rule (curves from the P50 model), with nothing to
 learn. (The mean instead of the median gives the same choices where replicas
-differ only in speed, and a worse tail where they differ in workers.) The gap from it to the clairvoyant oracle is foresight no online policy
-has; the gap from a learned policy to it is what learning can still win.
+differ only in speed, and a worse tail where they differ in workers.) The gap
+from it to the clairvoyant oracle is foresight no online policy has; the gap
+from a learned policy to it is what learning can still win.
 
 ``pick="round_robin"`` simulates plain round robin on the same draws, which shows
 how far the real stack (proxy, HTTP, event loops) is from the model.
@@ -65,7 +66,7 @@ def simulate(
             # Successful calls first, then the earliest finish.
             chosen = min(range(len(models)), key=lambda i: (outcomes[i].error, outcomes[i].latency))
         elif pick == "informed":
-            chosen = min(range(len(models)), key=lambda i: _expected_cost(models[i], call.tool, t))
+            chosen = min(range(len(models)), key=lambda i: _median_cost(models[i], call.tool, t))
         else:
             up = [i for i in range(len(models)) if outcomes[i].available] or list(range(len(models)))
             chosen = up[call.index % len(up)]
@@ -84,7 +85,7 @@ def simulate(
     return records
 
 
-def _expected_cost(model: ReplicaModel, tool: str, t: float) -> float:
+def _median_cost(model: ReplicaModel, tool: str, t: float) -> float:
     """Median seconds until a successful answer: median response behind the queue, over P(success)."""
     profile = model.profile
     if profile.is_down(t):
