@@ -278,6 +278,7 @@ class ModelRegistry:
             "metrics": result.metrics,
             "improvement": result.improvement,
             "baseline_p95_factor": result.baseline_p95_factor,
+            "p50_floor_factor": getattr(result, "p50_floor_factor", None),
             "params": {k: v for k, v in result.params.items()},
             "rounds": dict(result.rounds),
             "parity": dict(parity or {}),

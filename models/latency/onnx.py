@@ -25,7 +25,7 @@ import numpy as np
 
 from only1mcp.models.errors import ModelError, ParityError
 from only1mcp.models.latency.features import FEATURE_NAMES, FEATURE_VERSION
-from only1mcp.models.latency.residual import margin_of, spec_of
+from only1mcp.models.latency.residual import floor_spec_of, floored, margin_of, spec_of
 
 __all__ = ["INPUT_NAME", "PARITY_TOLERANCE", "FILES", "to_onnx", "parity", "export", "sha256",
            "check_compatible", "LatencyModel"]
@@ -55,6 +55,9 @@ def to_onnx(booster: Any, n_features: int = len(FEATURE_NAMES)) -> bytes:
     spec = spec_of(booster)
     if spec is not None:
         _add_margin(model, spec["column"], spec["factor"], _base_score(booster, n_features))
+    floor = floor_spec_of(booster)
+    if floor is not None:
+        _add_floor(model, floor["column"], floor["factor"])
     return model.SerializeToString()
 
 
@@ -75,27 +78,64 @@ def _add_margin(model: Any, column: int, factor: float, base_score: float) -> No
     from onnx import TensorProto, helper
 
     graph = model.graph
-    out = graph.output[0].name
-    trees = f"{out}_trees"
-    for node in graph.node:
-        node.output[:] = [trees if name == out else name for name in node.output]
-    consts = [
-        helper.make_tensor("margin_column", TensorProto.INT64, [1], [int(column)]),
-        helper.make_tensor("margin_factor", TensorProto.FLOAT, [], [float(factor)]),
-        helper.make_tensor("margin_one", TensorProto.FLOAT, [], [1.0]),
-        helper.make_tensor("margin_base", TensorProto.FLOAT, [], [float(base_score)]),
-    ]
-    graph.initializer.extend(consts)
+    trees = f"{graph.output[0].name}_trees"
+    out = _rename_output(graph, trees)
+    margin = _log1p_scaled(graph, "margin", column, factor)
+    graph.initializer.append(helper.make_tensor("margin_base", TensorProto.FLOAT, [], [float(base_score)]))
     graph.node.extend([
-        helper.make_node("Gather", [graph.input[0].name, "margin_column"], ["margin_x"], axis=1),
-        helper.make_node("Relu", ["margin_x"], ["margin_pos"]),
-        helper.make_node("Mul", ["margin_pos", "margin_factor"], ["margin_scaled"]),
-        helper.make_node("Add", ["margin_scaled", "margin_one"], ["margin_plus1"]),
-        helper.make_node("Log", ["margin_plus1"], ["margin_log1p"]),
-        helper.make_node("Sub", ["margin_log1p", "margin_base"], ["margin_shift"]),
+        helper.make_node("Sub", [margin, "margin_base"], ["margin_shift"]),
         helper.make_node("Add", [trees, "margin_shift"], [out]),
     ])
+    _need_opset_13(model)
+
+
+def _log1p_scaled(graph: Any, prefix: str, column: int, factor: float) -> str:
+    """Nodes computing ``log1p(max(x[:, column], 0) × factor)``; returns the name of their output."""
+    from onnx import TensorProto, helper
+
+    graph.initializer.extend([
+        helper.make_tensor(f"{prefix}_column", TensorProto.INT64, [1], [int(column)]),
+        helper.make_tensor(f"{prefix}_factor", TensorProto.FLOAT, [], [float(factor)]),
+        helper.make_tensor(f"{prefix}_one", TensorProto.FLOAT, [], [1.0]),
+    ])
+    graph.node.extend([
+        helper.make_node("Gather", [graph.input[0].name, f"{prefix}_column"], [f"{prefix}_x"], axis=1),
+        helper.make_node("Relu", [f"{prefix}_x"], [f"{prefix}_pos"]),
+        helper.make_node("Mul", [f"{prefix}_pos", f"{prefix}_factor"], [f"{prefix}_scaled"]),
+        helper.make_node("Add", [f"{prefix}_scaled", f"{prefix}_one"], [f"{prefix}_plus1"]),
+        helper.make_node("Log", [f"{prefix}_plus1"], [f"{prefix}_log1p"]),
+    ])
+    return f"{prefix}_log1p"
+
+
+def _rename_output(graph: Any, new_name: str) -> str:
+    """Let the nodes that wrote the graph's output write ``new_name`` instead; returns the output's name."""
+    out = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [new_name if name == out else name for name in node.output]
+    return out
+
+
+def _need_opset_13(model: Any) -> None:
+    """The default domain at opset ≥ 13 (Gather, Relu, Max, …), declared once."""
+    from onnx import helper
+
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            op.version = max(op.version, 13)
+            return
     model.opset_import.extend([helper.make_opsetid("", 13)])
+
+
+def _add_floor(model: Any, column: int, factor: float) -> None:
+    """Append ``max(output, log1p(max(x[:, column], 0) × factor))`` (models/latency/residual.py)."""
+    from onnx import helper
+
+    graph = model.graph
+    out = _rename_output(graph, f"{graph.output[0].name}_unfloored")
+    floor = _log1p_scaled(graph, "floor", column, factor)
+    graph.node.append(helper.make_node("Max", [f"{out}_unfloored", floor], [out]))
+    _need_opset_13(model)
 
 
 def _session(data: bytes, what: str) -> Any:
@@ -137,7 +177,8 @@ def parity(booster: Any, onnx_bytes: bytes, X: np.ndarray, target: str = "log1p"
     X = np.ascontiguousarray(X, dtype=np.float32)
     if len(X) == 0:
         return 0.0
-    native = _to_ms(booster.predict(xgb.DMatrix(X, base_margin=margin_of(booster, X))).astype(np.float64), target)
+    raw = booster.predict(xgb.DMatrix(X, base_margin=margin_of(booster, X))).astype(np.float64)
+    native = _to_ms(floored(booster, X, raw), target)
     onnx = _to_ms(_run(_session(onnx_bytes, "exported model"), X), target)
     return float(np.max(np.abs(onnx - native) / np.maximum(np.abs(native), _FLOOR_MS)))
 

@@ -183,3 +183,38 @@ def test_the_p95_model_starts_from_the_ewma_baseline_and_onnx_keeps_its_margin()
     top, bottom = LatencyModel(blobs["p50"], blobs["p95"]).predict(X[high][:5])[1], \
         LatencyModel(blobs["p50"], blobs["p95"]).predict(X[low][:5])[1]
     assert top.min() > 10 * bottom.max()
+
+
+def test_the_p50_model_never_predicts_below_its_floor_past_its_training_data() -> None:
+    """A replica far slower than any the training data had enough calls of: the plain trees answer
+    with the nearest leaf (as fast as the others); the floor (EWMA × the training part's 5th
+    percentile of latency / EWMA) holds the prediction up, natively, in ONNX and once loaded."""
+    from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES
+    from only1mcp.models.latency.residual import floor_spec_of
+    from only1mcp.models.latency.train import train
+
+    rng = np.random.default_rng(5)
+    n = 1500
+    X = rng.random((n, len(FEATURE_NAMES))).astype(np.float32)
+    ewma = FEATURE_NAMES.index(EWMA_FEATURE)
+    X[:, ewma] = rng.uniform(20.0, 60.0, n)  # every replica the warm-up knows well is fast
+    X[:20, ewma] = 400.0  # a 10x slow one had 20 calls: fewer than a leaf holds (min_child_weight)
+    y = X[:, ewma] * np.exp(0.3 * rng.standard_normal(n))
+    order = rng.permutation(n)  # the slow calls spread over the whole window
+    X, y = X[order], y[order]
+    floored = train(X, y, np.arange(n, dtype=float), params={"nthread": 1})
+    plain = train(X, y, np.arange(n, dtype=float), params={"nthread": 1, "p50_floor_quantile": 0})
+    factor = floored.p50_floor_factor
+    spec = floor_spec_of(floored.p50)
+    assert spec is not None and spec["column"] == ewma and spec["factor"] == factor and 0.3 < factor < 1.0
+    assert floor_spec_of(plain.p50) is None and plain.p50_floor_factor is None
+    slow = X[:5].copy()
+    slow[:, ewma] = 400.0
+    assert predict_native(plain.p50, slow).max() < 150.0  # the nearest leaf: a fast replica's latency
+    native = predict_native(floored.p50, slow)
+    assert native.min() >= 400.0 * factor * 0.999
+    blobs, diffs = export({"p50": floored.p50, "p95": floored.p95}, np.vstack([floored.X_holdout, slow]))
+    assert diffs["p50"] < 1e-4
+    np.testing.assert_allclose(LatencyModel(blobs["p50"], blobs["p95"]).predict(slow)[0], native, rtol=1e-4)
+    # Inside the data the floor rarely binds: the hold-out error is the plain model's, give or take.
+    assert floored.metrics["model"]["mae_p50"] <= 1.01 * plain.metrics["model"]["mae_p50"]

@@ -39,7 +39,7 @@ def test_add_writes_a_complete_versioned_artefact(registry, trained, onnx_blobs)
     assert meta["rows"] == trained.rows
     assert set(meta["metrics"]) == {"model", "ewma", "last_value"}
     assert meta["files"]["p50.onnx"] == {"sha256": sha256(blobs["p50"]), "bytes": len(blobs["p50"])}
-    assert meta["parity"] == diffs and meta["params"]["max_depth"] == 6
+    assert meta["parity"] == diffs and meta["params"]["max_depth"] == 4
     assert [e.version for e in registry.list()] == [version]
     assert registry.live() is None and registry.load_live() is None
     assert not [p for p in registry.root.iterdir() if p.name.startswith(".")]  # no temp leftovers
