@@ -146,6 +146,7 @@ def train_latency(data_dir: str | Path, registry_dir: str | Path, since: float |
         "window": entry.metadata["window"],
         "metrics": result.metrics,
         "improvement": result.improvement,
+        "p50_floor_factor": result.p50_floor_factor,
         "parity": parity,
         "sizes": {name: entry.metadata["files"][name]["bytes"] for name in FILES.values()},
         "predict_batch20_p99_us": round(p99_us, 1),

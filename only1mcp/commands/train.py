@@ -90,6 +90,9 @@ def _print_report(report: dict) -> None:
     gain = report["improvement"]["mae_p50_vs_ewma"]
     print(f"P50 MAE vs the EWMA baseline: {gain:.1%} lower" if gain >= 0
           else f"P50 MAE vs the EWMA baseline: {-gain:.1%} HIGHER (the model loses to the baseline)")
+    if report.get("p50_floor_factor"):
+        print(f"P50 floor: never below EWMA x {report['p50_floor_factor']:.3f} (a low percentile of latency / "
+              "EWMA on the training part)")
     print("parity (ONNX vs native, max relative): "
           + ", ".join(f"{k} {v:.2g}" for k, v in report["parity"].items()))
     print("size: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in report["sizes"].items())

@@ -102,7 +102,8 @@ def test_cli_train_and_models(store, tmp_path: Path) -> None:  # noqa: ANN001
 
     trained = _cli("train", "latency", "--config", str(config))
     assert trained.returncode == 0, trained.stderr
-    for text in ("ewma baseline", "last-value baseline", "MAE P50", "coverage P95", "parity", "gate: promoted"):
+    for text in ("ewma baseline", "last-value baseline", "MAE P50", "coverage P95", "P50 floor: never below EWMA x",
+                 "parity", "gate: promoted"):
         assert text in trained.stdout
     assert "training p50" in trained.stderr and "#" in trained.stderr  # the progress bar
     first = ModelRegistry(registry).live().version
@@ -114,7 +115,9 @@ def test_cli_train_and_models(store, tmp_path: Path) -> None:  # noqa: ANN001
     listing = _cli("models", "list", "--config", str(config))
     assert listing.returncode == 0 and first in listing.stdout and second in listing.stdout
     shown = _cli("models", "show", second, "--config", str(config), "--json")
-    assert json.loads(shown.stdout)["status"] == "candidate"
+    shown_meta = json.loads(shown.stdout)
+    assert shown_meta["status"] == "candidate"
+    assert 0 < shown_meta["p50_floor_factor"] < 1  # the floor travels with the version
     forced = _cli("models", "promote", second, "--force", "--config", str(config))
     assert forced.returncode == 0 and "promoted" in forced.stdout
     back = _cli("models", "rollback", "--config", str(config))
