@@ -127,19 +127,23 @@ class ToolEwma:
 
     def curves(self, now: float | None = None) -> Curves:
         """(server, tool) → replica → [cost]: the error-adjusted latency EMA (one value: the EMA
-        knows nothing of load), for the replicas with ≥ min_samples calls; a replica seen on the tool
-        but with fewer calls is priced at the best known cost (optimistic), so it is tried until it
-        has min_samples, instead of being left to the proxy's exploration floor: a fast replica that
-        was unlucky early would otherwise stay unmeasured for as long as the floor takes."""
+        knows nothing of load), for the replicas with ≥ min_samples calls. A replica seen on the tool
+        but with n < min_samples calls is priced between the best known cost (optimism) and its own:
+        ``(n × own + (min_samples - n) × best) / min_samples``. So a replica that looks fast or is
+        unmeasured is tried until it is measured, rather than left to the proxy's exploration floor
+        (a fast replica unlucky early would stay unmeasured as long as the floor takes), while one
+        whose first calls were 10x slow stops being tried after one or two, not min_samples."""
         out: Curves = {}
+        m = self.min_samples
         for key, replicas in self._state.items():
             known = self.predict(*key)
             if not known:
                 continue
             curves = {rid: [error_adjusted(lat, err)] for rid, (lat, err, _) in known.items()}
             best = min(c[0] for c in curves.values())
-            for rid in replicas:
-                curves.setdefault(rid, [best])
+            for rid, (lat, err, n, _) in replicas.items():
+                if rid not in curves:
+                    curves[rid] = [(n * error_adjusted(lat, err) + (m - n) * best) / m]
             out[key] = curves
         return out
 

@@ -4,7 +4,7 @@
 Contract: ``learn_one`` takes any request event dict without raising and learns only from calls
 that reached a replica; ``curves(now)`` gives, per (server, tool), replica → a non-empty curve of
 finite latencies ≥ 0 for replicas with enough calls (the learner adds the replicas short of them
-at the best measured cost); on specialised traffic the curves rank the
+between the best measured cost and their own); on specialised traffic the curves rank the
 replicas right per tool; ``decisions_for`` turns them into records that decode.
 """
 
@@ -126,11 +126,14 @@ def test_min_samples_and_no_traffic(learner: Any) -> None:
     _learn(learner, few)
     curves = learner.curves(T0 + 10)
     # Short of min_samples, r2 has no curve of its own: the model leaves it out; the learner prices it
-    # at the best measured cost of the tool, so the proxy tries it until it is measured.
+    # between the best measured cost of the tool and its own few calls, so the proxy tries it until it
+    # is measured if those looked good.
     optimistic = learner.source == "tool_ewma"
     for replicas in curves.values():
         if optimistic:
-            assert replicas["r2"] == [min(c[0] for rid, c in replicas.items() if rid != "r2")]
+            best = min(c[0] for rid, c in replicas.items() if rid != "r2")
+            assert len(replicas["r2"]) == 1 and replicas["r2"][0] >= 0 and math.isfinite(replicas["r2"][0])
+            assert replicas["r2"][0] != best  # its calls moved it off the prior
         else:
             assert "r2" not in replicas
     assert all({"r0", "r1"} <= set(replicas) for replicas in curves.values())

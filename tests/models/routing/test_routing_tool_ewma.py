@@ -150,18 +150,23 @@ def test_split_gives_the_model_what_it_covers_and_fills_the_rest_from_the_baseli
     assert split({}, baseline) == ({}, baseline, set())
 
 
-def test_a_replica_short_of_min_samples_is_priced_at_the_best_known_cost() -> None:
-    """Optimism: a replica seen on a tool but not min_samples times is tried as if it were the best,
-    until it has been measured; a replica never seen there is not invented."""
-    learner = ToolEwma(alpha=0.5, min_samples=3)
-    for _ in range(3):
+def test_a_replica_short_of_min_samples_is_priced_between_the_best_known_cost_and_its_own() -> None:
+    """Optimism, shrunk by what little was seen: a replica seen on a tool n < min_samples times costs
+    (n × own + (min_samples - n) × best) / min_samples, so a fast-looking one is tried until
+    measured and a 10x slow one stops being tried after a call or two; a replica never seen there
+    is not invented."""
+    learner = ToolEwma(alpha=0.5, min_samples=4)
+    for _ in range(4):
         learner.learn_one(call("r0", 200.0))
         learner.learn_one(call("r1", 100.0))
     learner.learn_one(call("r2", 20.0))  # one call: fast, but one call proves little
+    learner.learn_one(call("r3", 1000.0))  # one call, 10x slow
     curves = learner.curves()[("s", "A")]
-    assert curves == {"r0": [200.0], "r1": [100.0], "r2": [100.0]}
+    assert curves == {"r0": [200.0], "r1": [100.0], "r2": [80.0], "r3": [325.0]}
+    weights = softmax_weights({rid: c[0] for rid, c in curves.items()}, 0.1)
+    assert max(weights, key=weights.get) == "r2" and weights["r3"] < 1e-9  # tried / left to the floor
     assert set(learner.predict("s", "A")) == {"r0", "r1"}  # what it has measured is unchanged
-    for _ in range(2):
+    for _ in range(3):
         learner.learn_one(call("r2", 20.0))
     assert learner.curves()[("s", "A")]["r2"] == [20.0]  # measured now: its own EMA
     only = ToolEwma(min_samples=3)
