@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from only1mcp.events import TOPICS, PrefetchDecision, RequestEvent
-from only1mcp.feature_store.offline.duckdb import connect
+from only1mcp.feature_store.offline.duckdb import query
 from only1mcp.infra.broker import EmbeddedBroker
 from only1mcp.jobs.bench._procs import Managed, free_port
 
@@ -114,11 +114,8 @@ async def until(check, proc: Managed, what: str, timeout: float = 40.0) -> None:
 def stored(data_dir: Path) -> int:
     if not (data_dir / "requests").is_dir():
         return 0
-    con = connect(data_dir)
-    try:
-        return con.sql("SELECT count(DISTINCT event_id) FROM requests_raw").fetchall()[0][0]
-    finally:
-        con.close()
+    # query() lists the files anew if the worker's compaction removed one mid-read (retry_vanished)
+    return int(query(data_dir, "SELECT count(DISTINCT event_id) FROM requests_raw")[1][0][0])
 
 
 def start_worker(stack, config: Path) -> Managed:  # noqa: ANN001 - the conftest Stack

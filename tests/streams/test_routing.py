@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from only1mcp.events import TOPICS, RoutingWeights, RequestEvent
-from only1mcp.feature_store.offline.duckdb import connect
+from only1mcp.feature_store.offline.duckdb import query
 from only1mcp.infra.broker import EmbeddedBroker
 from only1mcp.infra.redis import RedisHandle, ensure_redis
 from only1mcp.jobs.bench._procs import Managed
@@ -154,11 +154,8 @@ def assert_specialised(decisions: Decisions, source: str, since: float = 0.0) ->
 def stored(data_dir: Path) -> int:
     if not any(data_dir.rglob("*.parquet")):
         return 0
-    con = connect(data_dir)
-    try:
-        return int(con.sql("SELECT count(DISTINCT event_id) FROM requests_raw").fetchall()[0][0])
-    finally:
-        con.close()
+    # query() lists the files anew if the worker's compaction removed one mid-read (retry_vanished)
+    return int(query(data_dir, "SELECT count(DISTINCT event_id) FROM requests_raw")[1][0][0])
 
 
 def test_tool_ewma_weights_published_and_survive_a_broker_outage(broker: EmbeddedBroker, redis: RedisHandle,

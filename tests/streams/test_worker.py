@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from only1mcp.events import TOPICS, DeadLetter, RequestEvent
 from only1mcp.feature_store.compute import compute
-from only1mcp.feature_store.offline.duckdb import arrow_table, connect
+from only1mcp.feature_store.offline.duckdb import arrow_table, connect, query
 from only1mcp.feature_store.online.redis import RedisOnlineStore
 from only1mcp.infra.broker import EmbeddedBroker
 from only1mcp.infra.redis import ensure_redis
@@ -85,11 +85,8 @@ def wait_for(check: Callable[[], bool], proc: Managed, what: str, timeout: float
 
 def stored_counts(data_dir: Path) -> tuple[int, int]:
     """(rows in the raw files, distinct event ids)."""
-    con = connect(data_dir)
-    try:
-        return con.sql("SELECT count(*), count(DISTINCT event_id) FROM requests_raw").fetchall()[0]
-    finally:
-        con.close()
+    # query() lists the files anew if the worker's compaction removed one mid-read (retry_vanished)
+    return tuple(query(data_dir, "SELECT count(*), count(DISTINCT event_id) FROM requests_raw")[1][0])
 
 
 def dead_letters(bootstrap: str, expected: int, timeout: float = 20.0) -> list[DeadLetter]:
