@@ -25,7 +25,7 @@ import numpy as np
 
 from only1mcp.models.errors import ModelError, ParityError
 from only1mcp.models.latency.features import FEATURE_NAMES, FEATURE_VERSION
-from only1mcp.models.latency.residual import floor_spec_of, floored, margin_of, spec_of
+from only1mcp.models.latency.residual import floor_spec_of, raw_predict, spec_of
 
 __all__ = ["INPUT_NAME", "PARITY_TOLERANCE", "FILES", "to_onnx", "parity", "export", "sha256",
            "check_compatible", "LatencyModel"]
@@ -172,13 +172,11 @@ def _to_ms(raw: np.ndarray, target: str) -> np.ndarray:
 
 def parity(booster: Any, onnx_bytes: bytes, X: np.ndarray, target: str = "log1p") -> float:
     """Max relative difference (in ms) between ONNX and native predictions over the rows ``X``."""
-    import xgboost as xgb
 
     X = np.ascontiguousarray(X, dtype=np.float32)
     if len(X) == 0:
         return 0.0
-    raw = booster.predict(xgb.DMatrix(X, base_margin=margin_of(booster, X))).astype(np.float64)
-    native = _to_ms(floored(booster, X, raw), target)
+    native = _to_ms(raw_predict(booster, X), target)
     onnx = _to_ms(_run(_session(onnx_bytes, "exported model"), X), target)
     return float(np.max(np.abs(onnx - native) / np.maximum(np.abs(native), _FLOOR_MS)))
 

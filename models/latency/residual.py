@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["MARGIN_ATTR", "FLOOR_ATTR", "baseline_margin", "margin_of", "set_margin", "spec_of", "set_floor",
-           "floor_spec_of", "floored"]
+           "floor_spec_of", "floored", "raw_predict"]
 
 MARGIN_ATTR = "only1mcp_margin"  # booster attribute: {"column": int, "factor": float}
 FLOOR_ATTR = "only1mcp_floor"  # booster attribute: {"column": int, "factor": float}
@@ -65,6 +65,16 @@ def floored(booster: Any, X: np.ndarray, raw: np.ndarray) -> np.ndarray:
     if spec is None:
         return raw
     return np.maximum(raw, baseline_margin(X, spec["column"], spec["factor"]))
+
+
+def raw_predict(booster: Any, X: np.ndarray) -> np.ndarray:
+    """The booster's raw (log1p) output for rows ``X``, float64, with the margin it was trained
+    with and its floor: what its ONNX graph computes."""
+    import xgboost as xgb
+
+    X = np.asarray(X, dtype=np.float32)
+    raw = booster.predict(xgb.DMatrix(X, base_margin=margin_of(booster, X))).astype(np.float64)
+    return floored(booster, X, raw)
 
 
 def margin_of(booster: Any, X: np.ndarray) -> np.ndarray | None:

@@ -33,7 +33,7 @@ import xgboost as xgb
 from only1mcp.models.errors import InsufficientData
 from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES, LAST_FEATURE
 from only1mcp.models.latency.metrics import pinball, quantile_metrics
-from only1mcp.models.latency.residual import baseline_margin, floored, margin_of, set_floor, set_margin
+from only1mcp.models.latency.residual import baseline_margin, margin_of, raw_predict, set_floor, set_margin
 
 __all__ = ["DEFAULT_PARAMS", "QUANTILES", "TrainResult", "train", "quantile_metrics", "pinball",
            "predict_native", "Progress"]
@@ -113,21 +113,15 @@ def _booster_params(params: Mapping[str, Any], alpha: float) -> dict[str, Any]:
 def predict_native(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
     """A booster's predictions in milliseconds (the inverse of the log1p target), with the base
     margin it was trained with, if any."""
-    X = np.asarray(X, dtype=np.float32)
-    raw = booster.predict(xgb.DMatrix(X, base_margin=margin_of(booster, X))).astype(np.float64)
-    return np.maximum(np.expm1(floored(booster, X, raw)), 0.0)
+    return np.maximum(np.expm1(raw_predict(booster, X)), 0.0)
 
 
-def _floor_factor(ewma: np.ndarray, y: np.ndarray, quantile: float) -> float | None:
-    """The ``quantile`` of latency / EWMA over the rows with an EWMA (None: no floor)."""
-    if quantile <= 0:
-        return None
-    ewma = np.asarray(ewma, dtype=np.float64)
-    warm = ewma > 0
-    if not warm.any():
-        return None
-    factor = float(np.quantile(y[warm] / ewma[warm], quantile))
-    return factor if factor > 0 else None
+def _ratio_quantile(prediction: np.ndarray, y: np.ndarray, quantile: float) -> float | None:
+    """The ``quantile`` of latency / a baseline's prediction over the rows it predicts (> 0);
+    None when it predicts none."""
+    prediction = np.asarray(prediction, dtype=np.float64)
+    warm = prediction > 0
+    return float(np.quantile(y[warm] / prediction[warm], quantile)) if warm.any() else None
 
 
 def _fit(X: np.ndarray, z: np.ndarray, alpha: float, params: Mapping[str, Any], rounds: int,
@@ -178,12 +172,11 @@ def train(X: np.ndarray, y: np.ndarray, ts: np.ndarray, holdout_share: float = 0
     # The baselines' P95 factors, fitted on the training part only (the P95 model starts from the EWMA's)
     factors: dict[str, float] = {}
     for name, feature in (("ewma", EWMA_FEATURE), ("last_value", LAST_FEATURE)):
-        train_pred = Xtr[:, FEATURE_NAMES.index(feature)].astype(np.float64)
-        warm = train_pred > 0
-        factors[name] = float(np.quantile(ytr[warm] / train_pred[warm], 0.95)) if warm.any() else 1.0
+        factors[name] = _ratio_quantile(Xtr[:, FEATURE_NAMES.index(feature)], ytr, 0.95) or 1.0
     ewma_col = FEATURE_NAMES.index(EWMA_FEATURE)
     margins = {"p50": None, "p95": (ewma_col, max(factors["ewma"], 1e-6))}
-    floor_factor = _floor_factor(Xtr[:, ewma_col], ytr, float(p["p50_floor_quantile"]))
+    floor_quantile = float(p["p50_floor_quantile"])  # 0: no floor; a factor of 0 would floor nothing either
+    floor_factor = (_ratio_quantile(Xtr[:, ewma_col], ytr, floor_quantile) if floor_quantile > 0 else None) or None
 
     boosters: dict[str, xgb.Booster] = {}
     rounds: dict[str, int] = {}
