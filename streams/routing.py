@@ -64,8 +64,10 @@ from only1mcp.models.routing.tool_ewma import ToolEwma, counts
 from only1mcp.models.routing.weights import Curves, decisions_for, split
 from only1mcp.settings import Settings
 from only1mcp.streams.challenger import RiverChallenger
+from only1mcp.streams.live_error import LiveError, RollbackWatch
 from only1mcp.streams.publisher import DecisionPublisher
 from only1mcp.streams.retrain import Retrainer
+from only1mcp.streams.routing_history import recent_calls
 
 __all__ = ["RoutingAgent", "install", "registry_root"]
 
@@ -73,35 +75,13 @@ log = logging.getLogger(__name__)
 
 _STATUS_EVERY_S = 30.0
 _RELOAD_EVERY_S = 5.0  # how often the registry is asked whether the live version changed
-_ERROR_ALPHA = 0.02  # weight of the newest call in the live-error EWMAs (~50 calls)
-_MIN_COMPARED = 50  # calls each side must have been judged on before a rollback can happen
 _WARMUP_S = 10.0  # after the first model shows up, its features' windows (10 s) fill before it publishes
 _WARM_CALLS = 30  # and a (server, tool, replica) needs this many calls since then (the EWMAs, the counts)
-_HISTORY_S = 600.0  # on arming, the causal features start from the store's calls of the last 10 minutes
-_HISTORY_ROWS = 50_000  # (at most this many, the newest)
-_HISTORY_COLUMNS = ("event_id", "ts", "latency_ms", "method", "status", "server", "replica", "tool", "cache_hit",
-                    "request_bytes", "inflight")
 PREDICTORS = ("live", "baseline", "shadow", "river")
 
 
 def registry_root(settings: Settings) -> Path:
     return Path(settings.learning.registry_dir or Path(settings.store.data_dir) / "models")
-
-
-class _Errors:
-    """EWMA of a predictor's absolute P50 error on completed calls."""
-
-    __slots__ = ("value", "n")
-
-    def __init__(self) -> None:
-        self.value, self.n = 0.0, 0
-
-    def add(self, err: float) -> None:
-        if self.n == 0:
-            self.value = err
-        else:
-            self.value += _ERROR_ALPHA * (err - self.value)
-        self.n += 1
 
 
 class RoutingAgent:
@@ -135,7 +115,7 @@ class RoutingAgent:
         self.benched: set[str] = set()  # live versions rolled back with no previous one to go to
         # (server, tool, replica) → P50 curve, per predictor, from the last tick
         self.p50: dict[str, dict[tuple[Any, ...], list[float]]] = {name: {} for name in PREDICTORS}
-        self.live_error = {name: _Errors() for name in PREDICTORS}
+        self.live_error = {name: LiveError() for name in PREDICTORS}
         self.counters: dict[str, Any] = {
             "events": 0, "calls": 0, "ticks": 0, "published": 0, "records": 0, "rollbacks": 0, "benched": 0,
             "fallback_ticks": 0, "own_read": 0, "retrains": 0, "promotions": 0, "retrain_failures": 0,
@@ -144,7 +124,7 @@ class RoutingAgent:
         }
         self.source: str | None = None
         self.model_version: str | None = None
-        self.worse_since: float | None = None
+        self.rollback_watch = RollbackWatch()
         self._last_reload = -math.inf
         self._generation = 0
         self._last_status = time.monotonic()
@@ -395,13 +375,13 @@ class RoutingAgent:
                         log.info("routing: live latency model %s loaded; it publishes from now on", version)
                     elif self.live is not None:
                         log.info("routing: no live latency model any more; the learner publishes")
-                    self.live_error["live"] = _Errors()
+                    self.live_error["live"] = LiveError()
                     self.p50["live"] = {}
-                    self.worse_since = None
+                    self.rollback_watch.reset()
                 self.live, self.live_version = model, (version if model is not None else None)
             else:
                 if model is not self.shadow:
-                    self.live_error["shadow"] = _Errors()
+                    self.live_error["shadow"] = LiveError()
                     self.p50["shadow"] = {}
                     if model is not None:
                         log.info("routing: shadow latency model %s loaded (scored, not acted on)", version)
@@ -428,29 +408,15 @@ class RoutingAgent:
         future.add_done_callback(self._armed)
 
     def _side_from_store(self, until: float) -> tuple[Any, set[str], float]:
-        """(a predictor fed with the store's calls of the last ``_HISTORY_S`` before ``until`` — at
-        most ``_HISTORY_ROWS`` —, their event ids, the seconds they span)."""
-        from only1mcp.feature_store.offline.duckdb import query
-
+        """(a predictor fed with the store's recent calls before ``until``, their event ids, the
+        seconds they span)."""
         side = self._new_side()
-        if not any(Path(self.settings.store.data_dir).glob("requests/**/*.parquet")):
-            return side, set(), 0.0
-        data_dir = self.settings.store.data_dir
-        present = {row[0] for row in query(data_dir, "DESCRIBE requests")[1]}
-        select = ", ".join(c if c in present else f"NULL AS {c}" for c in _HISTORY_COLUMNS)
-        rows = query(data_dir,
-                     f"SELECT {select} FROM requests WHERE ts >= ? AND ts < ? AND method = 'tools/call' "
-                     "AND NOT coalesce(cache_hit, false) AND replica IS NOT NULL AND latency_ms IS NOT NULL "
-                     "ORDER BY ts DESC LIMIT ?", [until - _HISTORY_S, until, _HISTORY_ROWS])[1]
-        rows.reverse()
-        ids: set[str] = set()
-        for row in rows:
-            event = dict(zip(_HISTORY_COLUMNS, row))
+        calls = recent_calls(self.settings.store.data_dir, until)
+        for event in calls:
             side.learn_one(event)
-            ids.add(event["event_id"])
         side.design(until)  # applies the pending calls here, not on the worker's loop at the first tick
-        span = rows[-1][1] - rows[0][1] if rows else 0.0
-        return side, ids, float(span)
+        span = calls[-1]["ts"] - calls[0]["ts"] if calls else 0.0
+        return side, {event["event_id"] for event in calls}, float(span)
 
     def _armed(self, future: asyncio.Future[Any]) -> None:
         buffer, self._warm_buffer = self._warm_buffer or [], None
@@ -474,22 +440,20 @@ class RoutingAgent:
     async def _check_rollback(self, now: float) -> None:
         """Roll the live model back once it has done worse than the baseline for rollback_after s."""
         live, base = self.live_error["live"], self.live_error["baseline"]
-        if self.live is None or live.n < _MIN_COMPARED or base.n < _MIN_COMPARED or live.value <= base.value:
-            self.worse_since = None
+        if self.live is None:
+            self.rollback_watch.reset()
             return
-        if self.worse_since is None:
-            self.worse_since = now
-            return
-        if now - self.worse_since < self.learning.rollback_after:
+        worse_s = self.rollback_watch.due(live, base, now, self.learning.rollback_after)
+        if worse_s is None:
             return
         version = self.live_version
         self.counters["rollbacks"] += 1
         log.warning("routing: live model %s has done worse than the baseline for %.0f s (P50 error %.1f ms vs "
-                    "%.1f ms): rolling back", version, now - self.worse_since, live.value, base.value)
+                    "%.1f ms): rolling back", version, worse_s, live.value, base.value)
         self._generation += 1  # a load already under way must not bring the rolled-back model back
         try:
             reason = (f"live P50 error {live.value:.1f} ms > baseline {base.value:.1f} ms for "
-                      f"{now - self.worse_since:.0f} s")
+                      f"{worse_s:.0f} s")
             await asyncio.to_thread(self.registry.rollback, reason)
         except Exception as exc:  # no previous version (or the registry refuses): bench this one
             self.counters["benched"] += 1
@@ -497,8 +461,9 @@ class RoutingAgent:
                 self.benched.add(version)
             log.warning("routing: no rollback for %s (%s); the learner publishes until a new version is live",
                         version, exc)
-        self.live, self.live_version, self.worse_since = None, None, None
-        self.live_error["live"], self.p50["live"] = _Errors(), {}
+        self.live, self.live_version = None, None
+        self.rollback_watch.reset()
+        self.live_error["live"], self.p50["live"] = LiveError(), {}
         self._maybe_reload(force=True)
 
     # -- status ---------------------------------------------------------------------------------

@@ -32,9 +32,11 @@ Both learning rows of a scenario share one loop and one warm-up:
    source, or the fallback), and which weights the worker published during the run (its
    own consumer on ``mcp.routing-weights``).
 
-A part that is not there (the proxy does not know ``learned``, the worker publishes no
-weights, no ``train`` command, the gate refused the model) makes the row "not
-available" with the reason; the run goes on.
+When the gate refuses the model, the ``learned`` row is measured on what the loop then
+serves a ``policy = "learned"`` server — the learner's weights — and says so
+(``served_by``). A part that is not there (the proxy does not know ``learned``, the
+worker publishes no weights, no ``train`` command) makes the row "not available" with
+the reason; the run goes on.
 """
 
 from __future__ import annotations
@@ -381,7 +383,8 @@ class _Loop:
         self.warmup = {"calls": len(warm), "seconds": round(time.perf_counter() - began, 2),
                        "summary": summarize_calls(warm, self.args.timeout)}
 
-    async def measure_row(self, row: str, schedule: list[Any], fresh: bool = True) -> dict[str, Any]:
+    async def measure_row(self, row: str, schedule: list[Any], fresh: bool = True,
+                          source: str | None = None) -> dict[str, Any]:
         """Wait for ``row``'s weights; restart the fleet and the proxy (``fresh``), so queues, breakers and
         ejections left by the warm-up do not carry over, as every classic row starts fresh (the worker keeps
         what it learned; the new proxy reads the newest weights at start); give a faulty fleet its clock
@@ -394,7 +397,7 @@ class _Loop:
         if not self.worker.alive():
             return {**self.common, **_died("worker", self.worker, "before the run")}
         t = time.perf_counter()
-        source = "latency_model" if row == "learned" else "tool_ewma"
+        source = source or ("latency_model" if row == "learned" else "tool_ewma")
         waited = await self._wait_weights(source)
         phases["weights_wait_s"] = time.perf_counter() - t
         result: dict[str, Any] = {**self.common, "weights_wait": waited}
@@ -455,6 +458,11 @@ class _Loop:
                                 until=self.warm_end + 0.5, min_rows=self.args.min_train_calls)
         training["wall_with_wait_s"] = round(time.perf_counter() - began, 2)
         training["mae_floor"] = self._mae_floor(training)
+        if training["status"] == "refused":
+            # What `policy = "learned"` serves while no model passed the gate: the learner's weights.
+            # Measured as such (a fresh proxy, the same schedule) and labelled, so the bars say what ran.
+            result = await self.measure_row("learned", schedule, source="tool_ewma")
+            return {**result, "training": training, "served_by": "tool_ewma", "served_because": training["reason"]}
         if training["status"] != "ok":
             return {**self.common, "status": "not available", "reason": training["reason"], "training": training}
         restart = time.perf_counter()

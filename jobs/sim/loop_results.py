@@ -112,7 +112,8 @@ def routing_share(data_dir: Path, since: float, until: float) -> dict[str, Any]:
 async def train_latency_job(py: list[str], config: Path, registry: Path, procs: ProcessGroup, timeout_s: float,
                  until: float, min_rows: int | None) -> dict[str, Any]:
     """``only1mcp train latency --config FILE --until T`` as a subprocess (the warm-up's calls only);
-    its metrics and whether a model is live."""
+    its metrics and whether a model is live. Status ``ok`` (a model is live), ``refused`` (trained, and
+    the gate refused it) or ``failed``."""
     began = time.perf_counter()
     argv = [*py, "train", "latency", "--config", str(config), "--until", f"{until:.3f}"]
     if min_rows:
@@ -134,6 +135,8 @@ async def train_latency_job(py: list[str], config: Path, registry: Path, procs: 
         last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "no output")
         return {**out, "status": "failed", "reason": f"`only1mcp train latency` exited with code {code}: {last[:240]}"}
     if not meta.get("live"):
+        if (meta.get("model") or {}).get("status") == "refused":
+            return {**out, "status": "refused", "reason": "the gate refused the model: " + str(meta.get("gate"))[:300]}
         return {**out, "status": "failed",
                 "reason": "no live latency model after training (the gate refused it, or nothing was registered): "
                           + str(meta.get("gate") or meta.get("registry_error") or "see the training log")[:300]}

@@ -108,8 +108,22 @@ def _ratio_bar(result: dict[str, Any], bar: Bar, scenario: str, row: str, base: 
                    f"{' '.join(str(rows.get(n, {}).get('reason', '')).split())[:100]})"
                    for n, s in ((row, a), (base, b)) if s is None]
         return bar.judge(None, f"not measured: {'; '.join(missing) or f'{base} {q} is 0'}")
+    served = _served_by(result, scenario, row)
+    if served == base:
+        return bar.judge(None, f"not measured: {row} served {base}'s weights (the gate refused the model), "
+                               f"so there is no model to compare with {base}")
     va, vb = a["latency_ms"][q], b["latency_ms"][q]
-    return bar.judge(va / vb, f"{va:.1f} ms vs {vb:.1f} ms")
+    return bar.judge(va / vb, f"{va:.1f} ms vs {vb:.1f} ms" + _served_note(served))
+
+
+def _served_by(result: dict[str, Any], scenario: str, row: str) -> str | None:
+    """The weights a ``learned`` row was served by when no model passed the gate (``tool_ewma``), else None."""
+    entry = result["scenarios"].get(scenario, {}).get("rows", {}).get(row) or {}
+    return entry.get("served_by")
+
+
+def _served_note(served: str | None) -> str:
+    return f" (on {served}'s weights: the gate refused the model)" if served else ""
 
 
 def judge_bars(result: dict[str, Any]) -> list[Bar]:
@@ -159,7 +173,8 @@ def _drift_bar(result: dict[str, Any], bar: Bar, recovery_key: str, pre_key: str
     pre_note = f"; before the flip learned's p95 was {pre:.2f}x the {reference}'s" if pre else ""
     return bar.judge(got if got is not None else math.inf,
                      (f"back after {got:g} s" if got is not None else
-                      f"never back within 20% in the {left:g} s after the flip") + pre_note)
+                      f"never back within 20% in the {left:g} s after the flip") + pre_note
+                     + _served_note(row.get("served_by")))
 
 
 def _mae_bar(result: dict[str, Any], scenario: str) -> Bar:
@@ -210,7 +225,10 @@ def render(result: dict[str, Any], bars: list[Bar]) -> str:
             summ = entry["summary"]
             lat = summ["latency_ms"]
             share = "/".join(str(summ["by_replica"].get(r, 0)) for r in [*replicas, "None"])
-            cells = [policy, _fmt(lat["mean"]), _fmt(lat["p50"]), _fmt(lat["p95"]), _fmt(lat["p99"]),
+            if entry.get("served_by"):
+                notes.append(f"  {policy}*: no model passed the gate, so the loop served {entry['served_by']}'s "
+                             f"weights, as it does for any `policy = \"learned\"` server until one does")
+            cells = [policy + ("*" if entry.get("served_by") else ""), _fmt(lat["mean"]), _fmt(lat["p50"]), _fmt(lat["p95"]), _fmt(lat["p99"]),
                      f"{100 * summ['success_rate']:.2f}%", share]
             if learning:
                 routed = entry.get("routing_share") or {}

@@ -159,6 +159,23 @@ def test_learned_bars_are_judged_or_skipped_with_a_reason() -> None:
     assert {bar.name: bar for bar in judge_bars(result)}["learned_drift_recovery_informed"].status == "SKIP"
 
 
+def test_a_learned_row_served_by_the_learner_says_so_and_is_not_compared_with_it() -> None:
+    def row(mean: float, p99: float, **extra: Any) -> dict[str, Any]:
+        return {"status": "ok", "summary": {"latency_ms": {"mean": mean, "p99": p99}}, **extra}
+
+    refused = {"served_by": "tool_ewma", "served_because": "the gate refused the model: mae_p50 15 >= 14"}
+    result = {"settings": {"with_learned": True}, "scenarios": {
+        "specialised": {"rows": {"round_robin": row(100, 500), "p2c_ewma": row(100, 500),
+                                 "learned": row(40, 300, **refused)}},
+        "load-sensitive": {"rows": {"tool_ewma": row(50, 300), "learned": row(45, 250, **refused)}},
+    }}
+    bars = {bar.name: bar for bar in judge_bars(result)}
+    specialised = bars["learned_vs_rr_mean_specialised"]
+    assert specialised.status == "PASS" and "on tool_ewma's weights: the gate refused the model" in specialised.note
+    beside_itself = bars["learned_vs_tool_ewma_p99_load_sensitive"]  # 0.83x, but no model ran: not a pass
+    assert beside_itself.status == "SKIP" and "no model to compare with tool_ewma" in beside_itself.note
+
+
 # -- the whole loop, quick ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -198,11 +215,14 @@ def test_bench_routing_with_learned_quick(quick_run: dict[str, Any]) -> None:
             assert share["learned"] + share["fallback"] + share["health"] + share["other"] == share["events"]
             assert row["warmup"]["calls"] == scenario["warmup_calls"]
     learned = rows["learned"]
-    if learned["status"] == "ok" or learned.get("training", {}).get("status") == "ok":
+    if learned.get("served_by"):  # the gate refused the model: measured on the learner's weights
+        assert learned["training"]["status"] == "refused" and not learned["training"]["live"], learned["training"]
+        assert learned["weights_wait"]["status"] == "ok" and "refused" in learned["served_because"]
+    if learned.get("training", {}).get("status") in ("ok", "refused"):
         metrics = learned["training"]["model"]["metrics"]
         for key in ("model", "ewma"):
             assert metrics[key]["mae_p50"] > 0 and 0 <= metrics[key]["coverage_p95"] <= 1
-        assert learned["training"]["live"]
+        assert bool(learned["training"]["live"]) == (learned["training"]["status"] == "ok")
         floor = learned["training"]["mae_floor"]  # the oracle: no model's MAE can be expected below it
         assert floor["rows"] > 0 and 0 < floor["mae_p50_ms"] < metrics["ewma"]["mae_p50"], floor
     names = [bar["name"] for bar in report["bars"]]
