@@ -59,6 +59,7 @@ LEARNING_ROWS = ("tool_ewma", "learned")
 HOST = "127.0.0.1"
 PARTITIONS = 2  # of every topic: one worker on the embedded broker, little traffic
 SERVER = "sim"
+_IN_FLIGHT_LEAD_S = 60.0  # calls before a hold-out read for what was in flight at its start
 _FAR_FUTURE_S = 1e6  # a warm-up fleet's fault clock starts this far ahead: no scripted fault fires
 _FAULT_LEAD_S = 5.0  # fleet restart and the proxy reconnecting all replicas fit in it
 
@@ -457,7 +458,7 @@ class _Loop:
         training = await train_latency_job(self.py, self.config, self.registry, self.procs, self.args.train_timeout,
                                 until=self.warm_end + 0.5, min_rows=self.args.min_train_calls)
         training["wall_with_wait_s"] = round(time.perf_counter() - began, 2)
-        training["mae_floor"] = self._mae_floor(training)
+        training["mae_floor"], training["mae_informed"] = self._mae_oracles(training)
         if training["status"] == "refused":
             # What `policy = "learned"` serves while no model passed the gate: the learner's weights.
             # Measured as such (a fresh proxy, the same schedule) and labelled, so the bars say what ran.
@@ -480,18 +481,22 @@ class _Loop:
         result.setdefault("phases_s", {}).update({"train_s": training["wall_with_wait_s"], "restart_s": restart_s})
         return result
 
-    def _mae_floor(self, training: dict[str, Any]) -> dict[str, Any] | None:
-        """The oracle beside the model's hold-out P50 MAE (``ceiling.p50_mae_floor``) over the same
-        window's calls; None without a registered model's window or for a scenario with faults."""
-        from only1mcp.jobs.sim.ceiling import p50_mae_floor
+    def _mae_oracles(self, training: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The oracles beside the model's hold-out P50 MAE over the same window's calls (jobs/sim/ceiling.py):
+        (the wait-knowing floor, the informed oracle); None without a registered model's window or for a
+        scenario with faults."""
+        from only1mcp.jobs.sim.ceiling import p50_mae_floor, p50_mae_informed
         from only1mcp.jobs.train_latency import load_rows
 
         window = (training.get("model") or {}).get("window") or {}
         since, until = window.get("holdout_since"), window.get("data_until")
         if since is None or until is None:
-            return None
+            return None, None
         profiles = {f"{SERVER}/{i}": profile for i, (_, profile) in enumerate(self.scenario.profiles())}
-        return p50_mae_floor(load_rows(self.data_dir, since=since, until=until + 1e-3), profiles)
+        # A minute before the hold-out too: the informed oracle needs what was in flight at its first calls
+        rows = load_rows(self.data_dir, since=since - _IN_FLIGHT_LEAD_S, until=until + 1e-3)
+        holdout = [row for row in rows if row["ts"] >= since]
+        return p50_mae_floor(holdout, profiles), p50_mae_informed(rows, since, profiles)
 
     async def _wait_weights(self, source: str) -> dict[str, Any]:
         """Until the worker publishes weights from ``source`` and the proxy shows them (bounded); for the
