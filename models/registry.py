@@ -20,7 +20,10 @@ model's on another. Comparing those compares the data as much as the models. So 
 EWMA baseline and the current live model are all scored here, on the candidate's stored hold-out,
 and the candidate is promoted only when its P50 MAE *and* P95 pinball loss beat both. (If the live
 model was trained on data that overlaps that hold-out it has an unfair advantage, which errs on the
-side of keeping it.) A candidate that fails any integrity check (checksum, feature version,
+side of keeping it.) "Beat" means clearly: the mean per-call difference of each metric must be below
+zero with 95 % confidence (``metrics.paired_upper``: batch means over 10 time blocks of the
+hold-out), so a model never goes live, or replaces another, on a win the hold-out's noise could
+have made. A candidate that fails any integrity check (checksum, feature version,
 unreadable file) is refused before any metric is looked at.
 
 Every write is a temp file (or temp folder) then a rename, so a reader sees the old state or the
@@ -32,6 +35,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -46,7 +50,7 @@ import numpy as np
 
 from only1mcp.models.errors import ModelError
 from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES, FEATURE_VERSION
-from only1mcp.models.latency.metrics import quantile_metrics
+from only1mcp.models.latency.metrics import paired_upper, quantile_metrics, row_losses
 from only1mcp.models.latency.onnx import FILES, LatencyModel, check_compatible, sha256
 
 __all__ = ["ModelRegistry", "ModelEntry", "GateVerdict", "ModelError", "gate", "STATUSES", "GATE_METRICS", "HOLDOUT_FILE",
@@ -104,18 +108,40 @@ def _metrics(y: np.ndarray, p50: np.ndarray, p95: np.ndarray) -> dict[str, float
     return quantile_metrics(y, p50, p95)
 
 
+def _evidence(losses: Mapping[str, np.ndarray], rival: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per gate metric: the mean per-call difference candidate − rival and its 95 % upper bound
+    (None: too few calls to bound it)."""
+    out = {}
+    for metric in GATE_METRICS:
+        mean, upper = paired_upper(losses[metric], rival[metric])
+        out[metric] = {"mean_diff": mean, "upper": upper if math.isfinite(upper) else None}
+    return out
+
+
 def gate(candidate: Mapping[str, float], baseline: Mapping[str, float],
-         live: Mapping[str, float] | None) -> tuple[bool, str]:
+         live: Mapping[str, float] | None,
+         evidence: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> tuple[bool, str]:
     """Whether ``candidate`` beats ``baseline`` and ``live`` (None: no live model) on every
     ``GATE_METRICS`` (lower is better, ties lose), and why — usable for any predictor (the river
-    challenger goes through the same rule)."""
+    challenger goes through the same rule). With ``evidence`` (rival ``baseline`` / ``live`` →
+    metric → ``upper``, the bound of :func:`paired_upper`), a lower metric wins only when its
+    bound is below zero too."""
     failures, wins = [], []
-    for rival_name, rival in (("baseline", baseline), ("live model", live)):
+    for key, rival_name, rival in (("baseline", "baseline", baseline), ("live", "live model", live)):
         if rival is None:
             continue
         for metric in GATE_METRICS:
             c, r = float(candidate[metric]), float(rival[metric])
-            (wins if c < r else failures).append(f"{metric} {c:.4g} {'<' if c < r else '≥'} {rival_name} {r:.4g}")
+            line = f"{metric} {c:.4g} {'<' if c < r else '≥'} {rival_name} {r:.4g}"
+            judged = (evidence or {}).get(key)
+            upper = (judged or {}).get(metric, {}).get("upper")
+            if c < r and judged is not None and (upper is None or not upper < 0):
+                bound = "too few calls to tell" if upper is None else f"{upper:+.3g} ms"
+                failures.append(f"{line} but not clearly (95 % bound of the per-call difference: {bound})")
+                continue
+            if c < r and upper is not None:
+                line += f" (per call by ≥ {-upper:.3g} ms, 95 %)"
+            (wins if c < r else failures).append(line)
     if failures:
         return False, "does not beat: " + "; ".join(failures)
     return True, "beats: " + "; ".join(wins)
@@ -436,16 +462,23 @@ class ModelRegistry:
         """Metrics on ``version``'s hold-out of: the candidate, the EWMA baseline and — when there is
         one — the live model (or ``model``, any object with ``predict(X) -> (p50, p95)``)."""
         entry = self.show(version)
-        X, y, _ = self.holdout(version)
+        X, y, ts = self.holdout(version)
         candidate = model if model is not None else self.load(version)
-        scores: dict[str, Any] = {"rows": int(len(y)), "candidate": _metrics(y, *candidate.predict(X))}
+        order = np.argsort(ts, kind="stable")  # the evidence's blocks are stretches of time
+        X, y = X[order], y[order]
+        predicted = candidate.predict(X)
+        scores: dict[str, Any] = {"rows": int(len(y)), "candidate": _metrics(y, *predicted)}
+        losses = row_losses(y, *predicted)
         ewma = X[:, FEATURE_NAMES.index(EWMA_FEATURE)].astype(np.float64)
         factor = float(entry.metadata.get("baseline_p95_factor", {}).get("ewma", 1.0))
         scores["baseline"] = _metrics(y, ewma, ewma * factor)
+        scores["evidence"] = {"baseline": _evidence(losses, row_losses(y, ewma, ewma * factor))}
         live_version = self._read_pointer("LIVE")
         if live_version and live_version != version:
             try:
-                scores["live"] = {"version": live_version, **_metrics(y, *self.load(live_version).predict(X))}
+                live = self.load(live_version).predict(X)
+                scores["live"] = {"version": live_version, **_metrics(y, *live)}
+                scores["evidence"]["live"] = _evidence(losses, row_losses(y, *live))
             except ModelError as exc:
                 log.warning("live model %s cannot be scored, the gate compares with the baseline only: %s",
                             live_version, exc)
@@ -478,7 +511,7 @@ class ModelRegistry:
         else:
             live = scores.get("live")
             usable_live = live if live is not None and "error" not in live else None
-            ok, reason = gate(scores["candidate"], scores["baseline"], usable_live)
+            ok, reason = gate(scores["candidate"], scores["baseline"], usable_live, scores.get("evidence"))
             if live is not None and usable_live is None:
                 reason += f" (live model {live['version']} could not be scored: {live['error']})"
         if not ok:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from only1mcp.models.errors import ModelError
-from only1mcp.models.latency.features import FEATURE_NAMES, FEATURE_VERSION
+from only1mcp.models.latency.features import EWMA_FEATURE, FEATURE_NAMES, FEATURE_VERSION
 from only1mcp.models.latency.onnx import LatencyModel, sha256
-from only1mcp.models.registry import ModelRegistry, gate
+from only1mcp.models.registry import HOLDOUT_FILE, ModelRegistry, gate
 
 
 @pytest.fixture
@@ -72,6 +72,35 @@ def test_promote_rollback_and_a_worse_candidate(registry, trained, onnx_blobs, w
         registry.rollback()
     actions = [e["action"] for e in registry.history()]
     assert actions == ["add", "promote", "add", "refuse", "promote", "rollback"]
+
+
+def _replace_holdout(registry: ModelRegistry, version: str, X: np.ndarray, y: np.ndarray, ts: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, X=X, y=y, ts=ts)
+    data = buffer.getvalue()
+    (registry.root / version / HOLDOUT_FILE).write_bytes(data)
+    files = registry.show(version).metadata["files"]
+    _edit_metadata(registry, version, files={**files, HOLDOUT_FILE: {"sha256": sha256(data), "bytes": len(data)}})
+
+
+def test_a_win_inside_the_holdouts_noise_is_refused(registry, trained, onnx_blobs) -> None:  # noqa: ANN001
+    version = registry.add(trained, onnx_blobs[0])
+    X, y, ts = registry.holdout(version)
+    p50, _ = registry.load(version).predict(X)
+    ewma = X[:, FEATURE_NAMES.index(EWMA_FEATURE)].astype(np.float64)
+    # The model exact over 11 stretches of time, the baseline exact over the other 9: the model's MAE is
+    # lower on average, by what one stretch more or less makes, which this hold-out cannot tell from noise.
+    y = y.copy()
+    for i, rows in enumerate(np.array_split(np.arange(len(y)), 20)):
+        y[rows] = p50[rows] if i % 2 == 0 or i == 19 else ewma[rows]
+    _replace_holdout(registry, version, X, y, ts)
+    verdict = registry.promote(version)
+    assert verdict.scores["candidate"]["mae_p50"] < verdict.scores["baseline"]["mae_p50"]
+    assert not verdict.promoted and "mae_p50" in verdict.reason and "not clearly" in verdict.reason, verdict.reason
+    assert verdict.scores["evidence"]["baseline"]["mae_p50"]["upper"] > 0
+    assert registry.live() is None and registry.show(version).status == "refused"
 
 
 def test_a_candidate_equal_to_the_live_model_is_refused(registry, trained, onnx_blobs) -> None:  # noqa: ANN001
@@ -170,6 +199,14 @@ def test_gate_rule() -> None:
     assert not gate(better, worse, better)[0]  # a tie loses
     ok, reason = gate({"mae_p50": 1.0, "pinball_95": 3.0}, worse, None)
     assert not ok and "pinball_95" in reason and "mae_p50" not in reason.split("does not beat:")[1]
+    clear = {"upper": -0.1}
+    evidence = {"baseline": {"mae_p50": clear, "pinball_95": {"upper": 0.2}}}
+    ok, reason = gate(better, worse, None, evidence)  # lower on average, but pinball_95's bound is above 0
+    assert not ok and "pinball_95 1 < baseline 2 but not clearly" in reason and "+0.2 ms" in reason, reason
+    evidence["baseline"]["pinball_95"] = {"upper": None}
+    assert "too few calls to tell" in gate(better, worse, None, evidence)[1]
+    evidence["baseline"]["pinball_95"] = clear
+    assert gate(better, worse, None, evidence)[0]
 
 
 def test_the_river_challenger_goes_through_the_same_gate(registry, trained, onnx_blobs) -> None:  # noqa: ANN001
