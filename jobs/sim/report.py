@@ -317,7 +317,7 @@ def _training_line(training: dict[str, Any]) -> str:
     if rows:
         parts.append(f"rows train {rows.get('train')} / hold-out {rows.get('holdout')}")
     parts.append(f"{model.get('status')}" + (f" ({model.get('status_reason')})" if model.get("status_reason") else ""))
-    return "; ".join(parts)[:400] + f"; {training.get('wall_s', 0):.0f}s"
+    return "; ".join(parts)[:700] + f"; {training.get('wall_s', 0):.0f}s"
 
 
 def plot_drift(result: dict[str, Any], path: Path) -> Path | None:
