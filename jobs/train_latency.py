@@ -66,23 +66,9 @@ def load_rows(data_dir: str | Path, since: float | None = None, until: float | N
               max_rows: int | None = None) -> list[dict[str, Any]]:
     """Training rows from the offline store, in ``ts`` order (ties by event id, so reruns agree);
     with ``max_rows``, only the newest that many."""
-    from only1mcp.feature_store.offline.duckdb import arrow_table, connect, retry_vanished, time_window
+    from only1mcp.feature_store.offline.duckdb import upstream_calls
 
-    con = connect(data_dir)
-    try:
-        present = {row[0] for row in con.execute("DESCRIBE requests").fetchall()}
-        select = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
-        where = ["method = 'tools/call'", "NOT coalesce(cache_hit, false)", "replica IS NOT NULL",
-                 "latency_ms IS NOT NULL"]
-        window, params = time_window(since, until)
-        where += window
-        query = f"SELECT {select}, event_id FROM requests WHERE {' AND '.join(where)}"
-        if max_rows:
-            query = f"SELECT * FROM ({query} ORDER BY ts DESC, event_id DESC LIMIT {int(max_rows)})"
-        query = f"SELECT {', '.join(_COLUMNS)} FROM ({query}) ORDER BY ts, event_id"
-        return retry_vanished(lambda: arrow_table(con.sql(query, params=params or None)).to_pylist())
-    finally:
-        con.close()
+    return upstream_calls(data_dir, _COLUMNS, since, until, max_rows)
 
 
 def predict_p99_us(model: Any, X: np.ndarray, batch: int = 20, repeats: int = 1000) -> float:

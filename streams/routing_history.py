@@ -24,15 +24,8 @@ def recent_calls(data_dir: str | Path, until: float, span_s: float = HISTORY_S,
     """Upstream ``tools/call`` events of the ``span_s`` before ``until`` (the newest ``limit``), oldest
     first, as event dicts; empty when the store has no requests yet. A column an older file lacks
     reads as None."""
-    from only1mcp.feature_store.offline.duckdb import query
+    from only1mcp.feature_store.offline.duckdb import upstream_calls
 
     if not any(Path(data_dir).glob("requests/**/*.parquet")):
         return []
-    present = {row[0] for row in query(data_dir, "DESCRIBE requests")[1]}
-    select = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
-    rows = query(data_dir,
-                 f"SELECT {select} FROM requests WHERE ts >= ? AND ts < ? AND method = 'tools/call' "
-                 "AND NOT coalesce(cache_hit, false) AND replica IS NOT NULL AND latency_ms IS NOT NULL "
-                 "ORDER BY ts DESC LIMIT ?", [until - span_s, until, limit])[1]
-    rows.reverse()
-    return [dict(zip(COLUMNS, row)) for row in rows]
+    return upstream_calls(data_dir, COLUMNS, until - span_s, until, limit)

@@ -24,14 +24,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from only1mcp.feature_store.offline.parquet import REQUEST_SCHEMA, feature_tables, features_dir, requests_dir
 
-__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table", "retry_vanished", "query", "time_window"]
+__all__ = ["connect", "create_views", "sql_literal", "quote_ident", "arrow_table", "retry_vanished", "query", "time_window",
+           "upstream_calls"]
 
 T = TypeVar("T")
 
@@ -152,5 +153,27 @@ def query(data_dir: str | Path, sql: str, params: list[object] | None = None,
             names = [column[0] for column in cursor.description or []]
             return names, cursor.fetchall()
         return retry_vanished(run)
+    finally:
+        con.close()
+
+
+def upstream_calls(data_dir: str | Path, columns: tuple[str, ...], since: float | None = None,
+                   until: float | None = None, max_rows: int | None = None) -> list[dict[str, Any]]:
+    """The ``tools/call`` requests that went upstream (no cache hit, a replica, a latency) within
+    ``[since, until)``, as dicts of ``columns`` in ``ts`` order (ties by event id, so reruns agree);
+    with ``max_rows``, only the newest that many. A column older files lack reads as None. What the
+    latency model trains on and what the worker's features start from."""
+    con = connect(data_dir)
+    try:
+        present = {row[0] for row in con.execute("DESCRIBE requests").fetchall()}
+        select = ", ".join(c if c in present else f"NULL AS {c}" for c in dict.fromkeys((*columns, "event_id")))
+        where = ["method = 'tools/call'", "NOT coalesce(cache_hit, false)", "replica IS NOT NULL",
+                 "latency_ms IS NOT NULL"]
+        window, params = time_window(since, until)
+        sql = f"SELECT {select} FROM requests WHERE {' AND '.join([*where, *window])}"
+        if max_rows:
+            sql = f"SELECT * FROM ({sql} ORDER BY ts DESC, event_id DESC LIMIT {int(max_rows)})"
+        sql = f"SELECT {', '.join(columns)} FROM ({sql}) ORDER BY ts, event_id"
+        return retry_vanished(lambda: arrow_table(con.sql(sql, params=params or None)).to_pylist())
     finally:
         con.close()

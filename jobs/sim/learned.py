@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from only1mcp.jobs.bench._procs import Managed, ProcessGroup, StartError, free_ports
-from only1mcp.jobs.sim.loop_results import routing_share, train_latency_job, wait_parquet
+from only1mcp.jobs.sim.loop_results import WeightsWatcher, routing_share, train_latency_job, wait_parquet
 
-__all__ = ["LEARNING_ROWS", "LoopInfra", "WeightsWatcher", "run_learning_rows"]
+__all__ = ["LEARNING_ROWS", "LoopInfra", "run_learning_rows"]
 
 LEARNING_ROWS = ("tool_ewma", "learned")
 HOST = "127.0.0.1"
@@ -170,63 +170,6 @@ class LoopInfra:
         raise RuntimeError(f"could not create the topics again: {last}")
 
 
-class WeightsWatcher:
-    """Reads ``mcp.routing-weights`` (every partition, no group, from its end) and keeps what it saw."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
-        self.records: list[dict[str, Any]] = []  # {at, source, model_version, tool, server, valid_for}
-        self.rejected = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> WeightsWatcher:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def _run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from only1mcp.events import RoutingWeights
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="latest", fetch_max_wait_ms=200)
-        await consumer.start()
-        try:
-            consumer.assign([TopicPartition(self.topic, p) for p in range(PARTITIONS)])
-            await consumer.seek_to_end()
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                now = time.time()
-                for messages in batches.values():
-                    for message in messages:
-                        try:
-                            record = RoutingWeights.from_json(message.value)
-                        except Exception:
-                            self.rejected += 1
-                            continue
-                        self.records.append({"at": now, "source": record.source, "model_version": record.model_version,
-                                             "tool": record.tool, "server": record.server,
-                                             "valid_for": round(record.valid_until - record.ts, 3),
-                                             "curves": bool(record.predicted_ms)})
-        finally:
-            await consumer.stop()
-
-    def seen(self, source: str, since: float = 0.0) -> dict[str, Any] | None:
-        return next((r for r in reversed(self.records) if r["source"] == source and r["at"] >= since), None)
-
-    def summary(self, since: float, until: float) -> dict[str, Any]:
-        window = [r for r in self.records if since <= r["at"] <= until]
-        return {"records": len(window), "by_source": dict(Counter(r["source"] or "?" for r in window)),
-                "model_versions": sorted({r["model_version"] for r in window if r["model_version"]})[:10],
-                "with_load_curves": sum(1 for r in window if r["curves"]), "rejected": self.rejected}
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-
-
 async def run_learning_rows(args: Any, scenario: Any, rows: list[str], schedule: list[Any],
                             warm_schedule: list[Any], run_dir: Path, infra: LoopInfra, settle_seed: Any,
                             mix: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -321,7 +264,7 @@ class _Loop:
 
         began = time.perf_counter()
         await self.infra.reset_topics()
-        self.watcher = await WeightsWatcher(self.infra.bootstrap, TOPICS["routing_weights"]).start()
+        self.watcher = await WeightsWatcher(self.infra.bootstrap, TOPICS["routing_weights"], PARTITIONS).start()
         self.worker = self._start_worker()
         failed = await self._start_fleet_and_proxy(time.time() + (_FAR_FUTURE_S if self.faulty else 0.0))
         if failed:

@@ -1,10 +1,11 @@
 """What a learning run of the routing benchmark reads back: the events in the offline store (how
-many have landed, what decided each call's routing), and the latency training job with the model
-registry it writes."""
+many have landed, what decided each call's routing), the routing weights the worker publishes, and
+the latency training job with the model registry it writes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import Counter
@@ -13,8 +14,8 @@ from typing import Any
 
 from only1mcp.jobs.bench._procs import ProcessGroup
 
-__all__ = ["classify_decision", "count_events", "registry_metadata", "routing_share", "train_latency_job",
-           "wait_parquet"]
+__all__ = ["WeightsWatcher", "classify_decision", "count_events", "registry_metadata", "routing_share",
+           "train_latency_job", "wait_parquet"]
 
 
 def classify_decision(policy: str | None, reason: str | None) -> tuple[str, str | None]:
@@ -162,3 +163,60 @@ def registry_metadata(registry: Path) -> dict[str, Any]:
         found["model"]["sizes_bytes"] = {name: f.get("bytes") for name, f in (meta.get("files") or {}).items()}
         found["gate"] = meta.get("status_reason")
     return found
+
+
+class WeightsWatcher:
+    """Reads ``mcp.routing-weights`` (every partition, no group, from its end) and keeps what it saw."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.records: list[dict[str, Any]] = []  # {at, source, model_version, tool, server, valid_for}
+        self.rejected = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> WeightsWatcher:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from only1mcp.events import RoutingWeights
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="latest", fetch_max_wait_ms=200)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
+            await consumer.seek_to_end()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                now = time.time()
+                for messages in batches.values():
+                    for message in messages:
+                        try:
+                            record = RoutingWeights.from_json(message.value)
+                        except Exception:
+                            self.rejected += 1
+                            continue
+                        self.records.append({"at": now, "source": record.source, "model_version": record.model_version,
+                                             "tool": record.tool, "server": record.server,
+                                             "valid_for": round(record.valid_until - record.ts, 3),
+                                             "curves": bool(record.predicted_ms)})
+        finally:
+            await consumer.stop()
+
+    def seen(self, source: str, since: float = 0.0) -> dict[str, Any] | None:
+        return next((r for r in reversed(self.records) if r["source"] == source and r["at"] >= since), None)
+
+    def summary(self, since: float, until: float) -> dict[str, Any]:
+        window = [r for r in self.records if since <= r["at"] <= until]
+        return {"records": len(window), "by_source": dict(Counter(r["source"] or "?" for r in window)),
+                "model_versions": sorted({r["model_version"] for r in window if r["model_version"]})[:10],
+                "with_load_curves": sum(1 for r in window if r["curves"]), "rejected": self.rejected}
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task

@@ -228,10 +228,12 @@ def render(result: dict[str, Any], bars: list[Bar]) -> str:
             summ = entry["summary"]
             lat = summ["latency_ms"]
             share = "/".join(str(summ["by_replica"].get(r, 0)) for r in [*replicas, "None"])
+            label = policy
             if entry.get("served_by"):
-                notes.append(f"  {policy}*: no model passed the gate, so the loop served {entry['served_by']}'s "
+                label += "*"
+                notes.append(f"  {label}: no model passed the gate, so the loop served {entry['served_by']}'s "
                              f"weights, as it does for any `policy = \"learned\"` server until one does")
-            cells = [policy + ("*" if entry.get("served_by") else ""), _fmt(lat["mean"]), _fmt(lat["p50"]), _fmt(lat["p95"]), _fmt(lat["p99"]),
+            cells = [label, _fmt(lat["mean"]), _fmt(lat["p50"]), _fmt(lat["p95"]), _fmt(lat["p99"]),
                      f"{100 * summ['success_rate']:.2f}%", share]
             if learning:
                 routed = entry.get("routing_share") or {}
